@@ -1,0 +1,26 @@
+#pragma once
+
+#include <functional>
+#include <map>
+#include <optional>
+#include <string>
+#include <string_view>
+
+// Authentication configuration (spec §3), installed once by the embedder or car-daemon.
+namespace car {
+
+struct AuthConfig {
+  // Disabled: every session counts as authenticated and session.auth always succeeds.
+  bool enabled = true;
+  // The daemon token; `{token}` must match it (or the agent's own token, below).
+  std::string token;
+  // When set, `{host_token}` matching it grants the host-management role.
+  std::optional<std::string> host_token;
+  // Per-agent tokens: `{token, agent_id: ID}` is checked against agent_tokens[ID] when present.
+  std::map<std::string, std::string, std::less<>> agent_tokens;
+};
+
+// Compares secrets in time that depends only on their lengths (the length check is not secret).
+bool constant_time_equal(std::string_view a, std::string_view b);
+
+}  // namespace car

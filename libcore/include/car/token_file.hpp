@@ -1,0 +1,24 @@
+#pragma once
+
+#include <string>
+#include <variant>
+
+#include "car/error.hpp"
+
+// Token files (spec §9): a token read from a file has surrounding whitespace trimmed; a minted
+// token is 32 random bytes as 64 lowercase hex characters in a file of mode 0600.
+namespace car {
+
+struct TokenFileError {
+  std::string message;
+};
+using TokenResult = std::variant<std::string, TokenFileError>;
+
+// Reads and trims the token in `path`. An empty token is an error.
+TokenResult read_token_file(const std::string& path);
+
+// Returns the token in `path` if the file exists and holds one; otherwise mints a new token,
+// creating parent directories (0700) and the file (0600, exclusive create), and returns it.
+TokenResult load_or_mint_token_file(const std::string& path);
+
+}  // namespace car

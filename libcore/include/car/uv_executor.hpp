@@ -1,0 +1,54 @@
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <mutex>
+#include <unordered_map>
+#include <vector>
+
+#include "car/executor.hpp"
+
+// Executor on a libuv loop. Construct and destroy it on the loop thread; every other member may be
+// called from any thread. Work for the pool goes through uv_queue_work (the libuv thread pool, sized
+// by UV_THREADPOOL_SIZE), timers are uv_timer_t handles owned here, and cross-thread posts are
+// marshalled with one uv_async_t whose callback drains the whole queue (uv_async_send coalesces).
+namespace car {
+
+class UvExecutor final : public Executor {
+ public:
+  explicit UvExecutor(uv_loop_t* loop);
+  ~UvExecutor() override;
+
+  void post(Task task) override;
+  void queue_work(Task work, Task after) override;
+  TimerId start_timer(std::chrono::milliseconds delay, Task fn) override;
+  void cancel_timer(TimerId id) override;
+  Clock::time_point now() const override { return Clock::now(); }
+  bool in_loop_thread() const override;
+
+  // Closes the async handle and every timer so that uv_run can return. Loop thread only. Posts made
+  // afterwards are dropped (their tasks are destroyed, not run).
+  void shutdown();
+
+  uv_loop_t* loop() const { return loop_; }
+
+ private:
+  struct Timer;
+  struct Work;
+  static void on_async(uv_async_t* handle);
+  void run_posted();
+  void start_timer_on_loop(TimerId id, std::chrono::milliseconds delay, Task fn);
+
+  uv_loop_t* loop_;
+  uv_thread_t loop_thread_;
+  // Heap-allocated so its memory outlives this object until libuv's close callback frees it.
+  uv_async_t* async_;
+  std::mutex mutex_;
+  std::vector<Task> posted_;
+  bool shut_down_ = false;
+  std::uint64_t next_timer_id_ = 1;
+  std::unordered_map<TimerId, Timer*> timers_;  // loop thread only
+};
+
+}  // namespace car

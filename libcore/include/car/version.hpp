@@ -1,0 +1,9 @@
+#pragma once
+
+// The library's version and the protocol version it speaks (spec §3, server.handshake).
+namespace car {
+
+inline constexpr const char* version_string = "0.1.0";
+inline constexpr int protocol_version = 2;
+
+}  // namespace car

@@ -1,0 +1,110 @@
+#include "car/reply.hpp"
+
+#include "car/json.hpp"
+#include "car/log.hpp"
+#include "reply_state.hpp"
+
+namespace car {
+namespace detail {
+
+std::string result_envelope(std::string_view id_json, std::string_view result_json) {
+  std::string out;
+  out.reserve(32 + id_json.size() + result_json.size());
+  out.append(R"({"jsonrpc":"2.0","id":)");
+  out.append(id_json);
+  out.append(R"(,"result":)");
+  out.append(result_json);
+  out.push_back('}');
+  return out;
+}
+
+std::string error_envelope(std::string_view id_json, const Error& error) {
+  std::string out;
+  out.reserve(64 + id_json.size() + error.message.size() + error.data_json.size());
+  out.append(R"({"jsonrpc":"2.0","id":)");
+  out.append(id_json);
+  out.append(R"(,"error":{"code":)");
+  out.append(std::to_string(error.code));
+  out.append(R"(,"message":)");
+  json::append_quoted(out, error.message);
+  if (!error.data_json.empty()) {
+    out.append(R"(,"data":)");
+    out.append(error.data_json);
+  }
+  out.append("}}");
+  return out;
+}
+
+void BatchCollector::member_done(std::string entry, std::function<void()> after_queued) {
+  std::vector<std::string> entries;
+  std::vector<std::function<void()>> afters;
+  {
+    std::lock_guard lock(mutex_);
+    if (!entry.empty()) entries_.push_back(std::move(entry));
+    if (after_queued) after_queued_.push_back(std::move(after_queued));
+    if (--remaining != 0) return;
+    entries.swap(entries_);
+    afters.swap(after_queued_);
+  }
+  if (!entries.empty()) {
+    std::size_t size = 2;
+    for (const auto& e : entries) size += e.size() + 1;
+    std::string frame;
+    frame.reserve(size);
+    frame.push_back('[');
+    for (std::size_t i = 0; i < entries.size(); ++i) {
+      if (i != 0) frame.push_back(',');
+      frame.append(entries[i]);
+    }
+    frame.push_back(']');
+    connection->send_reply_frame(std::move(frame));
+  }
+  for (auto& after : afters) after();
+  if (close_after.load()) connection->close(1008, "auth required");
+}
+
+bool ReplyState::finish(std::string entry, std::function<void()> after_queued) {
+  if (done.exchange(true, std::memory_order_acq_rel)) return false;
+  if (notification) entry.clear();
+  if (batch) {
+    batch->member_done(std::move(entry), std::move(after_queued));
+  } else {
+    if (!entry.empty()) connection->send_reply_frame(std::move(entry));
+    if (after_queued) after_queued();
+  }
+  if (counted) connection->reply_finished();
+  return true;
+}
+
+ReplyState::~ReplyState() {
+  if (done.load(std::memory_order_acquire)) return;
+  // Every copy of the Reply is gone and nobody answered: answer for the handler rather than
+  // leave the peer waiting forever.
+  if (!notification) log_warn("request {} dropped without a reply", id_json);
+  finish(error_envelope(id_json, Error::internal("internal error: request dropped")), {});
+}
+
+}  // namespace detail
+
+void Reply::ok(std::string_view result_json, std::function<void()> after_queued) const {
+  if (!state_) return;
+  if (state_->notification) {
+    state_->finish({}, std::move(after_queued));
+    return;
+  }
+  state_->finish(detail::result_envelope(state_->id_json, result_json), std::move(after_queued));
+}
+
+void Reply::error(Error error) const {
+  if (!state_) return;
+  if (state_->notification) {
+    state_->finish({}, {});
+    return;
+  }
+  state_->finish(detail::error_envelope(state_->id_json, error), {});
+}
+
+bool Reply::done() const { return !state_ || state_->done.load(std::memory_order_acquire); }
+bool Reply::is_notification() const { return state_ && state_->notification; }
+
+}  // namespace car

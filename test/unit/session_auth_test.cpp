@@ -1,0 +1,204 @@
+// session.auth, server.handshake, the auth gate (-32001 then close) and agent bindings (spec §3).
+#include <filesystem>
+#include <fstream>
+#include <sys/stat.h>
+
+#include "test_support.hpp"
+
+using namespace car;
+using namespace car::test;
+
+namespace {
+
+ServerConfig enabled_auth() {
+  ServerConfig config;
+  config.auth.enabled = true;
+  config.auth.token = "secret";
+  config.auth.host_token = "host-secret";
+  config.auth.agent_tokens["special"] = "special-token";
+  return config;
+}
+
+void add_ping(Server& server) {
+  server.methods().add("ping", {}, [](const Request&, Reply reply) { reply.ok(R"("pong")"); });
+}
+
+}  // namespace
+
+TEST_SUITE("session_auth") {
+  TEST_CASE("unauthenticated call gets -32001 and the connection closes") {
+    Fixture f(enabled_auth());
+    add_ping(f.server);
+    auto r = f.call(R"({"jsonrpc":"2.0","id":1,"method":"ping"})");
+    CHECK(error_code(r) == -32001);
+    CHECK(error_message(r) == "auth required: call session.auth first");
+    REQUIRE(f.client().sink->transport_end().has_value());
+    CHECK(f.client().sink->transport_end()->code == 1008);
+    CHECK(f.client().connection->closed());
+    // Nothing more is read.
+    CHECK(f.exchange(R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"secret"}})")
+              .empty());
+  }
+
+  TEST_CASE("an unauthenticated notification gets no reply but still closes") {
+    Fixture f(enabled_auth());
+    add_ping(f.server);
+    CHECK(f.exchange(R"({"jsonrpc":"2.0","method":"ping"})").empty());
+    CHECK(f.client().connection->closed());
+  }
+
+  TEST_CASE("wrong token: -32603 token mismatch, session stays unauthenticated") {
+    Fixture f(enabled_auth());
+    add_ping(f.server);
+    auto r = f.call(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"nope"}})");
+    CHECK(error_code(r) == -32603);
+    CHECK(error_message(r) == "auth failed: token mismatch");
+    CHECK_FALSE(f.client().connection->closed());
+    auto next = f.call(R"({"jsonrpc":"2.0","id":2,"method":"ping"})");
+    CHECK(error_code(next) == -32001);
+    CHECK(f.client().connection->closed());
+  }
+
+  TEST_CASE("correct token, host token, both tokens") {
+    Fixture f(enabled_auth());
+    add_ping(f.server);
+    auto both = f.call(
+        R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","host_token":"host-secret"}})");
+    CHECK(error_code(both) == -32602);
+    CHECK(error_message(both) == "invalid params: give token or host_token, not both");
+    auto ok = f.call(R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"secret"}})");
+    CHECK(ok["result"]["ok"].GetBool());
+    CHECK(ok["result"]["auth_enabled"].GetBool());
+    CHECK_FALSE(ok["result"].HasMember("agent_id"));
+    CHECK_FALSE(ok["result"].HasMember("role"));
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":3,"method":"ping"})")["result"] == "pong");
+    auto host = f.call(
+        R"({"jsonrpc":"2.0","id":4,"method":"session.auth","params":{"host_token":"host-secret"}})");
+    CHECK(std::string(host["result"]["role"].GetString()) == "host");
+    CHECK(f.client().connection->session().is_host());
+    // A failed re-auth changes nothing.
+    auto bad = f.call(R"({"jsonrpc":"2.0","id":5,"method":"session.auth","params":{"host_token":"x"}})");
+    CHECK(error_code(bad) == -32603);
+    CHECK(f.client().connection->session().is_host());
+    CHECK(f.client().connection->session().authenticated());
+  }
+
+  TEST_CASE("auth disabled: any params succeed and methods work without auth") {
+    Fixture f;  // disabled
+    add_ping(f.server);
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":1,"method":"ping"})")["result"] == "pong");
+    auto r = f.call(R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"x"}})");
+    CHECK(r["result"]["ok"].GetBool());
+    CHECK_FALSE(r["result"]["auth_enabled"].GetBool());
+    auto bound = f.call(
+        R"({"jsonrpc":"2.0","id":3,"method":"session.auth","params":{"agent_id":"a7"}})");
+    CHECK(std::string(bound["result"]["agent_id"].GetString()) == "a7");
+  }
+
+  TEST_CASE("per-agent tokens") {
+    Fixture f(enabled_auth());
+    auto wrong = f.call(
+        R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","agent_id":"special"}})");
+    CHECK(error_message(wrong) == "auth failed: token mismatch");
+    auto right = f.call(
+        R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"special-token","agent_id":"special"}})");
+    CHECK(std::string(right["result"]["agent_id"].GetString()) == "special");
+  }
+
+  TEST_CASE("one live connection per agent id") {
+    ManualExecutor ex;
+    Server server(ex, enabled_auth());
+    Client a(server, ex), b(server, ex);
+    const std::string auth =
+        R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","agent_id":"a1"}})";
+    a.send(auth);
+    ex.run_until_idle();
+    CHECK(parse_json(a.sink->take_written()[0])["result"]["ok"].GetBool());
+    b.send(auth);
+    ex.run_until_idle();
+    auto refused = parse_json(b.sink->take_written()[0]);
+    CHECK(error_message(refused) == "agent 'a1' is already attached on another connection");
+    CHECK_FALSE(b.connection->session().agent_id().has_value());
+    a.sink->simulate_peer_closed();
+    ex.run_until_idle();
+    CHECK(server.connection_count() == 1);
+    b.send(auth);
+    ex.run_until_idle();
+    CHECK(parse_json(b.sink->take_written()[0])["result"]["ok"].GetBool());
+    CHECK(*server.agent_bindings().holder("a1") == b.connection->client_id());
+  }
+
+  TEST_CASE("batch members see the auth state from arrival; -32001 closes after the batch") {
+    Fixture f(enabled_auth());
+    add_ping(f.server);
+    auto r = f.call(
+        R"([{"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret"}},)"
+        R"({"jsonrpc":"2.0","id":2,"method":"ping"}])");
+    REQUIRE(r.IsArray());
+    REQUIRE(r.Size() == 2);
+    CHECK(f.client().connection->closed());
+  }
+
+  TEST_CASE("server.handshake") {
+    Fixture f(enabled_auth());
+    auto ok = f.call(
+        R"({"jsonrpc":"2.0","id":1,"method":"server.handshake","params":{"protocol_version":2}})");
+    CHECK(ok["result"]["protocol_version"].GetInt() == 2);
+    CHECK(ok["result"]["client_protocol_version"].GetInt() == 2);
+    CHECK(std::string(ok["result"]["server_version"].GetString()) == version_string);
+    auto bad = f.call(
+        R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":3}})");
+    CHECK(error_code(bad) == -32006);
+    CHECK(error_message(bad) == "unsupported protocol version");
+    CHECK_FALSE(f.client().connection->closed());  // allowed before auth
+  }
+
+  TEST_CASE("require_handshake gates marked methods with -32005") {
+    ServerConfig config = Fixture::disabled_auth();
+    config.require_handshake = true;
+    Fixture f(config);
+    MethodOptions options;
+    options.requires_handshake = true;
+    f.server.methods().add("gated.sub", {}, [](const Request&, Reply r) { r.ok("1"); }, options);
+    CHECK(error_code(f.call(R"({"jsonrpc":"2.0","id":1,"method":"gated.sub"})")) == -32005);
+    f.call(R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":2}})");
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":3,"method":"gated.sub"})")["result"].GetInt() == 1);
+  }
+
+  TEST_CASE("constant_time_equal") {
+    CHECK(constant_time_equal("abc", "abc"));
+    CHECK_FALSE(constant_time_equal("abc", "abd"));
+    CHECK_FALSE(constant_time_equal("abc", "abcd"));
+    CHECK(constant_time_equal("", ""));
+  }
+
+  TEST_CASE("token files: minted 0600 with 64 hex chars, then reused; read trims") {
+    auto dir = std::filesystem::temp_directory_path() / ("carcore-token-" + random_hex(6));
+    auto path = (dir / "nested" / "auth-token").string();
+    auto minted = load_or_mint_token_file(path);
+    REQUIRE(std::holds_alternative<std::string>(minted));
+    const auto& token = std::get<std::string>(minted);
+    CHECK(token.size() == 64);
+    CHECK(token.find_first_not_of("0123456789abcdef") == std::string::npos);
+    struct stat st {};
+    REQUIRE(::stat(path.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    auto again = load_or_mint_token_file(path);
+    CHECK(std::get<std::string>(again) == token);
+    auto spaced = (dir / "spaced").string();
+    std::ofstream(spaced) << "  tok en \n\n";
+    CHECK(std::get<std::string>(read_token_file(spaced)) == "tok en");
+    std::ofstream(dir / "empty") << " \n";
+    CHECK(std::holds_alternative<TokenFileError>(read_token_file((dir / "empty").string())));
+    CHECK(std::holds_alternative<TokenFileError>(read_token_file((dir / "missing").string())));
+    std::filesystem::remove_all(dir);
+  }
+
+  TEST_CASE("uuid_v4 shape") {
+    auto id = uuid_v4();
+    REQUIRE(id.size() == 36);
+    CHECK(id[14] == '4');
+    CHECK(std::string("89ab").find(id[19]) != std::string::npos);
+    CHECK(uuid_v4() != id);
+  }
+}
