@@ -1,0 +1,209 @@
+#include "cli.hpp"
+
+#include <charconv>
+#include <functional>
+#include <map>
+
+#include <fmt/format.h>
+
+namespace car::daemon {
+namespace {
+
+std::optional<std::int64_t> parse_integer(const std::string& text, std::int64_t min,
+                                          std::int64_t max) {
+  std::int64_t value = 0;
+  auto [ptr, ec] = std::from_chars(text.data(), text.data() + text.size(), value);
+  if (ec != std::errc{} || ptr != text.data() + text.size() || value < min || value > max) {
+    return std::nullopt;
+  }
+  return value;
+}
+
+}  // namespace
+
+std::optional<ListenAddress> parse_listen_address(const std::string& text) {
+  std::string host;
+  std::string port_text;
+  if (!text.empty() && text.front() == '[') {
+    auto close = text.find(']');
+    if (close == std::string::npos || close + 1 >= text.size() || text[close + 1] != ':') {
+      return std::nullopt;
+    }
+    host = text.substr(1, close - 1);
+    port_text = text.substr(close + 2);
+  } else {
+    auto colon = text.rfind(':');
+    if (colon == std::string::npos) return std::nullopt;
+    host = text.substr(0, colon);
+    port_text = text.substr(colon + 1);
+    if (host.find(':') != std::string::npos) return std::nullopt;  // bare IPv6 needs brackets
+  }
+  auto port = parse_integer(port_text, 0, 65535);
+  if (host.empty() || !port) return std::nullopt;
+  return ListenAddress{host, static_cast<std::uint16_t>(*port)};
+}
+
+std::variant<Options, CliError> parse_command_line(const std::vector<std::string>& args) {
+  Options o;
+  constexpr std::int64_t big = std::int64_t{1} << 50;
+  using Setter = std::function<std::optional<std::string>(const std::string&)>;
+  auto integer = [](std::optional<std::int64_t>& slot, std::int64_t min, std::int64_t max) {
+    return Setter([&slot, min, max](const std::string& v) -> std::optional<std::string> {
+      auto parsed = parse_integer(v, min, max);
+      if (!parsed) return fmt::format("expects an integer from {} to {}", min, max);
+      slot = parsed;
+      return std::nullopt;
+    });
+  };
+  auto text = [](std::optional<std::string>& slot) {
+    return Setter([&slot](const std::string& v) -> std::optional<std::string> {
+      if (v.empty()) return "expects a non-empty value";
+      slot = v;
+      return std::nullopt;
+    });
+  };
+  auto append = [](std::vector<std::string>& list) {
+    return Setter([&list](const std::string& v) -> std::optional<std::string> {
+      if (v.empty()) return "expects a non-empty value";
+      list.push_back(v);
+      return std::nullopt;
+    });
+  };
+  // Flags that take a value.
+  std::map<std::string, Setter> valued = {
+      {"--listen",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         auto address = parse_listen_address(v);
+         if (!address) return "expects HOST:PORT (IPv6 as [ADDR]:PORT)";
+         o.listen.push_back(*address);
+         return std::nullopt;
+       }},
+      {"--unix", append(o.unix_paths)},
+      {"--stdio-framing",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         if (v == "ndjson") {
+           o.stdio_framing = StdioFramingOption::ndjson;
+         } else if (v == "content-length") {
+           o.stdio_framing = StdioFramingOption::content_length;
+         } else {
+           return "expects ndjson or content-length";
+         }
+         return std::nullopt;
+       }},
+      {"--token", text(o.token)},
+      {"--token-file", text(o.token_file)},
+      {"--host-token", text(o.host_token)},
+      {"--host-token-file", text(o.host_token_file)},
+      {"--agent-token",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         auto eq = v.find('=');
+         if (eq == std::string::npos || eq == 0 || eq + 1 == v.size()) return "expects ID=TOKEN";
+         o.agent_tokens.emplace_back(v.substr(0, eq), v.substr(eq + 1));
+         return std::nullopt;
+       }},
+      {"--agent-id", text(o.agent_id)},
+      {"--state-dir", text(o.state_dir)},
+      {"--approval-method", append(o.approval_methods)},
+      {"--approval-timeout", integer(o.approval_timeout_s, 1, 86400)},
+      {"--grace-ms", integer(o.grace_ms, 0, big)},
+      {"--tool-timeout", integer(o.tool_timeout_s, 1, 86400)},
+      {"--drain-timeout-ms", integer(o.drain_timeout_ms, 1, big)},
+      {"--ping-interval-ms", integer(o.ping_interval_ms, 0, big)},
+      {"--allow-origin", append(o.allow_origins)},
+      {"--max-message", integer(o.max_message, 64, std::int64_t{1} << 31)},
+      {"--max-connections", integer(o.max_connections, 1, 1000000)},
+      {"--threads", integer(o.threads, 1, 128)},
+      {"--log-level",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         auto level = parse_log_level(v);
+         if (!level || *level == LogLevel::off) return "expects trace, debug, info, warn or error";
+         o.log_level = *level;
+         return std::nullopt;
+       }},
+  };
+  std::map<std::string, bool*> switches = {
+      {"--stdio", &o.stdio},         {"--no-auth", &o.no_auth}, {"--no-approvals", &o.no_approvals},
+      {"--help", &o.help},           {"-h", &o.help},          {"--version", &o.version},
+  };
+
+  for (std::size_t i = 0; i < args.size(); ++i) {
+    std::string arg = args[i];
+    std::optional<std::string> inline_value;
+    if (auto eq = arg.find('='); arg.rfind("--", 0) == 0 && eq != std::string::npos) {
+      inline_value = arg.substr(eq + 1);
+      arg = arg.substr(0, eq);
+    }
+    if (auto s = switches.find(arg); s != switches.end()) {
+      if (inline_value) return CliError{fmt::format("{} takes no value", arg)};
+      *s->second = true;
+      continue;
+    }
+    auto v = valued.find(arg);
+    if (v == valued.end()) return CliError{fmt::format("unknown option '{}'", args[i])};
+    std::string value;
+    if (inline_value) {
+      value = *inline_value;
+    } else {
+      if (i + 1 >= args.size()) return CliError{fmt::format("{} needs a value", arg)};
+      value = args[++i];
+    }
+    if (auto problem = v->second(value)) {
+      return CliError{fmt::format("{} {}: '{}'", arg, *problem, value)};
+    }
+  }
+
+  int auth_modes = (o.token ? 1 : 0) + (o.token_file ? 1 : 0) + (o.no_auth ? 1 : 0);
+  if (auth_modes > 1) return CliError{"give only one of --token, --token-file and --no-auth"};
+  if (o.host_token && o.host_token_file) {
+    return CliError{"give only one of --host-token and --host-token-file"};
+  }
+  if (o.no_approvals && !o.approval_methods.empty()) {
+    return CliError{"--no-approvals and --approval-method contradict each other"};
+  }
+  bool framing_given = false;
+  for (const auto& a : args) framing_given = framing_given || a.rfind("--stdio-framing", 0) == 0;
+  if (framing_given && !o.stdio) return CliError{"--stdio-framing needs --stdio"};
+  return o;
+}
+
+std::string usage_text() {
+  return R"(usage: car-daemon [options]
+
+Serves the CAR JSON-RPC protocol over WebSocket (TCP and Unix sockets) and stdio.
+
+Listeners (none given => --listen 127.0.0.1:9100):
+  --listen HOST:PORT          WebSocket over TCP; repeatable; port 0 picks a free port
+  --unix PATH                 WebSocket over a Unix socket (mode 0600); repeatable
+  --stdio                     JSON-RPC on stdin/stdout; exit 0 at EOF once replies are flushed
+  --stdio-framing ndjson|content-length   (default ndjson)
+
+Authentication (neither => token in <state-dir>/auth-token, minted if missing):
+  --token TOKEN | --token-file PATH | --no-auth
+  --host-token TOKEN | --host-token-file PATH    grants the host role
+  --agent-token ID=TOKEN      per-agent token (repeatable)
+  --agent-id ID               default agent id for runs.start (else env CAR_AGENT_ID)
+  --state-dir DIR             default $XDG_STATE_HOME/car, else ~/.local/state/car
+
+Approval gate and timeouts:
+  --no-approvals              disable the high-risk approval gate
+  --approval-method NAME      gate this method (repeatable; replaces the default set)
+  --approval-timeout SECONDS  default 60
+  --grace-ms MS               run disconnect grace window, default 2000
+  --tool-timeout SECONDS      default 300
+  --drain-timeout-ms MS       run-trace drain write deadline, default 10000
+  --ping-interval-ms MS       WebSocket idle ping, default 30000
+
+Limits:
+  --allow-origin ORIGIN       WebSocket Origin allowlist (repeatable; default: any)
+  --max-message BYTES         default 16777216
+  --max-connections N         default unlimited
+  --threads N                 libuv thread-pool size (default 4)
+
+  --log-level trace|debug|info|warn|error   (default info; logs go to stderr)
+  --version, --help
+
+Exit status: 0 after a normal shutdown, 1 on a runtime failure, 2 on a bad command line.
+)";
+}
+
+}  // namespace car::daemon

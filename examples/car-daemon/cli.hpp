@@ -1,0 +1,65 @@
+#pragma once
+
+#include <cstdint>
+#include <optional>
+#include <string>
+#include <utility>
+#include <variant>
+#include <vector>
+
+#include "car/log.hpp"
+
+// car-daemon's command line (spec §9). Parsing is pure (no I/O) so it can be unit tested.
+namespace car::daemon {
+
+struct ListenAddress {
+  std::string host;
+  std::uint16_t port = 0;
+};
+
+enum class StdioFramingOption { ndjson, content_length };
+
+struct Options {
+  std::vector<ListenAddress> listen;
+  std::vector<std::string> unix_paths;
+  bool stdio = false;
+  StdioFramingOption stdio_framing = StdioFramingOption::ndjson;
+
+  std::optional<std::string> token;
+  std::optional<std::string> token_file;
+  bool no_auth = false;
+  std::optional<std::string> host_token;
+  std::optional<std::string> host_token_file;
+  std::vector<std::pair<std::string, std::string>> agent_tokens;
+  std::optional<std::string> agent_id;
+  std::optional<std::string> state_dir;
+
+  bool no_approvals = false;
+  std::vector<std::string> approval_methods;
+  std::optional<std::int64_t> approval_timeout_s;
+  std::optional<std::int64_t> grace_ms;
+  std::optional<std::int64_t> tool_timeout_s;
+  std::optional<std::int64_t> drain_timeout_ms;
+  std::optional<std::int64_t> ping_interval_ms;
+  std::vector<std::string> allow_origins;
+  std::optional<std::int64_t> max_message;
+  std::optional<std::int64_t> max_connections;
+  std::optional<std::int64_t> threads;
+  LogLevel log_level = LogLevel::info;
+
+  bool help = false;
+  bool version = false;
+};
+
+struct CliError {
+  std::string message;
+};
+
+std::variant<Options, CliError> parse_command_line(const std::vector<std::string>& args);
+
+// Parses "HOST:PORT" ("[::1]:9100" for IPv6). Port 0 means ephemeral.
+std::optional<ListenAddress> parse_listen_address(const std::string& text);
+
+std::string usage_text();
+
+}  // namespace car::daemon

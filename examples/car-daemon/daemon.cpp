@@ -1,0 +1,160 @@
+#include "daemon.hpp"
+
+#include <csignal>
+#include <cstdlib>
+#include <variant>
+
+#include "car/connection.hpp"
+#include "car/log.hpp"
+#include "car/token_file.hpp"
+
+#include <fmt/format.h>
+
+namespace car::daemon {
+namespace {
+
+// Every shutdown path waits at most this long for connections to flush (spec §1: 2 s).
+constexpr std::uint64_t shutdown_flush_ms = 2000;
+
+std::optional<std::string> resolve_token(const std::optional<std::string>& literal,
+                                         const std::optional<std::string>& file,
+                                         const char* what) {
+  if (literal) return literal;
+  if (!file) return std::nullopt;
+  auto result = read_token_file(*file);
+  if (auto* error = std::get_if<TokenFileError>(&result)) {
+    log_error("{}: {}", what, error->message);
+    return std::string();  // empty = failure, reported
+  }
+  return std::get<std::string>(result);
+}
+
+}  // namespace
+
+std::string default_state_dir() {
+  if (const char* xdg = std::getenv("XDG_STATE_HOME"); xdg != nullptr && *xdg != '\0') {
+    return std::string(xdg) + "/car";
+  }
+  if (const char* home = std::getenv("HOME"); home != nullptr && *home != '\0') {
+    return std::string(home) + "/.local/state/car";
+  }
+  return ".car-state";
+}
+
+Daemon::Daemon(Options options) : options_(std::move(options)) {
+  state_dir_ = options_.state_dir ? *options_.state_dir : default_state_dir();
+  uv_loop_init(&loop_);
+  executor_ = std::make_unique<UvExecutor>(&loop_);
+}
+
+Daemon::~Daemon() {
+  server_.reset();
+  executor_.reset();
+  // Let libuv run the close callbacks of everything closed above, then release the loop.
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  uv_loop_close(&loop_);
+}
+
+bool Daemon::configure_auth(ServerConfig& config) {
+  if (options_.no_auth) {
+    config.auth.enabled = false;
+    log_warn("authentication is disabled (--no-auth)");
+  } else {
+    auto token = resolve_token(options_.token, options_.token_file, "--token-file");
+    if (token && token->empty()) return false;
+    if (!token) {
+      std::string path = state_dir_ + "/auth-token";
+      auto minted = load_or_mint_token_file(path);
+      if (auto* error = std::get_if<TokenFileError>(&minted)) {
+        log_error("{}", error->message);
+        return false;
+      }
+      token = std::get<std::string>(minted);
+      // Spec §9: printed as a plain line (scripts read it), not as a log record.
+      fmt::print(stderr, "auth token file: {}\n", path);
+    }
+    config.auth.enabled = true;
+    config.auth.token = *token;
+  }
+  auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token-file");
+  if (host && host->empty()) return false;
+  config.auth.host_token = host;
+  for (const auto& [id, token] : options_.agent_tokens) config.auth.agent_tokens[id] = token;
+  return true;
+}
+
+bool Daemon::start_listeners() {
+  if (options_.stdio) {
+    stdio::StdioOptions stdio_options;
+    stdio_options.framing = options_.stdio_framing == StdioFramingOption::content_length
+                                ? stdio::Framing::content_length
+                                : stdio::Framing::ndjson;
+    // stdio ends the daemon: EOF (or a closed connection) means the peer is done with us.
+    stdio_ = stdio::start_stdio(&loop_, *server_, stdio_options, [this] {
+      stdio_.reset();
+      begin_shutdown("stdio finished");
+    });
+    if (!stdio_) return false;
+  }
+  return true;
+}
+
+int Daemon::run() {
+  ServerConfig config;
+  if (!configure_auth(config)) return 1;
+  if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
+  server_ = std::make_unique<Server>(*executor_, config);
+
+  // A peer that vanishes mid-write must produce EPIPE, not kill the process.
+  std::signal(SIGPIPE, SIG_IGN);
+  uv_signal_init(&loop_, &sigint_);
+  uv_signal_init(&loop_, &sigterm_);
+  sigint_.data = sigterm_.data = this;
+  auto on_signal = [](uv_signal_t* handle, int signum) {
+    static_cast<Daemon*>(handle->data)->begin_shutdown(signum == SIGINT ? "SIGINT" : "SIGTERM");
+  };
+  uv_signal_start(&sigint_, on_signal, SIGINT);
+  uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  uv_timer_init(&loop_, &shutdown_timer_);
+  shutdown_timer_.data = this;
+
+  if (!start_listeners()) {
+    exit_status_ = 1;
+    begin_shutdown("startup failed");
+  }
+  uv_run(&loop_, UV_RUN_DEFAULT);
+  return exit_status_;
+}
+
+void Daemon::begin_shutdown(const char* why) {
+  if (shutting_down_) return;
+  shutting_down_ = true;
+  log_info("shutting down ({})", why);
+  if (stdio_) stdio_->stop();
+  server_->close_all(1001, "server shutting down");
+  // Give connections up to the flush time, checking every 20 ms whether all are gone.
+  uv_timer_start(
+      &shutdown_timer_,
+      [](uv_timer_t* t) {
+        auto* self = static_cast<Daemon*>(t->data);
+        if (self->server_->connection_count() == 0 ||
+            ++self->flush_ticks_ * 20 >= shutdown_flush_ms) {
+          self->finish_shutdown();
+        }
+      },
+      20, 20);
+}
+
+void Daemon::finish_shutdown() {
+  if (finished_) return;
+  finished_ = true;
+  uv_timer_stop(&shutdown_timer_);
+  uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  // Connections still open after the flush window are cut off.
+  for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
+  executor_->shutdown();
+}
+
+}  // namespace car::daemon

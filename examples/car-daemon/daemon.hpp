@@ -1,0 +1,51 @@
+#pragma once
+
+#include <uv.h>
+
+#include <memory>
+#include <optional>
+#include <string>
+#include <vector>
+
+#include "car/server.hpp"
+#include "car/stdio/stdio_transport.hpp"
+#include "car/uv_executor.hpp"
+#include "cli.hpp"
+
+// car-daemon's process: resolves configuration from the command line, owns the libuv loop, the
+// server and its services, the listeners, and the signal handling for graceful shutdown.
+namespace car::daemon {
+
+class Daemon {
+ public:
+  explicit Daemon(Options options);
+  ~Daemon();
+
+  // Runs until shutdown; returns the process exit status (0 normal, 1 runtime failure).
+  int run();
+
+ private:
+  bool configure_auth(ServerConfig& config);
+  bool start_listeners();
+  void begin_shutdown(const char* why);
+  void finish_shutdown();
+
+  Options options_;
+  std::string state_dir_;
+  uv_loop_t loop_{};
+  std::unique_ptr<UvExecutor> executor_;
+  std::unique_ptr<Server> server_;
+  std::shared_ptr<stdio::StdioTransport> stdio_;
+  uv_signal_t sigint_{};
+  uv_signal_t sigterm_{};
+  uv_timer_t shutdown_timer_{};
+  bool shutting_down_ = false;
+  bool finished_ = false;
+  std::uint64_t flush_ticks_ = 0;
+  int exit_status_ = 0;
+};
+
+// The state directory from --state-dir, $XDG_STATE_HOME/car or ~/.local/state/car.
+std::string default_state_dir();
+
+}  // namespace car::daemon

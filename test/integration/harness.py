@@ -1,0 +1,185 @@
+"""Shared pieces of the Python integration tests: finding and starting car-daemon, reading its
+`listening ...` lines, and small JSON-RPC helpers. Uses only the standard library and Debian's
+python3-websockets; always run with /usr/bin/python3."""
+
+import json
+import os
+import re
+import select
+import subprocess
+import tempfile
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+DAEMON = os.environ.get("CAR_DAEMON", os.path.join(ROOT, "build", "examples", "car-daemon", "car-daemon"))
+
+
+class Daemon:
+    """A running car-daemon. Use as a context manager; it is killed on exit if still running."""
+
+    def __init__(self, *args, stdio=False, state_dir=None, env=None, wait_listening=None):
+        self.state_dir = state_dir or tempfile.mkdtemp(prefix="car-it-")
+        self.args = [DAEMON, "--state-dir", self.state_dir, *args]
+        if stdio:
+            self.args.append("--stdio")
+        full_env = dict(os.environ)
+        full_env.update(env or {})
+        self.proc = subprocess.Popen(
+            self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+            env=full_env)
+        self.stderr_lines = []
+        self.listening = []
+        expected = wait_listening if wait_listening is not None else self._count_listeners(args, stdio)
+        self._wait_for_listening(expected)
+
+    @staticmethod
+    def _count_listeners(args, stdio):
+        n = sum(1 for a in args if a in ("--listen", "--unix"))
+        n += sum(1 for a in args if a.startswith("--listen=") or a.startswith("--unix="))
+        if stdio:
+            n += 1
+        return n if n else 1
+
+    def _wait_for_listening(self, expected, timeout=10.0):
+        deadline = time.time() + timeout
+        while len(self.listening) < expected:
+            line = self._read_stderr_line(deadline)
+            if line is None:
+                raise RuntimeError("daemon did not start: " + "".join(self.stderr_lines))
+            m = re.match(r"^listening (.*)$", line.strip())
+            if m:
+                self.listening.append(m.group(1))
+
+    def _read_stderr_line(self, deadline):
+        buf = b""
+        fd = self.proc.stderr.fileno()
+        while True:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                return None
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                return None
+            ch = os.read(fd, 1)
+            if not ch:
+                return None
+            buf += ch
+            if ch == b"\n":
+                line = buf.decode("utf-8", "replace")
+                self.stderr_lines.append(line)
+                return line
+
+    def ws_url(self, index=0):
+        for entry in self.listening:
+            if entry.startswith("ws://"):
+                if index == 0:
+                    return entry
+                index -= 1
+        raise RuntimeError("no ws listener")
+
+    def unix_path(self):
+        for entry in self.listening:
+            if entry.startswith("unix:"):
+                return entry[len("unix:"):]
+        raise RuntimeError("no unix listener")
+
+    def token(self):
+        with open(os.path.join(self.state_dir, "auth-token")) as f:
+            return f.read().strip()
+
+    def wait(self, timeout=10):
+        return self.proc.wait(timeout=timeout)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+        for stream in (self.proc.stdin, self.proc.stdout, self.proc.stderr):
+            try:
+                stream.close()
+            except Exception:
+                pass
+
+
+class StdioClient:
+    """NDJSON over a daemon's stdin/stdout."""
+
+    def __init__(self, daemon):
+        self.daemon = daemon
+        self.buffer = b""
+
+    def send_raw(self, data):
+        if isinstance(data, str):
+            data = data.encode()
+        self.daemon.proc.stdin.write(data)
+        self.daemon.proc.stdin.flush()
+
+    def send(self, message):
+        self.send_raw(json.dumps(message) + "\n")
+
+    def read_line(self, timeout=5.0):
+        deadline = time.time() + timeout
+        fd = self.daemon.proc.stdout.fileno()
+        while b"\n" not in self.buffer:
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise TimeoutError("no reply from daemon")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                raise TimeoutError("no reply from daemon")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                raise EOFError("daemon closed stdout")
+            self.buffer += chunk
+        line, self.buffer = self.buffer.split(b"\n", 1)
+        return line.decode()
+
+    def read(self, timeout=5.0):
+        return json.loads(self.read_line(timeout))
+
+    def no_output_within(self, seconds):
+        fd = self.daemon.proc.stdout.fileno()
+        if self.buffer:
+            return False
+        ready, _, _ = select.select([fd], [], [], seconds)
+        return not ready
+
+    def call(self, method, params=None, id=1):
+        msg = {"jsonrpc": "2.0", "id": id, "method": method}
+        if params is not None:
+            msg["params"] = params
+        self.send(msg)
+        return self.read()
+
+    def close_input(self):
+        self.daemon.proc.stdin.close()
+
+    def read_rest(self, timeout=5.0):
+        """Everything until EOF on stdout, as parsed lines."""
+        out = []
+        deadline = time.time() + timeout
+        fd = self.daemon.proc.stdout.fileno()
+        while True:
+            while b"\n" in self.buffer:
+                line, self.buffer = self.buffer.split(b"\n", 1)
+                out.append(json.loads(line))
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise TimeoutError("stdout not closed")
+            ready, _, _ = select.select([fd], [], [], remaining)
+            if not ready:
+                raise TimeoutError("stdout not closed")
+            chunk = os.read(fd, 65536)
+            if not chunk:
+                return out
+            self.buffer += chunk
+
+
+def request(method, params=None, id=1):
+    msg = {"jsonrpc": "2.0", "id": id, "method": method}
+    if params is not None:
+        msg["params"] = params
+    return msg
