@@ -84,6 +84,38 @@ bool Daemon::configure_auth(ServerConfig& config) {
 }
 
 bool Daemon::start_listeners() {
+  auto ws_options = std::make_shared<ws::WsOptions>();
+  ws_options->allowed_origins = options_.allow_origins;
+  if (options_.max_connections) {
+    ws_options->max_connections = static_cast<std::size_t>(*options_.max_connections);
+  }
+  if (options_.ping_interval_ms) {
+    ws_options->ping_interval = std::chrono::milliseconds(*options_.ping_interval_ms);
+  }
+  std::vector<ListenAddress> tcp = options_.listen;
+  if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio) {
+    tcp.push_back({"127.0.0.1", 9100});  // spec §9: no listener flag => the default listener
+  }
+  for (const auto& address : tcp) {
+    auto started = ws::TcpListener::start(&loop_, *server_, ws_options, address.host, address.port);
+    if (auto* error = std::get_if<ws::TcpListener::Error>(&started)) {
+      log_error("{}", error->message);
+      return false;
+    }
+    auto& listener = std::get<std::unique_ptr<ws::TcpListener>>(started);
+    fmt::print(stderr, "listening {}\n", listener->url());
+    tcp_listeners_.push_back(std::move(listener));
+  }
+  for (const auto& path : options_.unix_paths) {
+    auto started = unix_socket::UnixListener::start(&loop_, *server_, ws_options, path);
+    if (auto* error = std::get_if<unix_socket::UnixListener::Error>(&started)) {
+      log_error("{}", error->message);
+      return false;
+    }
+    auto& listener = std::get<std::unique_ptr<unix_socket::UnixListener>>(started);
+    fmt::print(stderr, "listening {}\n", listener->url());
+    unix_listeners_.push_back(std::move(listener));
+  }
   if (options_.stdio) {
     stdio::StdioOptions stdio_options;
     stdio_options.framing = options_.stdio_framing == StdioFramingOption::content_length
@@ -130,6 +162,9 @@ void Daemon::begin_shutdown(const char* why) {
   if (shutting_down_) return;
   shutting_down_ = true;
   log_info("shutting down ({})", why);
+  // Stop accepting first, then ask every connection to close with 1001 and flush.
+  for (auto& l : tcp_listeners_) l->stop();
+  for (auto& l : unix_listeners_) l->stop();
   if (stdio_) stdio_->stop();
   server_->close_all(1001, "server shutting down");
   // Give connections up to the flush time, checking every 20 ms whether all are gone.

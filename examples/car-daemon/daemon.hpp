@@ -9,7 +9,9 @@
 
 #include "car/server.hpp"
 #include "car/stdio/stdio_transport.hpp"
+#include "car/unix/unix_listener.hpp"
 #include "car/uv_executor.hpp"
+#include "car/ws/tcp_listener.hpp"
 #include "cli.hpp"
 
 // car-daemon's process: resolves configuration from the command line, owns the libuv loop, the
@@ -36,6 +38,8 @@ class Daemon {
   std::unique_ptr<UvExecutor> executor_;
   std::unique_ptr<Server> server_;
   std::shared_ptr<stdio::StdioTransport> stdio_;
+  std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;
+  std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;
   uv_signal_t sigint_{};
   uv_signal_t sigterm_{};
   uv_timer_t shutdown_timer_{};
