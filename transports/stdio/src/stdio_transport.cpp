@@ -297,7 +297,7 @@ class StdioConnection final : public StdioTransport,
     if (closing_) return;
     closing_ = true;
     pause_reading();
-    auto close_one = [this](Endpoint& e) {
+    auto close_one = [](Endpoint& e) {
       if (!e.is_stream || e.stream == nullptr) return;
       uv_close(reinterpret_cast<uv_handle_t*>(e.stream), [](uv_handle_t* h) {
         auto* self = static_cast<StdioConnection*>(h->data);

@@ -32,8 +32,8 @@ class WsConnection;
 // The FrameSink of one WebSocket: each batch becomes one uv_write of header+payload iovecs.
 class WsSink final : public QueuedFrameSink {
  public:
-  WsSink(Executor& executor, SinkLimits limits, WsConnection* owner, uv_stream_t* stream)
-      : QueuedFrameSink(executor, limits), owner_(owner), stream_(stream) {
+  WsSink(Executor& executor, SinkLimits limits, WsConnection* owner)
+      : QueuedFrameSink(executor, limits), owner_(owner) {
     req_.data = this;
   }
   // The transport is gone: later batches complete as closed without touching the socket.
@@ -45,7 +45,6 @@ class WsSink final : public QueuedFrameSink {
   void shut_down_transport(const SinkEnd& end) override;
 
   WsConnection* owner_;
-  uv_stream_t* stream_;
   uv_write_t req_{};
   std::vector<std::array<std::uint8_t, max_frame_header>> headers_;
   std::vector<uv_buf_t> bufs_;
@@ -219,7 +218,7 @@ class WsConnection final : public FrameHandler {
 
   void open() {
     decoder_.emplace(Role::server, server_.config().max_message);
-    sink_ = std::make_shared<WsSink>(server_.executor(), options_->limits, this, stream_);
+    sink_ = std::make_shared<WsSink>(server_.executor(), options_->limits, this);
     std::size_t high = options_->read_pause_high ? options_->read_pause_high : options_->limits.max_bytes / 2;
     std::size_t low = options_->read_pause_low ? options_->read_pause_low : options_->limits.max_bytes / 4;
     WsConnection* self = this;
