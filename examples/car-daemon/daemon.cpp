@@ -131,11 +131,36 @@ bool Daemon::start_listeners() {
   return true;
 }
 
+void Daemon::install_services() {
+  host::HostConfig host_config;
+  host_config.gate.enabled = !options_.no_approvals;
+  if (!options_.approval_methods.empty()) host_config.gate.methods = options_.approval_methods;
+  if (options_.approval_timeout_s) {
+    host_config.gate.timeout = std::chrono::seconds(*options_.approval_timeout_s);
+  }
+  if (options_.tool_timeout_s) host_config.tool_timeout = std::chrono::seconds(*options_.tool_timeout_s);
+  host_ = host::install_host_services(*server_, host_config);
+
+  RunConfig run_config;
+  run_config.state_dir = state_dir_;
+  if (options_.agent_id) {
+    run_config.default_agent_id = options_.agent_id;
+  } else if (const char* env = std::getenv("CAR_AGENT_ID"); env != nullptr && *env != '\0') {
+    run_config.default_agent_id = std::string(env);
+  }
+  if (options_.grace_ms) run_config.grace = std::chrono::milliseconds(*options_.grace_ms);
+  if (options_.drain_timeout_ms) {
+    run_config.drain_timeout = std::chrono::milliseconds(*options_.drain_timeout_ms);
+  }
+  runs_ = install_run_services(*server_, run_config);
+}
+
 int Daemon::run() {
   ServerConfig config;
   if (!configure_auth(config)) return 1;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
   server_ = std::make_unique<Server>(*executor_, config);
+  install_services();
 
   // A peer that vanishes mid-write must produce EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -167,13 +192,20 @@ void Daemon::begin_shutdown(const char* why) {
   for (auto& l : unix_listeners_) l->stop();
   if (stdio_) stdio_->stop();
   server_->close_all(1001, "server shutting down");
+  // Every open run ends `incomplete` now (spec §7.6); its store writes must land before exit.
+  runs_flushed_ = false;
+  runs_->shutdown([this] { runs_flushed_ = true; });
   // Give connections up to the flush time, checking every 20 ms whether all are gone.
   uv_timer_start(
       &shutdown_timer_,
       [](uv_timer_t* t) {
         auto* self = static_cast<Daemon*>(t->data);
-        if (self->server_->connection_count() == 0 ||
-            ++self->flush_ticks_ * 20 >= shutdown_flush_ms) {
+        ++self->flush_ticks_;
+        bool connections_done = self->server_->connection_count() == 0 ||
+                                self->flush_ticks_ * 20 >= shutdown_flush_ms;
+        // Store writes are local file appends: wait for them longer than for peers, but bounded.
+        bool store_done = self->runs_flushed_ || self->flush_ticks_ * 20 >= 5 * shutdown_flush_ms;
+        if (connections_done && store_done) {
           self->finish_shutdown();
         }
       },

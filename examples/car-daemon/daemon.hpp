@@ -2,11 +2,14 @@
 
 #include <uv.h>
 
+#include <atomic>
 #include <memory>
 #include <optional>
 #include <string>
 #include <vector>
 
+#include "car/host/host_service.hpp"
+#include "car/runs/run_service.hpp"
 #include "car/server.hpp"
 #include "car/stdio/stdio_transport.hpp"
 #include "car/unix/unix_listener.hpp"
@@ -28,6 +31,7 @@ class Daemon {
 
  private:
   bool configure_auth(ServerConfig& config);
+  void install_services();
   bool start_listeners();
   void begin_shutdown(const char* why);
   void finish_shutdown();
@@ -37,6 +41,9 @@ class Daemon {
   uv_loop_t loop_{};
   std::unique_ptr<UvExecutor> executor_;
   std::unique_ptr<Server> server_;
+  std::shared_ptr<host::HostService> host_;
+  std::shared_ptr<RunService> runs_;
+  std::atomic<bool> runs_flushed_{true};
   std::shared_ptr<stdio::StdioTransport> stdio_;
   std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;
   std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;

@@ -258,8 +258,17 @@ SinkError Connection::notify(std::string_view method, std::string_view params_js
 std::optional<std::string> Connection::call(std::string_view method, std::string_view params_json,
                                             std::chrono::milliseconds timeout,
                                             CallCallback callback) {
+  return call(method, [params_json](std::string_view) { return std::string(params_json); },
+              timeout, std::move(callback));
+}
+
+std::optional<std::string> Connection::call(std::string_view method,
+                                            const ParamsBuilder& build_params,
+                                            std::chrono::milliseconds timeout,
+                                            CallCallback callback) {
   if (closed()) return std::nullopt;
   std::string id = calls_->begin(timeout, std::move(callback));
+  std::string params_json = build_params(id);
   std::string text;
   text.reserve(48 + id.size() + method.size() + params_json.size());
   text.append(R"({"jsonrpc":"2.0","id":)");

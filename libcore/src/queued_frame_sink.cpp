@@ -28,8 +28,10 @@ SinkError QueuedFrameSink::send(Frame frame, SendCompletion done,
   {
     std::lock_guard lock(mutex_);
     if (state_ != State::open) return SinkError::closed;
+    // The byte bound limits what piles up: one frame larger than the bound (a big snapshot
+    // reply) is still accepted into an otherwise empty sink, or it could never be sent at all.
     if (queued_frames_ + 1 > limits_.max_frames ||
-        queued_bytes_ + frame->size() > limits_.max_bytes) {
+        (queued_frames_ != 0 && queued_bytes_ + frame->size() > limits_.max_bytes)) {
       return SinkError::full;
     }
     auto limit = deadline.count() > 0 ? deadline : limits_.write_deadline;

@@ -81,6 +81,22 @@ TEST_SUITE("frame_sink") {
     CHECK(sink->stats().queued_bytes == 10);
   }
 
+  TEST_CASE("one frame above the byte bound is accepted only into an empty sink") {
+    ManualExecutor ex;
+    SinkLimits limits;
+    limits.max_bytes = 10;
+    auto sink = LoopbackSink::create(ex, limits);
+    sink->set_stalled(true);
+    CHECK(sink->send(make_frame(std::string(50, 'x'))) == SinkError::none);
+    CHECK(sink->send(make_frame("a")) == SinkError::full);
+    ex.run_until_idle();
+    sink->set_stalled(false);
+    ex.run_until_idle();
+    CHECK(sink->written().size() == 1);
+    CHECK(sink->send(make_frame("a")) == SinkError::none);
+    CHECK(sink->send(make_frame(std::string(50, 'y'))) == SinkError::full);
+  }
+
   TEST_CASE("a write that misses its deadline fails the sink and notifies observers") {
     ManualExecutor ex;
     SinkLimits limits;

@@ -2,6 +2,7 @@
 
 #include <atomic>
 #include <chrono>
+#include <functional>
 #include <memory>
 #include <mutex>
 #include <optional>
@@ -62,6 +63,12 @@ class Connection : public std::enable_shared_from_this<Connection> {
   // not be sent (then `callback` never runs). Otherwise `callback` runs exactly once: the peer's
   // result or error, -32004 after `timeout`, or an error when cancelled or the connection closes.
   std::optional<std::string> call(std::string_view method, std::string_view params_json,
+                                  std::chrono::milliseconds timeout, CallCallback callback);
+  // Like call(), for params that must name the call's own id (tools.execute carries it as
+  // `request_id`): `build_params` runs once, synchronously, with the reserved id, before the
+  // request is sent (so before `callback` can run), and returns the params JSON object text.
+  using ParamsBuilder = std::function<std::string(std::string_view id)>;
+  std::optional<std::string> call(std::string_view method, const ParamsBuilder& build_params,
                                   std::chrono::milliseconds timeout, CallCallback callback);
   // Cancels a pending call: its callback runs with `why`. False if it is not pending.
   bool cancel_call(std::string_view id, Error why);

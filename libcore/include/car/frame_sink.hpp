@@ -28,7 +28,8 @@ std::string_view to_string(SinkError error);
 
 struct SinkLimits {
   // Bounds on what may wait in the sink (spec §8: 4096 frames / 8 MiB). A send that would pass
-  // either bound fails with SinkError::full and queues nothing.
+  // either bound fails with SinkError::full and queues nothing. Exception: a single frame larger
+  // than max_bytes is accepted when nothing else is queued (else it could never be sent).
   std::size_t max_frames = 4096;
   std::size_t max_bytes = 8 * 1024 * 1024;
   // Deadline of a send that does not name its own: a frame not written by then fails the sink.

@@ -1,0 +1,742 @@
+#include "car/host/host_state.hpp"
+
+#include <fmt/format.h>
+
+#include <algorithm>
+#include <atomic>
+
+#include "car/log.hpp"
+#include "car/random.hpp"
+
+namespace car::host {
+
+namespace detail {
+
+// One registered subscriber. `client_id`, `subscriber` and `from_sequence` never change after
+// registration. `removed` and `activation_requested` are set from any thread. The rest belongs
+// to the delivering thread (only one at a time, handed over under HostState's mutex), so it needs
+// no lock of its own.
+struct SubscriberEntry {
+  SubscriberEntry(std::string id, std::shared_ptr<EventSubscriber> sub)
+      : client_id(std::move(id)), subscriber(std::move(sub)) {}
+
+  const std::string client_id;
+  const std::shared_ptr<EventSubscriber> subscriber;
+  std::uint64_t from_sequence = 0;  // set once, under the lock, before it is published
+  std::atomic<bool> removed{false};
+  std::atomic<bool> activation_requested{false};
+
+  bool active = false;
+  bool overflowed = false;
+  std::vector<Frame> held;  // events offered before activation, in order
+};
+
+}  // namespace detail
+
+namespace {
+
+constexpr std::string_view event_frame_prefix =
+    R"({"jsonrpc":"2.0","method":"host.event","params":)";
+
+constexpr std::string_view status_names[] = {
+    "idle", "running", "waiting_for_approval", "paused", "completed", "errored", "stopped",
+};
+
+Error owned_by_another(std::string_view what, std::string_view id) {
+  return Error::internal(fmt::format("{} '{}' is owned by another session", what, id));
+}
+
+Error unknown(std::string_view what, std::string_view id) {
+  return Error::internal(fmt::format("unknown {} '{}'", what, id));
+}
+
+void write_strings(json::Builder& out, const std::vector<std::string>& items) {
+  out.begin_array();
+  for (const auto& s : items) out.str(s);
+  out.end_array();
+}
+
+void write_agent_fields(json::Builder& out, const HostAgent& a) {
+  out.key("id").str(a.id).key("name").str(a.name).key("kind").str(a.kind);
+  out.key("capabilities");
+  write_strings(out, a.capabilities);
+  if (a.project) out.key("project").str(*a.project);
+  out.key("status").str(to_string(a.status));
+  if (a.current_task) out.key("current_task").str(*a.current_task);
+  if (a.pid) out.key("pid").integer(*a.pid);
+  if (a.display_json) out.key("display").raw(*a.display_json);
+  out.key("metadata").raw(a.metadata_json);
+  out.key("session_id").str(a.session_id);
+}
+
+}  // namespace
+
+// ---- shapes ----
+
+std::string_view to_string(AgentStatus status) {
+  auto i = static_cast<std::size_t>(status);
+  return i < std::size(status_names) ? status_names[i] : "idle";
+}
+
+std::optional<AgentStatus> parse_agent_status(std::string_view text) {
+  for (std::size_t i = 0; i < std::size(status_names); ++i) {
+    if (status_names[i] == text) return static_cast<AgentStatus>(i);
+  }
+  return std::nullopt;
+}
+
+std::string_view agent_status_names() {
+  return "idle, running, waiting_for_approval, paused, completed, errored, stopped";
+}
+
+std::string_view to_string(ApprovalStatus status) {
+  switch (status) {
+    case ApprovalStatus::pending: return "pending";
+    case ApprovalStatus::approved: return "approved";
+    case ApprovalStatus::denied: return "denied";
+  }
+  return "pending";
+}
+
+std::string_view to_string(Decision decision) {
+  return decision == Decision::approve ? "approve" : "deny";
+}
+
+void write_json(json::Builder& out, const HostAgent& agent) {
+  out.begin_object();
+  write_agent_fields(out, agent);
+  out.end_object();
+}
+
+void write_json(json::Builder& out, const HostDevice& d) {
+  out.begin_object();
+  out.key("id").str(d.id).key("name").str(d.name).key("platform").str(d.platform);
+  out.key("capabilities");
+  write_strings(out, d.capabilities);
+  if (d.status) out.key("status").str(*d.status);
+  out.key("metadata").raw(d.metadata_json);
+  out.key("session_id").str(d.session_id);
+  out.key("updated_at").str(d.updated_at);
+  out.end_object();
+}
+
+void write_json(json::Builder& out, const HostApproval& a) {
+  out.begin_object();
+  out.key("id").str(a.id);
+  if (a.agent_id) out.key("agent_id").str(*a.agent_id);
+  out.key("action").str(a.action);
+  out.key("details").raw(a.details_json);
+  out.key("options").begin_array().str("approve").str("deny").end_array();
+  out.key("status").str(to_string(a.status));
+  out.key("created_at").str(a.created_at);
+  if (a.client_id) out.key("client_id").str(*a.client_id);
+  if (a.resolution) out.key("resolution").str(to_string(*a.resolution));
+  if (a.resolved_by) out.key("resolved_by").str(*a.resolved_by);
+  if (a.resolved_at) out.key("resolved_at").str(*a.resolved_at);
+  if (a.notes) out.key("notes").str(*a.notes);
+  out.end_object();
+}
+
+std::string_view HostEventRecord::event_json() const {
+  if (!frame || frame->size() < event_frame_prefix.size() + 1) return {};
+  std::string_view text(*frame);
+  return text.substr(event_frame_prefix.size(), text.size() - event_frame_prefix.size() - 1);
+}
+
+// ---- HostState ----
+
+struct HostState::AgentRow {
+  HostAgent agent;
+  // Pending session-owned approvals that flipped this agent to waiting_for_approval, and the
+  // status it had before the first of them.
+  std::size_t approvals_waiting = 0;
+  AgentStatus status_before_approval = AgentStatus::idle;
+};
+
+struct HostState::ApprovalRow {
+  HostApproval approval;
+  std::optional<std::string> flipped_agent;
+  std::vector<std::pair<std::uint64_t, ApprovalWaiter>> waiters;
+};
+
+struct HostState::OutboxItem {
+  Frame frame;  // an event, or
+  std::uint64_t sequence = 0;
+  SubscriptionTicket activate;  // an activation, queued in order with the events
+};
+
+HostState::HostState(HostStateOptions options)
+    : options_(std::move(options)),
+      clock_(options_.clock ? options_.clock : system_wall_clock()),
+      subscribers_(std::make_shared<const SubscriberList>()) {}
+
+HostState::~HostState() = default;
+
+std::string HostState::now_locked() const { return format_rfc3339_ms(clock_()); }
+
+bool HostState::live_locked(std::string_view client_id) const {
+  return !options_.is_live || options_.is_live(client_id);
+}
+
+HostEventRecord HostState::record_locked(EventSpec event) {
+  std::uint64_t sequence = ++last_sequence_;
+  json::Builder body;
+  body.begin_object()
+      .key("id").str("event-" + uuid_v4())
+      .key("sequence").integer(static_cast<long long>(sequence))
+      .key("timestamp").str(now_locked())
+      .key("kind").str(event.kind);
+  if (event.agent_id) body.key("agent_id").str(*event.agent_id);
+  body.key("message").str(event.message).key("payload").raw(event.payload_json).end_object();
+
+  std::string text;
+  text.reserve(event_frame_prefix.size() + body.view().size() + 1);
+  text.append(event_frame_prefix).append(body.view()).push_back('}');
+  HostEventRecord record{sequence, make_frame(std::move(text))};
+
+  ring_.push_back(record);
+  while (ring_.size() > options_.event_capacity) ring_.pop_front();
+  outbox_.push_back({record.frame, sequence, nullptr});
+  return record;
+}
+
+void HostState::deliver() {
+  {
+    std::lock_guard lock(mutex_);
+    if (delivering_ || outbox_.empty()) return;
+    delivering_ = true;
+  }
+  std::vector<OutboxItem> batch;
+  std::shared_ptr<const SubscriberList> subscribers;
+  std::vector<std::shared_ptr<detail::SubscriberEntry>> overflowed;
+
+  // Calls into a subscriber never let an exception escape: a throwing subscriber must not leave
+  // `delivering_` set and silence the broadcast for everybody.
+  auto offer = [](detail::SubscriberEntry& entry, const Frame& frame) {
+    try {
+      entry.subscriber->send_text(frame);
+    } catch (const std::exception& e) {
+      log_warn("host event subscriber {} threw: {}", entry.client_id, e.what());
+    } catch (...) {
+      log_warn("host event subscriber {} threw", entry.client_id);
+    }
+  };
+
+  for (;;) {
+    {
+      std::lock_guard lock(mutex_);
+      if (outbox_.empty()) {
+        delivering_ = false;
+        break;
+      }
+      batch.clear();
+      batch.swap(outbox_);
+      subscribers = subscribers_;
+    }
+    for (auto& item : batch) {
+      if (item.activate) {
+        auto& entry = *item.activate;
+        if (entry.active) continue;
+        entry.active = true;
+        if (!entry.removed.load(std::memory_order_acquire) && !entry.overflowed) {
+          for (auto& frame : entry.held) offer(entry, frame);
+        }
+        entry.held.clear();
+        entry.held.shrink_to_fit();
+        continue;
+      }
+      for (const auto& entry_ptr : *subscribers) {
+        auto& entry = *entry_ptr;
+        if (entry.removed.load(std::memory_order_acquire)) continue;
+        if (item.sequence < entry.from_sequence || entry.overflowed) continue;
+        if (entry.active) {
+          offer(entry, item.frame);
+        } else if (entry.held.size() < options_.max_pending_backlog) {
+          entry.held.push_back(item.frame);
+        } else {
+          entry.overflowed = true;
+          entry.held.clear();
+          overflowed.push_back(entry_ptr);
+        }
+      }
+    }
+  }
+  for (auto& entry : overflowed) {
+    try {
+      entry->subscriber->overflowed();
+    } catch (...) {
+      log_warn("host event subscriber {} threw in overflowed()", entry->client_id);
+    }
+    std::lock_guard lock(mutex_);
+    auto next = std::make_shared<SubscriberList>();
+    for (const auto& e : *subscribers_) {
+      if (e != entry) next->push_back(e);
+    }
+    subscribers_ = std::move(next);
+    entry->removed.store(true, std::memory_order_release);
+  }
+}
+
+// ---- agents ----
+
+void HostState::set_agent_status_locked(AgentRow& row, AgentStatus status,
+                                        std::optional<std::string> message,
+                                        std::optional<std::string> payload_json) {
+  row.agent.status = status;
+  json::Builder payload;
+  payload.begin_object();
+  write_agent_fields(payload, row.agent);
+  if (payload_json) payload.key("details").raw(*payload_json);
+  payload.end_object();
+  record_locked({"agent.status_changed", row.agent.id,
+                 message ? std::move(*message)
+                         : fmt::format("agent '{}' is {}", row.agent.id, to_string(status)),
+                 payload.take()});
+}
+
+Result<HostAgent> HostState::register_agent(std::string_view caller, AgentSpec spec) {
+  std::string id = spec.id ? std::move(*spec.id) : "agent-" + uuid_v4();
+  HostAgent copy;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = agents_.find(id);
+    if (it != agents_.end()) {
+      const std::string& owner = it->second->agent.session_id;
+      if (owner != caller && live_locked(owner)) return owned_by_another("agent", id);
+    } else {
+      auto row = std::make_unique<AgentRow>();
+      row->agent.id = id;
+      it = agents_.emplace(id, std::move(row)).first;
+    }
+    // A registration declares the agent afresh; its runtime state (status, task) carries over
+    // when its owner re-registers it or a new session adopts it.
+    HostAgent& a = it->second->agent;
+    a.name = std::move(spec.name);
+    a.kind = std::move(spec.kind);
+    a.capabilities = std::move(spec.capabilities);
+    a.project = std::move(spec.project);
+    a.pid = spec.pid;
+    a.display_json = std::move(spec.display_json);
+    a.metadata_json = spec.metadata_json ? std::move(*spec.metadata_json) : "{}";
+    a.session_id = std::string(caller);
+    copy = a;
+    record_locked({"agent.registered", id, fmt::format("agent '{}' registered", id), to_json(a)});
+  }
+  deliver();
+  return copy;
+}
+
+std::optional<Error> HostState::unregister_agent(std::string_view caller,
+                                                 std::string_view agent_id) {
+  {
+    std::lock_guard lock(mutex_);
+    auto it = agents_.find(agent_id);
+    if (it == agents_.end()) return unknown("agent", agent_id);
+    if (it->second->agent.session_id != caller) return owned_by_another("agent", agent_id);
+    std::string payload = to_json(it->second->agent);
+    agents_.erase(it);
+    record_locked({"agent.unregistered", std::string(agent_id),
+                   fmt::format("agent '{}' unregistered", agent_id), std::move(payload)});
+  }
+  deliver();
+  return std::nullopt;
+}
+
+Result<HostAgent> HostState::set_status(std::string_view caller, StatusChange change) {
+  HostAgent copy;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = agents_.find(change.agent_id);
+    if (it == agents_.end()) return unknown("agent", change.agent_id);
+    AgentRow& row = *it->second;
+    if (row.agent.session_id != caller) return owned_by_another("agent", change.agent_id);
+    // The call describes the agent's present state: no task given means no current task.
+    row.agent.current_task = std::move(change.current_task);
+    set_agent_status_locked(row, change.status, std::move(change.message),
+                            std::move(change.payload_json));
+    copy = row.agent;
+  }
+  deliver();
+  return copy;
+}
+
+std::vector<HostAgent> HostState::agents() const {
+  std::lock_guard lock(mutex_);
+  std::vector<HostAgent> out;
+  out.reserve(agents_.size());
+  for (const auto& [id, row] : agents_) out.push_back(row->agent);
+  return out;
+}
+
+std::optional<HostAgent> HostState::agent(std::string_view agent_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = agents_.find(agent_id);
+  if (it == agents_.end()) return std::nullopt;
+  return it->second->agent;
+}
+
+std::string HostState::agents_json() const {
+  json::Builder out;
+  std::lock_guard lock(mutex_);
+  out.begin_array();
+  for (const auto& [id, row] : agents_) write_json(out, row->agent);
+  out.end_array();
+  return out.take();
+}
+
+// ---- devices ----
+
+Result<HostDevice> HostState::register_device(std::string_view caller, DeviceSpec spec) {
+  std::string id = spec.id ? std::move(*spec.id) : "device-" + uuid_v4();
+  HostDevice copy;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = devices_.find(id);
+    if (it != devices_.end()) {
+      const std::string& owner = it->second.session_id;
+      if (owner != caller && live_locked(owner)) return owned_by_another("device", id);
+    } else {
+      it = devices_.emplace(id, HostDevice{}).first;
+      it->second.id = id;
+    }
+    HostDevice& d = it->second;
+    d.name = std::move(spec.name);
+    d.platform = std::move(spec.platform);
+    d.capabilities = std::move(spec.capabilities);
+    d.status = std::move(spec.status);
+    d.metadata_json = spec.metadata_json ? std::move(*spec.metadata_json) : "{}";
+    d.session_id = std::string(caller);
+    d.updated_at = now_locked();
+    copy = d;
+    record_locked({"device.registered", std::nullopt, fmt::format("device '{}' registered", id),
+                   to_json(d)});
+  }
+  deliver();
+  return copy;
+}
+
+Result<HostDevice> HostState::update_device(std::string_view caller, DeviceUpdate update) {
+  HostDevice copy;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = devices_.find(update.device_id);
+    if (it == devices_.end()) return unknown("device", update.device_id);
+    HostDevice& d = it->second;
+    if (d.session_id != caller) return owned_by_another("device", update.device_id);
+    if (update.name) d.name = std::move(*update.name);
+    if (update.platform) d.platform = std::move(*update.platform);
+    if (update.capabilities) d.capabilities = std::move(*update.capabilities);
+    if (update.status) d.status = std::move(*update.status);
+    if (update.metadata_json) d.metadata_json = std::move(*update.metadata_json);
+    d.updated_at = now_locked();
+    copy = d;
+    record_locked({"device.updated", std::nullopt, fmt::format("device '{}' updated", d.id),
+                   to_json(d)});
+  }
+  deliver();
+  return copy;
+}
+
+std::vector<HostDevice> HostState::devices() const {
+  std::lock_guard lock(mutex_);
+  std::vector<HostDevice> out;
+  out.reserve(devices_.size());
+  for (const auto& [id, d] : devices_) out.push_back(d);
+  return out;
+}
+
+std::string HostState::devices_json() const {
+  json::Builder out;
+  std::lock_guard lock(mutex_);
+  out.begin_array();
+  for (const auto& [id, d] : devices_) write_json(out, d);
+  out.end_array();
+  return out.take();
+}
+
+// ---- events ----
+
+HostEventRecord HostState::record(EventSpec event) {
+  HostEventRecord record;
+  {
+    std::lock_guard lock(mutex_);
+    record = record_locked(std::move(event));
+  }
+  deliver();
+  return record;
+}
+
+std::vector<HostEventRecord> HostState::events(std::size_t limit) const {
+  std::lock_guard lock(mutex_);
+  std::size_t n = std::min(limit, ring_.size());
+  return {ring_.end() - static_cast<std::ptrdiff_t>(n), ring_.end()};
+}
+
+std::string HostState::events_json(std::size_t limit) const {
+  // Copy the frame pointers under the lock, join outside it.
+  auto records = events(limit);
+  std::size_t size = 2;
+  for (const auto& r : records) size += r.event_json().size() + 1;
+  std::string out;
+  out.reserve(size);
+  out.push_back('[');
+  for (std::size_t i = 0; i < records.size(); ++i) {
+    if (i != 0) out.push_back(',');
+    out.append(records[i].event_json());
+  }
+  out.push_back(']');
+  return out;
+}
+
+std::uint64_t HostState::last_sequence() const {
+  std::lock_guard lock(mutex_);
+  return last_sequence_;
+}
+
+// ---- approvals ----
+
+HostState::Created HostState::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
+  Created created;
+  std::string id = "approval-" + uuid_v4();
+  {
+    std::lock_guard lock(mutex_);
+    auto row = std::make_unique<ApprovalRow>();
+    HostApproval& a = row->approval;
+    a.id = id;
+    a.agent_id = std::move(spec.agent_id);
+    a.action = std::move(spec.action);
+    a.details_json = std::move(spec.details_json);
+    a.created_at = now_locked();
+    a.client_id = std::move(spec.owner);
+    if (waiter) {
+      created.waiter_id = next_waiter_id_++;
+      row->waiters.emplace_back(created.waiter_id, std::move(waiter));
+    }
+    created.approval = a;
+    record_locked({"approval.requested", a.agent_id,
+                   fmt::format("approval requested: {}", a.action), to_json(a)});
+    // The requesting session's own agent waits for the answer (spec §4.2).
+    if (a.client_id && a.agent_id) {
+      auto it = agents_.find(*a.agent_id);
+      if (it != agents_.end() && it->second->agent.session_id == *a.client_id) {
+        AgentRow& agent = *it->second;
+        row->flipped_agent = *a.agent_id;
+        if (agent.approvals_waiting++ == 0) {
+          agent.status_before_approval = agent.agent.status;
+          set_agent_status_locked(agent, AgentStatus::waiting_for_approval, std::nullopt,
+                                  std::nullopt);
+        }
+      }
+    }
+    approval_order_.push_back(id);
+    approvals_.emplace(id, std::move(row));
+  }
+  deliver();
+  return created;
+}
+
+void HostState::forget_waiter(std::string_view approval_id, std::uint64_t waiter_id) {
+  ApprovalWaiter dropped;  // destroyed outside the lock
+  std::lock_guard lock(mutex_);
+  auto it = approvals_.find(approval_id);
+  if (it == approvals_.end()) return;
+  auto& waiters = it->second->waiters;
+  for (auto w = waiters.begin(); w != waiters.end(); ++w) {
+    if (w->first == waiter_id) {
+      dropped = std::move(w->second);
+      waiters.erase(w);
+      return;
+    }
+  }
+}
+
+Result<ResolveOutcome> HostState::resolve_approval(std::string_view approval_id,
+                                                   Decision decision, std::string_view principal,
+                                                   std::optional<std::string> notes) {
+  ResolveOutcome outcome;
+  std::vector<std::pair<std::uint64_t, ApprovalWaiter>> wake;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = approvals_.find(approval_id);
+    if (it == approvals_.end()) return unknown("approval", approval_id);
+    ApprovalRow& row = *it->second;
+    HostApproval& a = row.approval;
+    if (!a.pending()) {
+      return ResolveOutcome{ResolveOutcome::Kind::already_resolved, a};
+    }
+    bool proposed = false;
+    if (a.client_id) {
+      if (!live_locked(*a.client_id)) return Error::internal("owner is no longer connected");
+      proposed = *a.client_id != principal;
+    }
+    if (proposed) {
+      // Only the owner decides a session-owned row; anyone else's answer is passed on to it.
+      json::Builder payload;
+      payload.begin_object()
+          .key("approval_id").str(a.id)
+          .key("resolution").str(to_string(decision))
+          .key("proposed_by").str(principal)
+          .end_object();
+      record_locked({"approval.resolution_proposed", a.agent_id,
+                     fmt::format("'{}' proposes to {} approval '{}'", principal,
+                                 to_string(decision), a.id),
+                     payload.take()});
+      outcome = {ResolveOutcome::Kind::proposed, a};
+    } else {
+      a.status = decision == Decision::approve ? ApprovalStatus::approved : ApprovalStatus::denied;
+      a.resolution = decision;
+      a.resolved_by = std::string(principal);
+      a.resolved_at = now_locked();
+      a.notes = std::move(notes);
+      ++resolved_count_;
+      record_locked({"approval.resolved", a.agent_id,
+                     fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
+      if (row.flipped_agent) {
+        auto agent_it = agents_.find(*row.flipped_agent);
+        if (agent_it != agents_.end() && agent_it->second->approvals_waiting > 0) {
+          AgentRow& agent = *agent_it->second;
+          // Back to where it was, unless its owner has moved it on meanwhile.
+          if (--agent.approvals_waiting == 0 &&
+              agent.agent.status == AgentStatus::waiting_for_approval) {
+            set_agent_status_locked(agent, agent.status_before_approval, std::nullopt,
+                                    std::nullopt);
+          }
+        }
+      }
+      wake.swap(row.waiters);
+      outcome = {ResolveOutcome::Kind::resolved, a};
+      evict_resolved_locked();
+    }
+  }
+  deliver();
+  for (auto& [id, waiter] : wake) waiter(outcome.approval);
+  return outcome;
+}
+
+void HostState::evict_resolved_locked() {
+  while (resolved_count_ > options_.max_resolved_approvals) {
+    auto it = std::find_if(approval_order_.begin(), approval_order_.end(),
+                           [this](const std::string& id) {
+                             auto row = approvals_.find(id);
+                             return row == approvals_.end() || !row->second->approval.pending();
+                           });
+    if (it == approval_order_.end()) return;
+    approvals_.erase(*it);
+    approval_order_.erase(it);
+    --resolved_count_;
+  }
+}
+
+std::vector<HostApproval> HostState::approvals() const {
+  std::lock_guard lock(mutex_);
+  std::vector<HostApproval> out;
+  out.reserve(approval_order_.size());
+  for (const auto& id : approval_order_) {
+    if (auto it = approvals_.find(id); it != approvals_.end()) out.push_back(it->second->approval);
+  }
+  return out;
+}
+
+std::optional<HostApproval> HostState::approval(std::string_view approval_id) const {
+  std::lock_guard lock(mutex_);
+  auto it = approvals_.find(approval_id);
+  if (it == approvals_.end()) return std::nullopt;
+  return it->second->approval;
+}
+
+std::string HostState::approvals_json() const {
+  json::Builder out;
+  std::lock_guard lock(mutex_);
+  out.begin_array();
+  for (const auto& id : approval_order_) {
+    if (auto it = approvals_.find(id); it != approvals_.end()) {
+      write_json(out, it->second->approval);
+    }
+  }
+  out.end_array();
+  return out.take();
+}
+
+// ---- subscribers ----
+
+Subscription HostState::subscribe(std::string client_id,
+                                  std::shared_ptr<EventSubscriber> subscriber) {
+  auto entry = std::make_shared<detail::SubscriberEntry>(std::move(client_id),
+                                                         std::move(subscriber));
+  Subscription out;
+  out.ticket = entry;
+  json::Builder snap;
+  std::lock_guard lock(mutex_);
+  // Snapshot and registration happen in this one critical section; every event is recorded under
+  // the same lock, so each is either in the snapshot or offered to the new entry, never both.
+  snap.begin_object().key("subscribed").boolean(true);
+  snap.key("agents").begin_array();
+  for (const auto& [id, row] : agents_) write_json(snap, row->agent);
+  snap.end_array().key("devices").begin_array();
+  for (const auto& [id, d] : devices_) write_json(snap, d);
+  snap.end_array().key("approvals").begin_array();
+  for (const auto& id : approval_order_) {
+    if (auto it = approvals_.find(id); it != approvals_.end()) {
+      write_json(snap, it->second->approval);
+    }
+  }
+  snap.end_array().key("events").begin_array();
+  std::size_t n = std::min(options_.subscribe_backlog, ring_.size());
+  for (auto it = ring_.end() - static_cast<std::ptrdiff_t>(n); it != ring_.end(); ++it) {
+    snap.raw(it->event_json());
+  }
+  snap.end_array().key("event_sequence").integer(static_cast<long long>(last_sequence_));
+  snap.end_object();
+  out.snapshot_json = snap.take();
+  out.event_sequence = last_sequence_;
+
+  entry->from_sequence = last_sequence_ + 1;
+  auto next = std::make_shared<SubscriberList>();
+  next->reserve(subscribers_->size() + 1);
+  for (const auto& e : *subscribers_) {
+    if (e->client_id == entry->client_id) {
+      e->removed.store(true, std::memory_order_release);
+    } else {
+      next->push_back(e);
+    }
+  }
+  next->push_back(entry);
+  subscribers_ = std::move(next);
+  return out;
+}
+
+void HostState::activate(const SubscriptionTicket& ticket) {
+  if (!ticket || ticket->activation_requested.exchange(true, std::memory_order_acq_rel)) return;
+  {
+    std::lock_guard lock(mutex_);
+    outbox_.push_back({nullptr, 0, ticket});
+  }
+  deliver();
+}
+
+bool HostState::unsubscribe(std::string_view client_id) {
+  std::shared_ptr<const SubscriberList> old;  // released outside the lock
+  std::lock_guard lock(mutex_);
+  auto next = std::make_shared<SubscriberList>();
+  bool found = false;
+  for (const auto& e : *subscribers_) {
+    if (e->client_id == client_id) {
+      e->removed.store(true, std::memory_order_release);
+      found = true;
+    } else {
+      next->push_back(e);
+    }
+  }
+  if (found) {
+    old = std::move(subscribers_);
+    subscribers_ = std::move(next);
+  }
+  return found;
+}
+
+std::size_t HostState::subscriber_count() const {
+  std::lock_guard lock(mutex_);
+  return subscribers_->size();
+}
+
+}  // namespace car::host
