@@ -46,11 +46,11 @@ bool UvExecutor::in_loop_thread() const {
 }
 
 void UvExecutor::post(Task task) {
-  {
-    std::lock_guard lock(mutex_);
-    if (shut_down_) return;
-    posted_.push_back(std::move(task));
-  }
+  // uv_async_send stays under the lock: shutdown() closes the handle only after taking the same
+  // lock, so a poster on another thread can never touch a handle that is being closed.
+  std::lock_guard lock(mutex_);
+  if (shut_down_) return;
+  posted_.push_back(std::move(task));
   uv_async_send(async_);
 }
 

@@ -66,6 +66,9 @@ struct LoopThread {
       executor = owned.get();
       ready.set_value();
       uv_run(&loop, UV_RUN_DEFAULT);
+      // UvExecutor::post still touches the executor after queueing its task, so the thread that
+      // posted the shutdown must be out of post() before the executor is destroyed.
+      posted_stop.get_future().wait();
       owned.reset();
       uv_run(&loop, UV_RUN_DEFAULT);  // close callbacks of the executor's handles
     });
@@ -74,6 +77,7 @@ struct LoopThread {
   void stop() {
     if (!thread.joinable()) return;
     executor->post([e = executor] { e->shutdown(); });
+    posted_stop.set_value();
     thread.join();
     uv_loop_close(&loop);
   }
@@ -83,6 +87,7 @@ struct LoopThread {
 
   uv_loop_t loop{};
   UvExecutor* executor = nullptr;
+  std::promise<void> posted_stop;
   std::thread thread;
 };
 
