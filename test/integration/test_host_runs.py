@@ -254,3 +254,51 @@ def test_trace_reads_need_the_agent_binding_or_host_role():
         assert host.call("runs.get_trace", {"run_id": run})["result"]["run_id"] == run
         r = stranger.call("runs.record_turns", {"run_id": run, "turns": turns(1)})["result"]
         assert r["ok"] is False and r["dropped"] == "run_not_found"
+
+
+def test_host_ring_adoption_refusal_and_approval_proposals():
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        a, b, h = Peer(d), Peer(d), Peer(d)
+        h.call("host.subscribe")
+        x = a.call("host.register_agent", {"id": "X", "name": "x", "kind": "cli"})["result"]
+        # 17: another session cannot take X over while A is connected.
+        r = b.call("host.register_agent", {"id": "X", "name": "mine", "kind": "cli"})
+        assert r["error"]["message"] == "agent 'X' is owned by another session"
+        # 27: requesting an approval for one's own agent flips it to waiting_for_approval.
+        ap = a.call("host.request_approval", {"agent_id": "X", "title": "deploy"})["result"]
+        assert ap["status"] == "pending" and ap["client_id"] == x["session_id"]
+        agents = {g["id"]: g for g in b.call("host.agents")["result"]}
+        assert agents["X"]["status"] == "waiting_for_approval"
+        # 24: a non-owner's resolve is only a proposal; the row stays pending.
+        r = b.call("host.resolve_approval", {"approval_id": ap["id"], "approved": True})["result"]
+        assert r["status"] == "pending"
+        proposed = h.wait(lambda m: m.get("method") == "host.event" and
+                          m["params"]["kind"] == "approval.resolution_proposed")["params"]
+        assert proposed["payload"]["approval_id"] == ap["id"]
+        # The owner resolves; 25: resolving again returns the same row without error.
+        r1 = a.call("host.resolve_approval", {"approval_id": ap["id"], "resolution": "deny"})["result"]
+        r2 = a.call("host.resolve_approval", {"approval_id": ap["id"], "approved": True})["result"]
+        assert r1["status"] == "denied" and r2 == r1
+        agents = {g["id"]: g for g in b.call("host.agents")["result"]}
+        assert agents["X"]["status"] == "idle"
+        # 26: owner gone => resolving its approval is an error.
+        ap2 = a.call("host.request_approval", {"title": "later"})["result"]
+        a.ws.close()
+        deadline = time.time() + 5
+        while True:
+            r = b.call("host.resolve_approval", {"approval_id": ap2["id"], "approved": True})
+            if "error" in r or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert r["error"] == {"code": -32603, "message": "owner is no longer connected"}
+        # Adoption: once A's session closed, registering X adopts it.
+        assert b.call("host.register_agent", {"id": "X", "name": "mine", "kind": "cli"})["result"]["name"] == "mine"
+        # 18: 501 notifications leave 500 consecutive events in the ring.
+        for i in range(501):
+            b.send(request("host.notify", {"message": f"n{i}"}, 10_000 + i))
+        b.wait(lambda m: m.get("id") == 10_500, timeout=20)
+        events = b.call("host.events", {"limit": 1000})["result"]["events"]
+        assert len(events) == 500
+        seqs = [e["sequence"] for e in events]
+        assert seqs == list(range(seqs[0], seqs[0] + 500))
+        assert events[-1]["message"] == "n500"
