@@ -15,31 +15,12 @@
 #include <vector>
 
 #include "car/carcore.hpp"
+#include "null_sink.hpp"
 
 namespace {
 
-// Accepts every frame and drops it: the benchmark measures the core, not a transport.
-class NullSink final : public car::FrameSink {
- public:
-  car::SinkError send(car::Frame frame, car::SendCompletion, std::chrono::milliseconds) override {
-    bytes += frame->size();
-    ++frames;
-    return car::SinkError::none;
-  }
-  void close(std::uint16_t, std::string) override {}
-  void abort(car::SinkError, std::string) override {}
-  void on_end(car::SinkEndObserver) override {}
-  bool is_open() const override { return true; }
-  car::SinkStats stats() const override { return {}; }
-  std::size_t bytes = 0;
-  std::size_t frames = 0;
-};
-
-double thread_cpu_ns() {
-  timespec ts{};
-  clock_gettime(CLOCK_THREAD_CPUTIME_ID, &ts);
-  return static_cast<double>(ts.tv_sec) * 1e9 + static_cast<double>(ts.tv_nsec);
-}
+using car::bench::NullSink;
+using car::bench::thread_cpu_ns;
 
 const std::string kRequest =
     R"({"jsonrpc":"2.0","id":17,"method":"bench.echo","params":{"value":"hello","n":42}})";
