@@ -265,7 +265,6 @@ class WsConnection final : public FrameHandler {
     auto* w = new ControlWrite{{}, std::move(bytes), then_shutdown};
     w->req.data = this;
     uv_buf_t buf = uv_buf_init(w->bytes.data(), static_cast<unsigned>(w->bytes.size()));
-    if (then_shutdown) shutting_down_ = true;
     int rc = uv_write(&w->req, stream_, &buf, 1, [](uv_write_t* req, int status) {
       std::unique_ptr<ControlWrite> owned(reinterpret_cast<ControlWrite*>(req));
       auto* self = static_cast<WsConnection*>(req->data);
@@ -343,7 +342,6 @@ class WsConnection final : public FrameHandler {
   int handles_open_ = 2;  // stream and timer
   bool reading_ = false;
   bool peer_gone_ = false;
-  bool shutting_down_ = false;
   bool closing_ = false;
 };
 
