@@ -1,19 +1,24 @@
 #include "car/stdio/content_length_framer.hpp"
 
+
 #include <algorithm>
 #include <cstdio>
 #include <limits>
 #include <new>
 
+#include "framer_buffer.hpp"
+
 namespace car::stdio {
+using detail::release;
+using detail::ReleaseOnExit;
+using detail::try_append;
+
 namespace {
 
 constexpr std::string_view kLengthHeader = "content-length";
 // What resynchronisation looks for (lower case; input is folded before comparing). Its first
 // letter occurs nowhere else in it, which lets the matcher restart with a single comparison.
 constexpr std::string_view kResyncMarker = "content-length:";
-// See ndjson_framer.cpp: do not pin a large buffer after one large message.
-constexpr std::size_t kKeepCapacity = 64 * 1024;
 
 char to_lower_ascii(char c) noexcept {
   return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
@@ -53,34 +58,6 @@ bool parse_length(std::string_view text, std::size_t& value) noexcept {
   return true;
 }
 
-void release(std::string& buffer) noexcept {
-  if (buffer.capacity() > kKeepCapacity) {
-    std::string().swap(buffer);
-  } else {
-    buffer.clear();
-  }
-}
-
-// Clears a buffer when a delivery ends, even if the upcall throws.
-class ReleaseOnExit {
- public:
-  explicit ReleaseOnExit(std::string& buffer) noexcept : buffer_(buffer) {}
-  ReleaseOnExit(const ReleaseOnExit&) = delete;
-  ReleaseOnExit& operator=(const ReleaseOnExit&) = delete;
-  ~ReleaseOnExit() { release(buffer_); }
-
- private:
-  std::string& buffer_;
-};
-
-bool try_append(std::string& buffer, std::string_view bytes) noexcept {
-  try {
-    buffer.append(bytes);
-    return true;
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
-}
 
 }  // namespace
 

@@ -1,14 +1,18 @@
 #include "car/stdio/ndjson_framer.hpp"
 
+
 #include <cstdio>
 #include <new>
 
+#include "framer_buffer.hpp"
+
 namespace car::stdio {
+using detail::release;
+using detail::ReleaseOnExit;
+using detail::try_append;
+
 namespace {
 
-// A buffer that once held a large line is released rather than kept: a connection that sent one
-// 16 MiB message should not pin 16 MiB for the rest of its life.
-constexpr std::size_t kKeepCapacity = 64 * 1024;
 
 bool is_blank(std::string_view text) noexcept {
   for (char c : text) {
@@ -17,36 +21,6 @@ bool is_blank(std::string_view text) noexcept {
   return true;
 }
 
-void release(std::string& buffer) noexcept {
-  if (buffer.capacity() > kKeepCapacity) {
-    std::string().swap(buffer);
-  } else {
-    buffer.clear();
-  }
-}
-
-// Releases the line buffer when a delivery ends, even if the upcall throws, so that a later feed()
-// does not glue new bytes onto a line that was already reported.
-class ReleaseOnExit {
- public:
-  explicit ReleaseOnExit(std::string& buffer) noexcept : buffer_(buffer) {}
-  ReleaseOnExit(const ReleaseOnExit&) = delete;
-  ReleaseOnExit& operator=(const ReleaseOnExit&) = delete;
-  ~ReleaseOnExit() { release(buffer_); }
-
- private:
-  std::string& buffer_;
-};
-
-// Appends without letting std::bad_alloc escape; the caller turns a failure into a framing error.
-bool try_append(std::string& buffer, std::string_view bytes) noexcept {
-  try {
-    buffer.append(bytes);
-    return true;
-  } catch (const std::bad_alloc&) {
-    return false;
-  }
-}
 
 }  // namespace
 
