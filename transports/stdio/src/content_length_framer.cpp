@@ -1,6 +1,5 @@
 #include "car/stdio/content_length_framer.hpp"
 
-
 #include <algorithm>
 #include <cstdio>
 #include <limits>

@@ -1,6 +1,5 @@
 #include "car/stdio/ndjson_framer.hpp"
 
-
 #include <cstdio>
 #include <new>
 
