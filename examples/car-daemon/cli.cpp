@@ -124,6 +124,7 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   std::map<std::string, bool*> switches = {
       {"--stdio", &o.stdio},         {"--no-auth", &o.no_auth}, {"--no-approvals", &o.no_approvals},
       {"--help", &o.help},           {"-h", &o.help},          {"--version", &o.version},
+      {"--drain-on-loop", &o.drain_on_loop},
   };
 
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -191,6 +192,8 @@ Approval gate and timeouts:
   --grace-ms MS               run disconnect grace window, default 2000
   --tool-timeout SECONDS      default 300
   --drain-timeout-ms MS       run-trace drain write deadline, default 10000
+  --drain-on-loop             run-trace drains on the event loop, not the thread pool
+                              (a baseline for benchmarks; not for production)
   --ping-interval-ms MS       WebSocket idle ping, default 30000
 
 Limits:

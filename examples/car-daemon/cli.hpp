@@ -40,6 +40,7 @@ struct Options {
   std::optional<std::int64_t> grace_ms;
   std::optional<std::int64_t> tool_timeout_s;
   std::optional<std::int64_t> drain_timeout_ms;
+  bool drain_on_loop = false;  // benchmark baseline: run-trace drains on the loop thread
   std::optional<std::int64_t> ping_interval_ms;
   std::vector<std::string> allow_origins;
   std::optional<std::int64_t> max_message;

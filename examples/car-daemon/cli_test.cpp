@@ -29,6 +29,7 @@ TEST_SUITE("cli") {
     CHECK(o.listen.empty());
     CHECK_FALSE(o.stdio);
     CHECK_FALSE(o.no_auth);
+    CHECK_FALSE(o.drain_on_loop);
     CHECK(o.log_level == car::LogLevel::info);
   }
 
@@ -40,7 +41,8 @@ TEST_SUITE("cli") {
                        "--approval-timeout", "5", "--grace-ms", "10", "--tool-timeout", "7",
                        "--drain-timeout-ms", "100", "--ping-interval-ms", "500",
                        "--allow-origin", "http://a", "--max-message", "4096",
-                       "--max-connections", "3", "--threads", "2", "--log-level", "debug"});
+                       "--max-connections", "3", "--threads", "2", "--log-level", "debug",
+                       "--drain-on-loop"});
     REQUIRE(o.listen.size() == 2);
     CHECK(o.listen[0].host == "127.0.0.1");
     CHECK(o.listen[0].port == 0);
@@ -58,6 +60,7 @@ TEST_SUITE("cli") {
     CHECK(*o.grace_ms == 10);
     CHECK(*o.tool_timeout_s == 7);
     CHECK(*o.drain_timeout_ms == 100);
+    CHECK(o.drain_on_loop);
     CHECK(*o.ping_interval_ms == 500);
     CHECK(*o.max_message == 4096);
     CHECK(*o.max_connections == 3);

@@ -152,6 +152,7 @@ void Daemon::install_services() {
   if (options_.drain_timeout_ms) {
     run_config.drain_timeout = std::chrono::milliseconds(*options_.drain_timeout_ms);
   }
+  if (options_.drain_on_loop) run_config.drain_thread = DrainThread::loop;
   runs_ = install_run_services(*server_, run_config);
 }
 

@@ -182,7 +182,7 @@ TEST_SUITE("run_fanout") {
     CHECK(f.runs->counters().events_published == 3);
   }
 
-  TEST_CASE("the drain takes everything queued: one pool hop per burst") {
+  TEST_CASE("the store job that publishes drains what it published: no extra pool hop") {
     RunFixture f;
     auto writer = f.peer();
     auto watcher = f.peer();
@@ -197,25 +197,83 @@ TEST_SUITE("run_fanout") {
     }
     f.executor.run_until_idle();
     CHECK(f.executor.pending_pool_jobs() == 1);  // one store job for ten calls
-    f.executor.run_pool_jobs();                   // writes + publishes 20 records
-    f.executor.run_until_idle();
-    CHECK(f.executor.pending_pool_jobs() == 1);  // one drain job for twenty events
     CHECK(watcher->events().empty());
-    f.executor.run_pool_jobs();
+    f.executor.run_pool_jobs();  // writes + publishes 20 records, then drains them
     f.executor.run_until_idle();
+    CHECK(f.executor.pending_pool_jobs() == 0);  // the drain rode the store job
     CHECK(watcher->events().size() == 20);
     CHECK(cursors(watcher->events()) == range(1, 20));
     auto after = f.runs->counters();
-    CHECK(after.drain_jobs - before.drain_jobs == 1);
+    CHECK(after.drain_hops - before.drain_hops == 1);
+    CHECK(after.drain_passes - before.drain_passes == 1);
     CHECK(after.events_drained - before.events_drained == 20);
     CHECK(after.store_jobs - before.store_jobs == 1);
     CHECK(after.store_ops - before.store_ops == 10);
     for (int id : ids) CHECK(writer->has_reply(id));
     auto stats = f.runs->subscriber_stats(run);
     REQUIRE(stats.size() == 1);
-    CHECK(stats[0].drain_jobs == 1);
+    CHECK(stats[0].drain_passes == 1);
     CHECK(stats[0].events_drained == 20);
     CHECK(stats[0].frames_written == 20);
+  }
+
+  TEST_CASE("while a batch is in the sink, later events wait and go out as one pool pass") {
+    RunFixture f;
+    auto writer = f.peer();
+    std::vector<std::unique_ptr<Peer>> watchers;
+    for (int i = 0; i < 3; ++i) watchers.push_back(f.peer());
+    auto run = f.start(*writer);
+    for (auto& w : watchers) f.call(*w, "runs.subscribe", sub_params(run));
+    f.executor.set_auto_pool(false);
+    auto before = f.runs->counters();
+    // First call: one store job publishes and drains for all three subscribers in one hop.
+    writer->send("runs.record_turns", R"({"run_id":")" + run + R"(","turns":[{}]})");
+    f.executor.run_until_idle();
+    f.executor.run_pool_jobs();
+    auto mid = f.runs->counters();
+    CHECK(mid.drain_hops - before.drain_hops == 1);
+    CHECK(mid.drain_passes - before.drain_passes == 3);
+    // Before the sinks complete that batch (the loop has not run), 30 more events arrive: the
+    // subscribers are busy, so the store job only queues them.
+    for (int i = 0; i < 3; ++i) {
+      writer->send("runs.record_turns",
+                   R"({"run_id":")" + run + R"(","turns":[{},{},{},{},{},{},{},{},{},{}]})");
+    }
+    f.executor.run_pool_jobs();
+    CHECK(f.runs->counters().drain_passes == mid.drain_passes);
+    // The loop completes the first batches; each subscriber then schedules one pool pass that
+    // takes all 30 at once.
+    f.executor.run_until_idle();
+    CHECK(f.executor.pending_pool_jobs() == 3);
+    f.executor.run_pool_jobs();
+    f.executor.run_until_idle();
+    auto after = f.runs->counters();
+    CHECK(after.drain_hops - mid.drain_hops == 3);
+    CHECK(after.drain_passes - mid.drain_passes == 3);
+    CHECK(after.events_drained - before.events_drained == 3 * 31);
+    for (auto& w : watchers) CHECK(cursors(w->events()) == range(1, 31));
+  }
+
+  TEST_CASE("DrainThread::loop (the benchmark baseline) drains on the loop, never on the pool") {
+    RunConfig rc;
+    rc.drain_thread = DrainThread::loop;
+    RunFixture f(runs_disabled_auth(), rc);
+    auto writer = f.peer();
+    auto watcher = f.peer();
+    auto run = f.start(*writer);
+    f.call(*watcher, "runs.subscribe", sub_params(run));
+    f.executor.set_auto_pool(false);
+    auto before = f.runs->counters();
+    writer->send("runs.record_turns", R"({"run_id":")" + run + R"(","turns":[{},{},{}]})");
+    f.executor.run_pool_jobs();  // the store job: it posts the pass to the loop
+    CHECK(f.executor.pending_pool_jobs() == 0);
+    CHECK(watcher->events().empty());
+    f.executor.run_until_idle();
+    CHECK(f.executor.pending_pool_jobs() == 0);
+    CHECK(cursors(watcher->events()) == range(1, 3));
+    auto after = f.runs->counters();
+    CHECK(after.drain_hops - before.drain_hops == 1);
+    CHECK(after.events_drained - before.events_drained == 3);
   }
 
   TEST_CASE("bounded queue: drops for the full subscriber alone, then one gap notice") {
@@ -594,7 +652,7 @@ TEST_SUITE("run_fanout") {
     auto counters = runs->counters();
     CHECK(counters.events_drained >= 4 * turns_per_run);
     CHECK(counters.events_dropped > 0);  // the stalled subscriber
-    MESSAGE("threaded: drain jobs " << counters.drain_jobs << ", events drained "
+    MESSAGE("threaded: drain hops " << counters.drain_hops << ", events drained "
                                     << counters.events_drained << ", store jobs "
                                     << counters.store_jobs << ", store ops "
                                     << counters.store_ops);

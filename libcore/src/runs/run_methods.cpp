@@ -578,11 +578,18 @@ void RunService::stats(const Request& request, Reply reply) {
     add_quoted(out, "client_id", s.client_id);
     out.append(fmt::format(
         R"(,"queued":{},"dropped":{},"frames_written":{},"bytes_written":{},"last_write_us":{},)"
-        R"("drain_jobs":{},"events_drained":{}}})",
-        s.queued, s.dropped, s.frames_written, s.bytes_written, s.last_write_us, s.drain_jobs,
+        R"("drain_passes":{},"events_drained":{}}})",
+        s.queued, s.dropped, s.frames_written, s.bytes_written, s.last_write_us, s.drain_passes,
         s.events_drained));
   }
-  out.append("]}");
+  // Service-wide fan-out counters (monotonic since start): a caller computes events per hop
+  // from the difference of two readings.
+  RunCounters c = counters();
+  out.append(fmt::format(
+      R"(],"fanout":{{"drain_hops":{},"drain_passes":{},"events_drained":{},"events_dropped":{},)"
+      R"("gaps_sent":{},"events_published":{},"store_jobs":{}}}}})",
+      c.drain_hops, c.drain_passes, c.events_drained, c.events_dropped, c.gaps_sent,
+      c.events_published, c.store_jobs));
   reply.ok(out);
 }
 

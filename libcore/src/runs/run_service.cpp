@@ -101,7 +101,11 @@ void RunService::run_store_job(const RunPtr& run) {
     std::lock_guard lock(mutex_);
     ops.swap(run->ops);
   }
-  for (auto& op : ops) process_op(run, op);
+  // The drain passes these publishes claim run once, after the last op: pipelined calls then
+  // reach each subscriber as one batch, and every producer is answered before the fan-out work.
+  Subscribers ready;
+  for (auto& op : ops) process_op(run, op, ready);
+  drain_ready(ready);
   std::lock_guard lock(mutex_);
   if (run->ops.empty()) {
     run->store_busy = false;
@@ -112,7 +116,7 @@ void RunService::run_store_job(const RunPtr& run) {
   server_.executor().queue_work([self, run] { self->run_store_job(run); }, [] {});
 }
 
-void RunService::process_op(const RunPtr& run, StoreOp& op) {
+void RunService::process_op(const RunPtr& run, StoreOp& op, Subscribers& ready) {
   std::optional<std::string> error;
   {
     std::lock_guard lock(mutex_);
@@ -149,20 +153,20 @@ void RunService::process_op(const RunPtr& run, StoreOp& op) {
       switch (op.kind) {
         case StoreOp::Kind::started:
           run->start_published = true;
-          publish_locked(*run, op.records.front(), 0, RunStatus::in_progress);
+          publish_locked(*run, op.records.front(), 0, RunStatus::in_progress, ready);
           break;
         case StoreOp::Kind::turns:
           for (auto& record : op.records) {
             run->published_turns += 1;
             auto shared = std::make_shared<const std::string>(std::move(record));
-            publish_locked(*run, *shared, run->published_turns, RunStatus::in_progress);
+            publish_locked(*run, *shared, run->published_turns, RunStatus::in_progress, ready);
             run->turns.push_back(std::move(shared));
           }
           break;
         case StoreOp::Kind::ended:
           run->status = op.final_status;
           run->ended_at = op.ended_at;
-          publish_locked(*run, op.records.front(), run->published_turns, run->status);
+          publish_locked(*run, op.records.front(), run->published_turns, run->status, ready);
           // The trace now lives in the store; keep only what lifecycle checks need.
           run->turns.clear();
           run->turns.shrink_to_fit();
@@ -188,7 +192,7 @@ void RunService::op_finished() {
 }
 
 void RunService::publish_locked(const Run& run, const std::string& record, std::uint64_t cursor,
-                                RunStatus status) {
+                                RunStatus status, Subscribers& ready) {
   auto it = subs_.find(run.run_id);
   if (it == subs_.end() || it->second.empty()) return;
   // Serialized once; every subscriber's queue holds the same Frame.
@@ -196,7 +200,24 @@ void RunService::publish_locked(const Run& run, const std::string& record, std::
                                                        status)),
                    cursor};
   events_published_ += 1;
-  for (auto& [client, subscriber] : it->second) subscriber->push(event);
+  for (auto& [client, subscriber] : it->second) {
+    if (subscriber->push_claiming(event)) ready.push_back(subscriber);
+  }
+}
+
+void RunService::drain_ready(Subscribers& ready) {
+  // Pool thread, no lock held (a refused send may end a subscription, which takes the lock).
+  if (ready.empty()) return;
+  totals_->drain_hops.fetch_add(1, std::memory_order_relaxed);
+  if (config_.drain_thread == DrainThread::loop) {
+    server_.executor().post([batch = std::move(ready)] {
+      for (const auto& subscriber : batch) subscriber->drain_claimed();
+    });
+    ready = {};
+    return;
+  }
+  for (const auto& subscriber : ready) subscriber->drain_claimed();
+  ready.clear();
 }
 
 void RunService::evict_locked() {
@@ -284,7 +305,8 @@ std::shared_ptr<TraceSubscriber> RunService::make_subscriber(
     const std::shared_ptr<Connection>& connection, const std::string& run_id,
     std::uint64_t cursor) {
   std::weak_ptr<RunService> weak = shared_from_this();
-  TraceSubscriber::Options options{config_.subscriber_queue, config_.drain_timeout};
+  TraceSubscriber::Options options{config_.subscriber_queue, config_.drain_timeout,
+                                   config_.drain_thread};
   std::weak_ptr<Connection> weak_connection = connection;
   return std::make_shared<TraceSubscriber>(
       server_.executor(), run_id, connection->client_id(), connection, cursor, options, totals_,
@@ -353,7 +375,8 @@ void RunService::remove_subscriptions(const std::string& client_id) {
 
 RunCounters RunService::counters() const {
   RunCounters out;
-  out.drain_jobs = totals_->drain_jobs.load(std::memory_order_relaxed);
+  out.drain_hops = totals_->drain_hops.load(std::memory_order_relaxed);
+  out.drain_passes = totals_->drain_passes.load(std::memory_order_relaxed);
   out.events_drained = totals_->events_drained.load(std::memory_order_relaxed);
   out.events_dropped = totals_->events_dropped.load(std::memory_order_relaxed);
   out.gaps_sent = totals_->gaps_sent.load(std::memory_order_relaxed);

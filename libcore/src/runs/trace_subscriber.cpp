@@ -24,9 +24,8 @@ TraceSubscriber::TraceSubscriber(Executor& executor, std::string run_id, std::st
   stats_.client_id = client_id_;
 }
 
-void TraceSubscriber::push(const TraceEvent& event) {
-  std::lock_guard lock(mutex_);
-  if (stopped_) return;
+bool TraceSubscriber::enqueue_locked(const TraceEvent& event) {
+  if (stopped_) return false;
   if (queue_.size() >= options_.capacity) {
     // Full: this subscriber alone loses the event. The hole starts after the last event that is
     // still going to be delivered, i.e. the last one queued.
@@ -35,13 +34,25 @@ void TraceSubscriber::push(const TraceEvent& event) {
     gap_->dropped += 1;
     stats_.dropped += 1;
     totals_->events_dropped.fetch_add(1, std::memory_order_relaxed);
-    return;
+    return false;
   }
   queue_.push_back({event.frame, event.cursor, gap_});
   gap_.reset();
   last_queued_cursor_ = event.cursor;
-  schedule_locked();
+  return true;
 }
+
+void TraceSubscriber::push(const TraceEvent& event) {
+  std::lock_guard lock(mutex_);
+  if (enqueue_locked(event)) schedule_locked();
+}
+
+bool TraceSubscriber::push_claiming(const TraceEvent& event) {
+  std::lock_guard lock(mutex_);
+  return enqueue_locked(event) && claim_locked();
+}
+
+void TraceSubscriber::drain_claimed() { drain_pass(); }
 
 void TraceSubscriber::resume() {
   std::lock_guard lock(mutex_);
@@ -70,13 +81,26 @@ SubscriberStats TraceSubscriber::stats() const {
   return out;
 }
 
-void TraceSubscriber::schedule_locked() {
-  // At most one drain per subscriber at a time: while busy, whatever arrives is picked up by the
+bool TraceSubscriber::claim_locked() {
+  // At most one pass per subscriber at a time: while busy, whatever arrives is picked up by the
   // next pass, which the current batch's last completion schedules.
-  if (paused_ || busy_ || stopped_) return;
-  if (queue_.empty() && !gap_) return;
+  if (paused_ || busy_ || stopped_) return false;
+  if (queue_.empty() && !gap_) return false;
   busy_ = true;
-  executor_.queue_work([self = shared_from_this()] { self->drain(); }, [] {});
+  return true;
+}
+
+void TraceSubscriber::schedule_locked() {
+  if (!claim_locked()) return;
+  auto job = [self = shared_from_this(), totals = totals_] {
+    totals->drain_hops.fetch_add(1, std::memory_order_relaxed);
+    self->drain_pass();
+  };
+  if (options_.drain_thread == DrainThread::loop) {
+    executor_.post(std::move(job));
+  } else {
+    executor_.queue_work(std::move(job), [] {});
+  }
 }
 
 Frame TraceSubscriber::gap_frame(const Gap& gap) const {
@@ -87,8 +111,8 @@ Frame TraceSubscriber::gap_frame(const Gap& gap) const {
   return make_frame(std::move(text));
 }
 
-void TraceSubscriber::drain() {
-  // Pool thread. Take everything queued: one pool hop per burst, not per event.
+void TraceSubscriber::drain_pass() {
+  // Pool thread (busy_ is ours). Take everything queued: one pass per burst, not per event.
   std::deque<Entry> batch;
   std::size_t frames = 0;
   {
@@ -109,9 +133,9 @@ void TraceSubscriber::drain() {
     outstanding_ = frames;
     failed_ = false;
     batch_started_ = executor_.now();
-    stats_.drain_jobs += 1;
+    stats_.drain_passes += 1;
     stats_.events_drained += events;
-    totals_->drain_jobs.fetch_add(1, std::memory_order_relaxed);
+    totals_->drain_passes.fetch_add(1, std::memory_order_relaxed);
     totals_->events_drained.fetch_add(events, std::memory_order_relaxed);
     if (frames == 0) {
       busy_ = false;

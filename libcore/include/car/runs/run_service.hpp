@@ -52,6 +52,9 @@ struct RunConfig {
   std::chrono::milliseconds drain_timeout{10000};
   // Events queued per subscription before they are dropped for it.
   std::size_t subscriber_queue = 256;
+  // Where drain passes run: the pool (spec §7.4), or the loop thread as a benchmark baseline
+  // (car-daemon --drain-on-loop).
+  DrainThread drain_thread = DrainThread::pool;
   std::size_t max_turns_per_call = 256;
   std::size_t max_turns_per_run = 2000;
   TurnLimits turn_limits;
@@ -66,8 +69,10 @@ struct RunConfig {
 
 // Monotonic counters for tests and benchmarks.
 struct RunCounters {
-  std::uint64_t drain_jobs = 0;        // pool hops paid by subscriber drains
-  std::uint64_t events_drained = 0;    // events those hops handed over (events per hop = ratio)
+  std::uint64_t drain_hops = 0;        // pool jobs that ran drain passes (a store job that drained
+                                       // what it published counts once); events per hop = ratio
+  std::uint64_t drain_passes = 0;      // batches handed to sinks, one per subscriber per pass
+  std::uint64_t events_drained = 0;    // events those passes handed over
   std::uint64_t events_dropped = 0;    // events dropped at full subscriber queues
   std::uint64_t gaps_sent = 0;
   std::uint64_t events_published = 0;  // records fanned out to at least one subscriber
@@ -135,10 +140,15 @@ class RunService : public std::enable_shared_from_this<RunService> {
   // Ends an open run `incomplete` (grace expiry, shutdown). Locked.
   void end_incomplete_locked(const RunPtr& run);
   void enqueue_locked(const RunPtr& run, StoreOp op);
+  using Subscribers = std::vector<std::shared_ptr<TraceSubscriber>>;
   void run_store_job(const RunPtr& run);
-  void process_op(const RunPtr& run, StoreOp& op);
+  // Writes and publishes one operation; `ready` receives the subscribers whose drain pass the
+  // publish claimed.
+  void process_op(const RunPtr& run, StoreOp& op, Subscribers& ready);
   void publish_locked(const Run& run, const std::string& record, std::uint64_t cursor,
-                      RunStatus status);
+                      RunStatus status, Subscribers& ready);
+  // Runs the claimed passes: here (a pool thread), or posted to the loop (DrainThread::loop).
+  void drain_ready(Subscribers& ready);
   void evict_locked();
   void op_finished();
   std::string next_timestamp_locked();

@@ -27,9 +27,17 @@
 // A batch not written within the drain deadline fails the sink (that is the sink's rule), which
 // ends this subscription and tears the connection down; the run is never affected.
 //
+// Pool hops. A drain pass normally rides a pool job that is running anyway: the run's store job
+// that just published the events claims the passes of every subscriber its publish made ready
+// (push_claiming) and runs them right there (drain_claimed), so a publish to S subscribers costs
+// no extra hop at all. A subscriber schedules a pool job of its own (queue_work) only when
+// delivery resumes (after the subscribe reply, or when its previous batch completes with more
+// queued) — the saturated case, where that job takes everything that piled up meanwhile.
+//
 // Threads: push/resume/stop/stats may be called from any thread and never block on I/O (they take
-// the subscriber's own short mutex; callers may hold the run service's lock). The drain runs on
-// the executor's pool (queue_work); sink completions arrive on the sink's loop thread.
+// the subscriber's own short mutex; callers may hold the run service's lock). Drain passes run on
+// the executor's pool (or on the loop thread with DrainThread::loop, a comparison baseline for
+// benchmarks); sink completions arrive on the sink's loop thread.
 // Lifetime: owned by shared_ptr (the run service, a drain job and the sink's pending completions
 // each hold one). It refers to the connection weakly.
 namespace car {
@@ -43,10 +51,15 @@ struct TraceEvent {
   std::uint64_t cursor = 0;
 };
 
+// Where drain passes run. `pool` is the design (spec §7.4); `loop` runs them on the event loop
+// thread instead and exists so benchmarks can compare the two on the same machine.
+enum class DrainThread : std::uint8_t { pool, loop };
+
 // Service-wide counters shared by every subscriber (monotonic, relaxed atomics).
 struct FanoutTotals {
-  std::atomic<std::uint64_t> drain_jobs{0};      // pool hops paid by drains
-  std::atomic<std::uint64_t> events_drained{0};  // events handed to sinks by those hops
+  std::atomic<std::uint64_t> drain_hops{0};      // pool (or loop) jobs that ran drain passes
+  std::atomic<std::uint64_t> drain_passes{0};    // passes, one per subscriber batch
+  std::atomic<std::uint64_t> events_drained{0};  // events handed to sinks by those passes
   std::atomic<std::uint64_t> events_dropped{0};  // events dropped at full subscriber queues
   std::atomic<std::uint64_t> gaps_sent{0};
 };
@@ -59,8 +72,8 @@ struct SubscriberStats {
   std::uint64_t frames_written = 0;   // frames (events and gap notices) the sink wrote
   std::uint64_t bytes_written = 0;
   std::uint64_t last_write_us = 0;    // hand-over of the last batch to its last completion
-  std::uint64_t drain_jobs = 0;       // pool hops of this subscriber
-  std::uint64_t events_drained = 0;   // events those hops handed over (events per hop = ratio)
+  std::uint64_t drain_passes = 0;     // batches handed over (each one pass of the drain)
+  std::uint64_t events_drained = 0;   // events those passes handed over
 };
 
 class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
@@ -68,6 +81,7 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
   struct Options {
     std::size_t capacity = 256;                     // events queued before dropping (spec §8)
     std::chrono::milliseconds drain_timeout{10000};  // deadline of every frame handed to the sink
+    DrainThread drain_thread = DrainThread::pool;    // where self-scheduled passes run
   };
   // Runs once, on the sink's loop thread, when a write failed (deadline, I/O error, abort, sink
   // full): the subscription is already stopped; the owner removes it. Not called for `closed`.
@@ -85,6 +99,13 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
   // Any thread; never blocks on the subscriber. Queues `event`, or drops it for this subscriber
   // when the queue is full (counted, and reported later by one gap notice).
   void push(const TraceEvent& event);
+  // Any thread. Like push, for a caller that is on a pool thread anyway (the run's store job):
+  // when this push made the subscriber ready, the pass is handed to the caller instead of being
+  // scheduled. Returns true then, and the caller must call drain_claimed() soon, holding no lock.
+  [[nodiscard]] bool push_claiming(const TraceEvent& event);
+  // Runs the pass claimed by push_claiming, on the calling thread (a pool thread, or the loop
+  // thread with DrainThread::loop). Never blocks: it only hands frames to the sink.
+  void drain_claimed();
   // Any thread. Starts delivery: call once the subscribe reply has been queued on the sink.
   void resume();
   // Any thread, idempotent. Ends the subscription: the queue is freed and a drain in progress
@@ -108,8 +129,12 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
     std::optional<Gap> gap_before;
   };
 
+  // Queues `event` or drops it (full); false when stopped or dropped.
+  bool enqueue_locked(const TraceEvent& event);
+  // Marks the subscriber busy when it has something to deliver and no pass is pending.
+  bool claim_locked();
   void schedule_locked();
-  void drain();
+  void drain_pass();
   void on_sent(SinkError result, std::size_t bytes);
   Frame gap_frame(const Gap& gap) const;
 
@@ -124,7 +149,7 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
   mutable std::mutex mutex_;
   std::deque<Entry> queue_;
   bool paused_ = true;
-  bool busy_ = false;      // a drain job is queued or running, or its batch is still in the sink
+  bool busy_ = false;      // a pass is claimed or running, or its batch is still in the sink
   bool stopped_ = false;
   bool failed_ = false;
   SinkError failure_ = SinkError::none;
