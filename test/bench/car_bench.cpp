@@ -4,7 +4,7 @@
 //   car-bench rtt         --target T [--requests N] [--warmup N]
 //   car-bench throughput  --target T --connections C --depth D [--seconds S] [--warmup-seconds S]
 //   car-bench idle        --target ws-...:... --connections C --server-pid PID
-//   car-bench fanout      --target ws-...:... --subscribers S --batch B --turns K
+//   car-bench fanout      --target ws-...:... --subscribers S --batch B --turns K [--depth D]
 //   car-bench wedged      (fanout) --wedged W [--rcvbuf BYTES]
 //   car-bench echo-server        (--unix PATH | --tcp PORT) [--cpu N]
 //   car-bench ws-prebuilt-server (--unix PATH | --tcp PORT) [--cpu N]
@@ -32,6 +32,7 @@
 #include <cstdio>
 #include <cstdlib>
 #include <cstring>
+#include <deque>
 #include <memory>
 #include <string>
 #include <string_view>
@@ -491,13 +492,16 @@ int run_idle(const Options& o) {
 }
 
 // ---------------------------------------------------------------------------------------------
-// fanout / wedged: one producer (runs.start, then runs.record_turns in batches of B, one call in
-// flight), S subscribers (runs.subscribe), optionally W subscribers that never read.
+// fanout / wedged: one producer (runs.start, then runs.record_turns in batches of B, D calls in
+// flight — 1 by default), S subscribers (runs.subscribe), optionally W subscribers that never
+// read. runs.stats is read before and after the turns, so the fan-out counters (pool hops) are
+// the run's own.
 
 constexpr std::uint64_t kIdStart = kIdBase + 1;
 constexpr std::uint64_t kIdSubscribe = kIdBase + 2;
 constexpr std::uint64_t kIdRecord = kIdBase + 3;
 constexpr std::uint64_t kIdStats = kIdBase + 4;
+constexpr std::uint64_t kIdStatsBefore = kIdBase + 5;
 constexpr std::size_t kStampDigits = 20;
 
 class Fanout final : public MessageHandler {
@@ -528,7 +532,11 @@ class Fanout final : public MessageHandler {
       run_id = std::string(message.substr(at, message.find('"', at) - at));
     } else if (id == kIdRecord) {
       std::uint64_t t = now_ns();
-      producer_latency.add(t - record_sent_ns);
+      // Replies to one producer's record_turns come in call order (one store actor per run).
+      if (!record_sent_ns.empty()) {
+        producer_latency.add(t - record_sent_ns.front());
+        record_sent_ns.pop_front();
+      }
       if (message.find("\"ok\":true") == std::string_view::npos) {
         ++refused;
         if (refused == 1) {
@@ -536,10 +544,11 @@ class Fanout final : public MessageHandler {
                        std::string(message).c_str());
         }
       }
-      record_inflight = false;
       if (turns_sent < static_cast<std::uint64_t>(options_.turns)) send_batch(conn);
     } else if (id == kIdStats) {
       stats_reply = std::string(message);
+    } else if (id == kIdStatsBefore) {
+      stats_before = std::string(message);
     }
   }
 
@@ -619,8 +628,7 @@ class Fanout final : public MessageHandler {
       }
     }
     if (first_send_ns == 0) first_send_ns = t;
-    record_sent_ns = t;
-    record_inflight = true;
+    record_sent_ns.push_back(t);
     turns_sent += static_cast<std::uint64_t>(options_.batch);
     conn.queue(frame_);
   }
@@ -632,7 +640,8 @@ class Fanout final : public MessageHandler {
   std::string stats_reply;
   Samples producer_latency{4096};
   Samples e2e{4u << 20};
-  std::uint64_t record_sent_ns = 0;
+  std::string stats_before;
+  std::deque<std::uint64_t> record_sent_ns;  // calls in flight, oldest first
   std::uint64_t first_send_ns = 0;
   std::uint64_t last_event_ns = 0;
   std::uint64_t turns_sent = 0;
@@ -640,7 +649,6 @@ class Fanout final : public MessageHandler {
   std::uint64_t gap_notifications = 0;
   std::uint64_t refused = 0;
   int subscribed = 0;
-  bool record_inflight = false;
 
  private:
   std::string plain_;
@@ -678,6 +686,12 @@ int run_fanout(const Options& o) {
       loop.flush_all(conns);
     }
     return true;
+  };
+
+  auto stats_request = [&](std::uint64_t id) {
+    return frame_for(target, R"({"jsonrpc":"2.0","id":)" + std::to_string(id) +
+                                 R"(,"method":"runs.stats","params":{"run_id":")" + fan.run_id +
+                                 "\"}}");
   };
 
   // The producer starts the run.
@@ -723,13 +737,23 @@ int run_fanout(const Options& o) {
   std::uint64_t settle = now_ns() + (o.wedged > 0 ? 200000000ULL : 0ULL);
   while (now_ns() < settle) loop.poll_once(10);
 
-  // Produce.
+  // Fan-out counters before the turns (an error reply from a server without runs.stats).
+  conns[0]->queue(stats_request(kIdStatsBefore));
+  loop.flush_all(conns);
+  if (!pump_until([&] { return !fan.stats_before.empty(); })) {
+    return fail(fan.failed.empty() ? "no runs.stats reply" : fan.failed);
+  }
+
+  // Produce: D calls in flight; each reply sends the next batch.
   fan.build_record_template();
   double cpu0 = self_cpu_s();
-  fan.send_batch(*conns[0]);
+  for (int i = 0; i < o.depth && fan.turns_sent < static_cast<std::uint64_t>(o.turns); ++i) {
+    fan.send_batch(*conns[0]);
+  }
   loop.flush_all(conns);
   if (!pump_until([&] {
-        return fan.turns_sent >= static_cast<std::uint64_t>(o.turns) && !fan.record_inflight;
+        return fan.turns_sent >= static_cast<std::uint64_t>(o.turns) &&
+               fan.record_sent_ns.empty();
       })) {
     return fail(fan.failed.empty() ? "producer did not finish" : fan.failed);
   }
@@ -749,10 +773,7 @@ int run_fanout(const Options& o) {
   }
   double cpu1 = self_cpu_s();
   // Delivery counters from the server, if it has runs.stats.
-  std::string stats = frame_for(target, R"({"jsonrpc":"2.0","id":)" + std::to_string(kIdStats) +
-                                            R"(,"method":"runs.stats","params":{"run_id":")" +
-                                            fan.run_id + "\"}}");
-  conns[0]->queue(stats);
+  conns[0]->queue(stats_request(kIdStats));
   loop.flush_all(conns);
   std::uint64_t stats_deadline = now_ns() + 3000000000ULL;
   while (fan.stats_reply.empty() && now_ns() < stats_deadline) loop.poll_once(10);
@@ -779,7 +800,8 @@ int run_fanout(const Options& o) {
   JsonLine line;
   line.str("scenario", o.scenario).str("label", o.label).str("target", target.name);
   line.integer("subscribers", o.subscribers).integer("wedged", o.wedged);
-  line.integer("batch", o.batch).integer("turns", static_cast<long long>(fan.turns_sent));
+  line.integer("batch", o.batch).integer("depth", o.depth);
+  line.integer("turns", static_cast<long long>(fan.turns_sent));
   line.integer("refused_calls", static_cast<long long>(fan.refused));
   line.integer("events_delivered", static_cast<long long>(fan.delivered));
   line.num("seconds", span).num("events_per_s", span > 0 ? static_cast<double>(fan.delivered) / span : 0);
@@ -792,13 +814,26 @@ int run_fanout(const Options& o) {
   line.integer("gaps_seen", static_cast<long long>(gaps));
   line.integer("subscribers_complete", complete);
   line.num("client_cpu_pct", span > 0 ? 100.0 * (cpu1 - cpu0) / span : 0);
-  std::uint64_t jobs = sum_uints(fan.stats_reply, "\"drain_jobs\":");
-  std::uint64_t drained = sum_uints(fan.stats_reply, "\"events_drained\":");
-  if (jobs > 0) {
-    line.integer("drain_jobs", static_cast<long long>(jobs));
-    line.num("events_per_hop", static_cast<double>(drained) / static_cast<double>(jobs));
+  // Pool hops: the service-wide counters' growth over the turns (runs.stats "fanout").
+  auto fanout_counter = [](const std::string& reply, std::string_view key) {
+    std::uint64_t value = 0;
+    auto at = reply.find("\"fanout\":");
+    if (at == std::string::npos || !find_uint(reply, key, value, at)) return std::uint64_t{0};
+    return value;
+  };
+  std::uint64_t hops = fanout_counter(fan.stats_reply, "\"drain_hops\":") -
+                       fanout_counter(fan.stats_before, "\"drain_hops\":");
+  std::uint64_t passes = fanout_counter(fan.stats_reply, "\"drain_passes\":") -
+                         fanout_counter(fan.stats_before, "\"drain_passes\":");
+  std::uint64_t drained = fanout_counter(fan.stats_reply, "\"events_drained\":") -
+                          fanout_counter(fan.stats_before, "\"events_drained\":");
+  if (hops > 0 && passes > 0) {
+    line.integer("drain_hops", static_cast<long long>(hops));
+    line.integer("drain_passes", static_cast<long long>(passes));
+    line.num("events_per_hop", static_cast<double>(drained) / static_cast<double>(hops));
+    line.num("events_per_pass", static_cast<double>(drained) / static_cast<double>(passes));
   } else {
-    line.null("events_per_hop");
+    line.null("events_per_hop").null("events_per_pass");
   }
   line.print();
   return 0;

@@ -59,10 +59,10 @@ fi
 # ---- counts ------------------------------------------------------------------------------------
 if $smoke; then
   rtt_n=200; rtt_warm=20; tp_s=0.2; tp_warm=0.05; idle_n=20; conns_list="1 4"; depth=4
-  subs_list="1 4"; turns=40; batch=10; big_batch=20; wedged_subs=4; dispatch_args="2000 1"
+  subs_list="1 4"; turns=40; batch=10; sat_depth=4; wedged_subs=4; dispatch_args="2000 1"
 else
   rtt_n=20000; rtt_warm=2000; tp_s=4; tp_warm=1; idle_n=1000; conns_list="1 10 50 100"; depth=16
-  subs_list="1 10 50 100"; turns=2000; batch=10; big_batch=100; wedged_subs=100
+  subs_list="1 10 50 100"; turns=10000; batch=16; sat_depth=16; wedged_subs=100
   dispatch_args="200000 7"
 fi
 
@@ -121,11 +121,11 @@ b() {
   echo "$line" | tee -a "$results" >&2
 }
 
-start_daemon() {
+start_daemon() {  # start_daemon [EXTRA_FLAGS...]
   local state
   state=$(mktemp -d "$state_root/state.XXXXXX")
   start_server car-daemon "$daemon" --no-auth --listen 127.0.0.1:0 --unix "$work/car.sock" \
-    --state-dir "$state" --log-level error
+    --state-dir "$state" --log-level error "$@"
 }
 
 # ---- rtt ---------------------------------------------------------------------------------------
@@ -223,8 +223,20 @@ if $runs_available; then
     b fanout node-ws-tcp --target "ws-tcp:$SERVER_WS" --subscribers "$s" --batch $batch --turns $turns
     stop_server
   done
+  # Saturation: the producer keeps sat_depth calls in flight, so events pile up behind batches
+  # still in the sinks. The same with the drains on the loop thread (--drain-on-loop) is the
+  # baseline for "pool drain throughput ≥ 0.8× an inline loop drain".
   start_daemon
-  b fanout car-ws-tcp-bigbatch --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $big_batch --turns $turns
+  b fanout car-ws-tcp-saturated --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch \
+    --turns $turns --depth $sat_depth
+  stop_server
+  start_daemon --drain-on-loop
+  b fanout car-ws-tcp-loopdrain-saturated --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs \
+    --batch $batch --turns $turns --depth $sat_depth
+  stop_server
+  start_daemon --drain-on-loop
+  b fanout car-ws-tcp-loopdrain --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch \
+    --turns $turns
   stop_server
   start_daemon
   b fanout car-ws-tcp-nowedge --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch --turns $turns
