@@ -62,7 +62,7 @@ if $smoke; then
   subs_list="1 4"; turns=40; batch=10; sat_depth=4; wedged_subs=4; dispatch_args="2000 1"
 else
   rtt_n=20000; rtt_warm=2000; tp_s=4; tp_warm=1; idle_n=1000; conns_list="1 10 50 100"; depth=16
-  subs_list="1 10 50 100"; turns=10000; batch=16; sat_depth=16; wedged_subs=100
+  subs_list="1 10 50 100"; turns=2000; batch=16; sat_depth=16; wedged_subs=100
   dispatch_args="200000 7"
 fi
 
