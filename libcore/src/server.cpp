@@ -51,6 +51,7 @@ void Server::teardown(Connection& connection) {
   run_phase(TeardownPhase::host_events);
   run_phase(TeardownPhase::run_subscriptions);
   connection.calls_->fail_all(Error::internal("connection closed"));
+  run_phase(TeardownPhase::gate_waits);
   run_phase(TeardownPhase::tool_invocations);
   run_phase(TeardownPhase::tool_registrations);
   if (auto agent = connection.session().agent_id()) {

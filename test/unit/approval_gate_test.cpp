@@ -1,5 +1,6 @@
 // The high-risk approval gate (spec §5.1) on a live in-process server with a fake clock:
-// approve, deny, timeout, other requests served meanwhile, the params preview.
+// approve, deny, timeout, other requests served meanwhile, waits of a closed connection, the
+// params preview.
 #include <thread>
 
 #include "host_test_support.hpp"
@@ -202,6 +203,39 @@ TEST_SUITE("approval_gate") {
     f.pump();
     CHECK(a.inbox.empty());
     CHECK(runs == 0);
+  }
+
+  TEST_CASE("a connection that closes while waiting releases its waits; the rows stay pending") {
+    HostFixture f(gated({"danger.op"}));
+    int runs = 0;
+    add_danger(f.server, &runs);
+    Peer& a = f.peer();
+    Peer& b = f.peer();
+    Peer& c = f.peer();
+    f.send(a, "danger.op", R"({"n":1})");
+    f.send(a, "danger.op", R"({"n":2})");
+    long long other = f.send(c, "danger.op", R"({"n":3})");
+    f.pump();
+    auto gate = f.service->gate();
+    REQUIRE(gate != nullptr);
+    CHECK(gate->waiting() == 3);
+    std::size_t timers = f.executor.pending_timers();
+    f.disconnect(a);
+    f.pump();
+    CHECK(gate->waiting() == 1);                         // only c's request still waits
+    CHECK(f.executor.pending_timers() == timers - 2);    // a's gate timers are gone
+    auto rows = f.service->state().approvals();
+    REQUIRE(rows.size() == 3);
+    for (const auto& row : rows) CHECK(row.pending());
+    // Approving a's rows later runs nothing; c's request is unaffected.
+    resolve(f, b, rows[0].id, true);
+    resolve(f, b, rows[1].id, true);
+    CHECK(runs == 0);
+    resolve(f, b, rows[2].id, true);
+    auto reply = f.response(c, other);
+    REQUIRE(reply.has_value());
+    CHECK(runs == 1);
+    CHECK(gate->waiting() == 0);
   }
 
   TEST_CASE("two gated requests on one connection complete independently, in either order") {

@@ -43,6 +43,7 @@ enum class TeardownPhase : std::uint8_t {
   host_events = 10,        // unsubscribe from host events
   run_subscriptions = 20,  // remove its run-trace subscriptions
   // 30: core fails its pending server→client calls
+  gate_waits = 35,         // end its requests waiting at the approval gate (rows stay pending)
   tool_invocations = 40,   // tools.cancel for calls it invoked
   tool_registrations = 50, // unregister its tools
   // 60: core releases its agent binding

@@ -61,9 +61,9 @@ std::string params_preview(std::string_view compact_json, std::size_t limit) {
   return out;
 }
 
-// One request waiting at the gate. Whichever comes first — the resolution (any thread) or the
-// timer (loop thread) — takes `decide` under the mutex and calls it outside it; the other finds
-// it gone and does nothing.
+// One request waiting at the gate. Whichever comes first — the resolution (any thread), the
+// timer (loop thread) or the connection's teardown — takes `decide` under the mutex and calls it
+// outside it; the others find it gone and do nothing.
 struct ApprovalGate::Wait {
   std::mutex mutex;
   Decision decide;  // empty once decided
@@ -71,6 +71,7 @@ struct ApprovalGate::Wait {
   std::string approval_id;
   std::uint64_t waiter_id = 0;
   std::string method;
+  std::string client_id;
 };
 
 ApprovalGate::ApprovalGate(std::shared_ptr<HostState> state, Executor& executor,
@@ -90,6 +91,12 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
   auto wait = std::make_shared<Wait>();
   wait->decide = std::move(decide);
   wait->method = std::string(method);
+  wait->client_id = connection.client_id();
+  {
+    // Tracked before the approval exists, so a teardown can never miss it.
+    std::lock_guard lock(waits_mutex_);
+    waits_.emplace(wait->client_id, wait);
+  }
 
   json::Builder details;
   details.begin_object()
@@ -103,7 +110,8 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
   spec.details_json = details.take();
 
   Executor& executor = executor_;
-  auto on_resolved = [wait, &executor](const HostApproval& resolved) {
+  std::weak_ptr<ApprovalGate> weak = weak_from_this();
+  auto on_resolved = [wait, weak, &executor](const HostApproval& resolved) {
     Decision decide_now;
     Executor::TimerId timer = 0;
     {
@@ -112,6 +120,7 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
       timer = wait->timer;
     }
     if (!decide_now) return;
+    if (auto self = weak.lock()) self->untrack(*wait);
     if (timer != 0) executor.cancel_timer(timer);
     bool approved = resolved.status == ApprovalStatus::approved;
     log_info("approval gate: {} {} ({})", wait->method, approved ? "approved" : "denied",
@@ -124,9 +133,8 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
   };
   auto created = state_->create_approval(std::move(spec), std::move(on_resolved));
 
-  std::weak_ptr<ApprovalGate> weak = weak_from_this();
   auto timer = executor_.start_timer(config_.timeout, [weak, wait] {
-    if (auto self = weak.lock()) self->expire(wait);
+    if (auto self = weak.lock()) self->end_wait(wait, End::timed_out);
   });
   bool decided = false;
   {
@@ -142,21 +150,58 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
            created.approval.id);
 }
 
-void ApprovalGate::expire(const std::shared_ptr<Wait>& wait) {
+void ApprovalGate::end_wait(const std::shared_ptr<Wait>& wait, End why) {
   Decision decide_now;
   std::string approval_id;
   std::uint64_t waiter_id = 0;
+  Executor::TimerId timer = 0;
   {
     std::lock_guard lock(wait->mutex);
     decide_now.swap(wait->decide);
     approval_id = wait->approval_id;
     waiter_id = wait->waiter_id;
+    timer = wait->timer;
   }
   if (!decide_now) return;
+  untrack(*wait);
   // The row stays pending (spec §5.1); only this request stops waiting for it.
-  state_->forget_waiter(approval_id, waiter_id);
-  log_info("approval gate: {} timed out ({})", wait->method, approval_id);
-  decide_now(Error{ErrorCode::approval_denied, "approval timed out"});
+  if (!approval_id.empty()) state_->forget_waiter(approval_id, waiter_id);
+  if (why == End::timed_out) {
+    log_info("approval gate: {} timed out ({})", wait->method, approval_id);
+    decide_now(Error{ErrorCode::approval_denied, "approval timed out"});
+    return;
+  }
+  if (timer != 0) executor_.cancel_timer(timer);
+  log_info("approval gate: {} from {} abandoned: its connection closed ({})", wait->method,
+           wait->client_id, approval_id);
+  // The connection is gone, so nobody reads this; deciding releases the request's slot.
+  decide_now(Error{ErrorCode::approval_denied, "connection closed"});
+}
+
+void ApprovalGate::untrack(const Wait& wait) {
+  std::lock_guard lock(waits_mutex_);
+  auto [first, last] = waits_.equal_range(wait.client_id);
+  for (auto it = first; it != last; ++it) {
+    if (it->second.get() == &wait) {
+      waits_.erase(it);
+      return;
+    }
+  }
+}
+
+void ApprovalGate::abandon_waits_of(const std::string& client_id) {
+  std::vector<std::shared_ptr<Wait>> mine;
+  {
+    std::lock_guard lock(waits_mutex_);
+    auto [first, last] = waits_.equal_range(client_id);
+    for (auto it = first; it != last; ++it) mine.push_back(it->second);
+  }
+  for (const auto& wait : mine) end_wait(wait, End::abandoned);
+}
+
+std::size_t ApprovalGate::waiting() const {
+  std::lock_guard lock(waits_mutex_);
+  return waits_.size();
 }
 
 }  // namespace car::host

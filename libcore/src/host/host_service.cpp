@@ -356,6 +356,11 @@ std::shared_ptr<HostService> install_host_services(Server& server, HostConfig co
   server.add_teardown_hook(TeardownPhase::host_events, [service](Connection& c) {
     service->state().unsubscribe(c.client_id());
   });
+  if (auto gate = service->gate()) {
+    server.add_teardown_hook(TeardownPhase::gate_waits, [gate](Connection& c) {
+      gate->abandon_waits_of(c.client_id());
+    });
+  }
   server.add_teardown_hook(TeardownPhase::tool_invocations, [service](Connection& c) {
     service->tools().cancel_invocations_of(c);
   });
