@@ -265,38 +265,23 @@ void RunService::complete(const Request& request, Reply reply) {
         reply.error(Error::internal(fmt::format("run '{}' already ended", run_id)));
         return;
       }
-      run->terminal = true;
-      if (run->grace_timer != 0) {
-        server_.executor().cancel_timer(run->grace_timer);
-        run->grace_timer = 0;
-      }
-      StoreOp op;
-      op.kind = StoreOp::Kind::ended;
-      op.final_status = RunStatus::completed;
-      op.ended_at = format_timestamp(std::chrono::system_clock::now());
-      op.records.push_back(make_ended_record(json::stringify(*param::member(p, "outcome")),
-                                             op.ended_at));
-      op.done = [reply, run_id](std::optional<std::string> error) {
-        if (error) {
-          reply.error(store_failed(*error));
-          return;
-        }
-        std::string out = "{";
-        add_quoted(out, "run_id", run_id);
-        out.append(R"(,"ok":true})");
-        reply.ok(out);
-      };
-      enqueue_locked(run, std::move(op));
+      end_locked(run, RunStatus::completed, json::stringify(*param::member(p, "outcome")),
+                 [reply, run_id](std::optional<std::string> error) {
+                   if (error) {
+                     reply.error(store_failed(*error));
+                     return;
+                   }
+                   std::string out = "{";
+                   add_quoted(out, "run_id", run_id);
+                   out.append(R"(,"ok":true})");
+                   reply.ok(out);
+                 });
       return;
     }
   }
   // Only the store can know it: such a run has ended (or its writer is gone), so it is terminal.
   on_pool(server_.executor(), [self = shared_from_this(), connection, run_id, reply] {
-    auto found = self->store_->find(run_id);
-    auto bound = connection->session().agent_id();
-    bool writer = found && (found->client_id == connection->client_id() ||
-                            (bound && *bound == found->agent_id));
-    if (!writer) {
+    if (!self->is_stored_writer(run_id, *connection)) {
       reply.error(unknown_run(run_id));
     } else {
       reply.error(Error::internal(fmt::format("run '{}' already ended", run_id)));
@@ -383,10 +368,7 @@ void RunService::record_turns(const Request& request, Reply reply) {
   }
   on_pool(server_.executor(), [self = shared_from_this(), connection, run_id, reply] {
     // Runs found only in the store are terminal; for a non-writer they do not exist.
-    auto found = self->store_->find(run_id);
-    auto bound = connection->session().agent_id();
-    bool writer = found && (found->client_id == connection->client_id() ||
-                            (bound && *bound == found->agent_id));
+    bool writer = self->is_stored_writer(run_id, *connection);
     reply.ok(turns_refusal(run_id, writer ? "run_terminal" : "run_not_found"));
   });
 }

@@ -75,10 +75,20 @@ bool RunService::may_read(const Connection& connection, std::string_view agent_i
   return !starter_client_id.empty() && connection.client_id() == starter_client_id;
 }
 
-bool RunService::is_writer(const Run& run, const Connection& connection) {
-  if (connection.client_id() == run.client_id) return true;
+bool RunService::is_writer(std::string_view starter_client_id, std::string_view agent_id,
+                           const Connection& connection) {
+  if (connection.client_id() == starter_client_id) return true;
   auto bound = connection.session().agent_id();
-  return bound && *bound == run.agent_id;
+  return bound && *bound == agent_id;
+}
+
+bool RunService::is_writer(const Run& run, const Connection& connection) {
+  return is_writer(run.client_id, run.agent_id, connection);
+}
+
+bool RunService::is_stored_writer(std::string_view run_id, const Connection& connection) {
+  auto found = store_->find(run_id);
+  return found && is_writer(found->client_id, found->agent_id, connection);
 }
 
 // ---- the store actor ----
@@ -242,8 +252,8 @@ std::string RunService::next_timestamp_locked() {
 
 // ---- lifecycle ----
 
-void RunService::end_incomplete_locked(const RunPtr& run) {
-  if (run->terminal || run->removed) return;
+void RunService::end_locked(const RunPtr& run, RunStatus status, std::string_view outcome_json,
+                            StoreDone done) {
   run->terminal = true;
   if (run->grace_timer != 0) {
     server_.executor().cancel_timer(run->grace_timer);
@@ -251,13 +261,18 @@ void RunService::end_incomplete_locked(const RunPtr& run) {
   }
   StoreOp op;
   op.kind = StoreOp::Kind::ended;
-  op.final_status = RunStatus::incomplete;
+  op.final_status = status;
   op.ended_at = format_timestamp(std::chrono::system_clock::now());
-  op.records.push_back(make_ended_record({}, op.ended_at));
-  op.done = [id = run->run_id](std::optional<std::string> error) {
-    if (error) log_warn("run {}: could not record its incomplete ending", id);
-  };
+  op.records.push_back(make_ended_record(outcome_json, op.ended_at));
+  op.done = std::move(done);
   enqueue_locked(run, std::move(op));
+}
+
+void RunService::end_incomplete_locked(const RunPtr& run) {
+  if (run->terminal || run->removed) return;
+  end_locked(run, RunStatus::incomplete, {}, [id = run->run_id](std::optional<std::string> error) {
+    if (error) log_warn("run {}: could not record its incomplete ending", id);
+  });
 }
 
 void RunService::arm_grace_locked(const RunPtr& run) {

@@ -123,7 +123,12 @@ class RunService : public std::enable_shared_from_this<RunService> {
 
   bool may_read(const Connection& connection, std::string_view agent_id,
                 std::string_view starter_client_id) const;
+  // The run's writer: the connection that started it, or one bound to its agent (spec §7.3).
+  static bool is_writer(std::string_view starter_client_id, std::string_view agent_id,
+                        const Connection& connection);
   static bool is_writer(const Run& run, const Connection& connection);
+  // The writer check for a run found only in the store. Pool thread (reads the store).
+  bool is_stored_writer(std::string_view run_id, const Connection& connection);
 
   void create_run(std::shared_ptr<Connection> connection, std::string run_id,
                   std::string agent_id, std::string intent,
@@ -137,6 +142,9 @@ class RunService : public std::enable_shared_from_this<RunService> {
                                                    std::uint64_t cursor);
 
   void arm_grace_locked(const RunPtr& run);
+  // Marks the run terminal and queues its `ended` record. Locked.
+  void end_locked(const RunPtr& run, RunStatus status, std::string_view outcome_json,
+                  StoreDone done);
   // Ends an open run `incomplete` (grace expiry, shutdown). Locked.
   void end_incomplete_locked(const RunPtr& run);
   void enqueue_locked(const RunPtr& run, StoreOp op);
