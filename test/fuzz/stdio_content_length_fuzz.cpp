@@ -17,31 +17,12 @@
 #include <vector>
 
 #include "car/stdio/content_length_framer.hpp"
+#include "checking_recorder.hpp"
 
 namespace {
 
-struct Event {
-  bool is_message;
-  std::string text;
-  bool operator==(const Event&) const = default;
-};
-
-class Recorder : public car::stdio::FrameEvents {
- public:
-  explicit Recorder(std::size_t max) : max_(max) {}
-  void on_message(std::string_view text) override {
-    if (text.size() > max_) std::abort();
-    events.push_back({true, std::string(text)});
-  }
-  void on_framing_error(std::string_view detail) override {
-    if (detail.empty()) std::abort();
-    events.push_back({false, std::string(detail)});
-  }
-  std::vector<Event> events;
-
- private:
-  std::size_t max_;
-};
+using Event = car::fuzz::FramerEvent;
+using Recorder = car::fuzz::CheckingRecorder;
 
 std::vector<Event> run(std::string_view stream, std::size_t max, std::size_t header_max,
                        std::uint32_t seed, bool whole) {

@@ -15,32 +15,20 @@
 #include <vector>
 
 #include "car/stdio/ndjson_framer.hpp"
+#include "checking_recorder.hpp"
 
 namespace {
 
-struct Event {
-  bool is_message;
-  std::string text;
-  bool operator==(const Event&) const = default;
-};
+using Event = car::fuzz::FramerEvent;
 
-class Recorder : public car::stdio::FrameEvents {
- public:
-  explicit Recorder(std::size_t max) : max_(max) {}
-  void on_message(std::string_view text) override {
-    if (text.size() > max_) std::abort();
-    if (text.find('\n') != std::string_view::npos) std::abort();
-    if (text.find_first_not_of(" \t\r") == std::string_view::npos) std::abort();
-    events.push_back({true, std::string(text)});
-  }
-  void on_framing_error(std::string_view detail) override {
-    if (detail.empty()) std::abort();
-    events.push_back({false, std::string(detail)});
-  }
-  std::vector<Event> events;
+// An NDJSON message holds no '\n' and is never blank (blank lines are skipped).
+bool ndjson_message_ok(std::string_view text) {
+  return text.find('\n') == std::string_view::npos &&
+         text.find_first_not_of(" \t\r") != std::string_view::npos;
+}
 
- private:
-  std::size_t max_;
+struct Recorder : car::fuzz::CheckingRecorder {
+  explicit Recorder(std::size_t max) : CheckingRecorder(max, ndjson_message_ok) {}
 };
 
 void check_bound(const car::stdio::NdjsonFramer& framer, std::size_t max) {

@@ -9,50 +9,18 @@
 #include <vector>
 
 #include "car/stdio/content_length_framer.hpp"
+#include "framer_recorder.hpp"
 
 namespace {
 
 using car::stdio::content_length_prefix;
 using car::stdio::ContentLengthFramer;
-using car::stdio::FrameEvents;
 
-// One upcall: 'm' for a message, 'e' for a framing error.
-struct Event {
-  char kind;
-  std::string text;
-  bool operator==(const Event&) const = default;
-};
+using car::test::err;
+using car::test::msg;
+using Event = car::test::FramerEvent;
+using Recorder = car::test::FramerRecorder;
 
-class Recorder : public FrameEvents {
- public:
-  void on_message(std::string_view text) override {
-    events.push_back({'m', std::string(text)});
-    last_data = text.data();
-  }
-  void on_framing_error(std::string_view detail) override {
-    events.push_back({'e', std::string(detail)});
-  }
-  std::vector<Event> events;
-  const char* last_data = nullptr;
-};
-
-}  // namespace
-
-namespace doctest {
-template <>
-struct StringMaker<std::vector<Event>> {
-  static String convert(const std::vector<Event>& events) {
-    std::string out = "{";
-    for (const Event& e : events) out += std::string(1, e.kind) + ":\"" + e.text + "\" ";
-    return String((out + "}").c_str());
-  }
-};
-}  // namespace doctest
-
-namespace {
-
-Event msg(std::string text) { return {'m', std::move(text)}; }
-Event err(std::string text) { return {'e', std::move(text)}; }
 std::string framed(std::string_view body) {
   return content_length_prefix(body.size()) + std::string(body);
 }

@@ -9,48 +9,17 @@
 #include <vector>
 
 #include "car/stdio/ndjson_framer.hpp"
+#include "framer_recorder.hpp"
 
 namespace {
 
-using car::stdio::FrameEvents;
 using car::stdio::NdjsonFramer;
 
-// One upcall: 'm' for a message, 'e' for a framing error.
-struct Event {
-  char kind;
-  std::string text;
-  bool operator==(const Event&) const = default;
-};
+using car::test::err;
+using car::test::msg;
+using Event = car::test::FramerEvent;
+using Recorder = car::test::FramerRecorder;
 
-class Recorder : public FrameEvents {
- public:
-  void on_message(std::string_view text) override {
-    events.push_back({'m', std::string(text)});
-    last_data = text.data();
-  }
-  void on_framing_error(std::string_view detail) override {
-    events.push_back({'e', std::string(detail)});
-  }
-  std::vector<Event> events;
-  const char* last_data = nullptr;
-};
-
-}  // namespace
-
-namespace doctest {
-template <>
-struct StringMaker<std::vector<Event>> {
-  static String convert(const std::vector<Event>& events) {
-    std::string out = "{";
-    for (const Event& e : events) out += std::string(1, e.kind) + ":\"" + e.text + "\" ";
-    return String((out + "}").c_str());
-  }
-};
-}  // namespace doctest
-
-namespace {
-
-Event msg(std::string text) { return {'m', std::move(text)}; }
 const std::string kTooLong = "line exceeds the maximum message size of 8 bytes";
 Event too_long() { return {'e', kTooLong}; }
 
