@@ -7,6 +7,7 @@
 #include "car/connection.hpp"
 #include "car/log.hpp"
 #include "car/token_file.hpp"
+#include "stderr_writer.hpp"
 
 #include <fmt/format.h>
 
@@ -18,12 +19,16 @@ constexpr std::uint64_t shutdown_flush_ms = 2000;
 
 std::optional<std::string> resolve_token(const std::optional<std::string>& literal,
                                          const std::optional<std::string>& file,
-                                         const char* what) {
-  if (literal) return literal;
+                                         const char* flag) {
+  if (literal) {
+    std::string token = trim_token(*literal);  // spec §9: surrounding whitespace trimmed
+    if (token.empty()) log_error("{}: the token is empty", flag);
+    return token;  // empty = failure, reported
+  }
   if (!file) return std::nullopt;
   auto result = read_token_file(*file);
   if (auto* error = std::get_if<TokenFileError>(&result)) {
-    log_error("{}: {}", what, error->message);
+    log_error("{}-file: {}", flag, error->message);
     return std::string();  // empty = failure, reported
   }
   return std::get<std::string>(result);
@@ -60,7 +65,7 @@ bool Daemon::configure_auth(ServerConfig& config) {
     config.auth.enabled = false;
     log_warn("authentication is disabled (--no-auth)");
   } else {
-    auto token = resolve_token(options_.token, options_.token_file, "--token-file");
+    auto token = resolve_token(options_.token, options_.token_file, "--token");
     if (token && token->empty()) return false;
     if (!token) {
       std::string path = state_dir_ + "/auth-token";
@@ -71,12 +76,12 @@ bool Daemon::configure_auth(ServerConfig& config) {
       }
       token = std::get<std::string>(minted);
       // Spec §9: printed as a plain line (scripts read it), not as a log record.
-      fmt::print(stderr, "auth token file: {}\n", path);
+      StderrWriter::process().write(fmt::format("auth token file: {}\n", path));
     }
     config.auth.enabled = true;
     config.auth.token = *token;
   }
-  auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token-file");
+  auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token");
   if (host && host->empty()) return false;
   config.auth.host_token = host;
   for (const auto& [id, token] : options_.agent_tokens) config.auth.agent_tokens[id] = token;
@@ -103,7 +108,7 @@ bool Daemon::start_listeners() {
       return false;
     }
     auto& listener = std::get<std::unique_ptr<ws::TcpListener>>(started);
-    fmt::print(stderr, "listening {}\n", listener->url());
+    StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
     tcp_listeners_.push_back(std::move(listener));
   }
   for (const auto& path : options_.unix_paths) {
@@ -113,7 +118,7 @@ bool Daemon::start_listeners() {
       return false;
     }
     auto& listener = std::get<std::unique_ptr<unix_socket::UnixListener>>(started);
-    fmt::print(stderr, "listening {}\n", listener->url());
+    StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
     unix_listeners_.push_back(std::move(listener));
   }
   if (options_.stdio) {
@@ -127,6 +132,8 @@ bool Daemon::start_listeners() {
       begin_shutdown("stdio finished");
     });
     if (!stdio_) return false;
+    // Spec §9: a plain line once the listener is ready (tests wait for it).
+    StderrWriter::process().write("listening stdio\n");
   }
   return true;
 }

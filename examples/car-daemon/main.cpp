@@ -1,5 +1,8 @@
 // car-daemon: the reference daemon built on carcore.
+#include <chrono>
 #include <cstdio>
+#include <cstdlib>
+#include <string>
 #include <variant>
 
 #include <fmt/format.h>
@@ -8,6 +11,7 @@
 #include "car/version.hpp"
 #include "cli.hpp"
 #include "daemon.hpp"
+#include "stderr_writer.hpp"
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -26,11 +30,23 @@ int main(int argc, char** argv) {
     return 0;
   }
   car::set_log_level(options.log_level);
+  // Every log record goes through the stderr writer thread (see stderr_writer.hpp).
+  auto& err = car::daemon::StderrWriter::process();
+  car::set_log_sink([&err](car::LogLevel level, std::string_view line) {
+    err.write(fmt::format("[car {}] {}\n", car::to_string(level), line));
+  });
+  if (options.threads) {
+    // libuv sizes its pool from the environment when the first job is queued (spec §9 --threads).
+    setenv("UV_THREADPOOL_SIZE", std::to_string(*options.threads).c_str(), 1);
+  }
+  int status = 1;
   try {
     car::daemon::Daemon daemon(std::move(options));
-    return daemon.run();
+    status = daemon.run();
   } catch (const std::exception& e) {
     car::log_error("fatal: {}", e.what());
-    return 1;
   }
+  // Bounded: a stderr nobody reads must not keep the process from exiting.
+  err.flush(std::chrono::seconds(2));
+  return status;
 }

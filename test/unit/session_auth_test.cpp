@@ -191,6 +191,16 @@ TEST_SUITE("session_auth") {
     std::ofstream(dir / "empty") << " \n";
     CHECK(std::holds_alternative<TokenFileError>(read_token_file((dir / "empty").string())));
     CHECK(std::holds_alternative<TokenFileError>(read_token_file((dir / "missing").string())));
+    // An empty token file holds no token: load_or_mint replaces it with a minted one (0600).
+    auto empty = (dir / "empty").string();
+    ::chmod(empty.c_str(), 0644);
+    auto replaced = load_or_mint_token_file(empty);
+    REQUIRE(std::holds_alternative<std::string>(replaced));
+    CHECK(std::get<std::string>(replaced).size() == 64);
+    CHECK(std::get<std::string>(read_token_file(empty)) == std::get<std::string>(replaced));
+    REQUIRE(::stat(empty.c_str(), &st) == 0);
+    CHECK((st.st_mode & 0777) == 0600);
+    CHECK(trim_token("\t tok \n") == "tok");
     std::filesystem::remove_all(dir);
   }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <string>
+#include <string_view>
 #include <variant>
 
 #include "car/error.hpp"
@@ -14,11 +15,15 @@ struct TokenFileError {
 };
 using TokenResult = std::variant<std::string, TokenFileError>;
 
+// `text` without surrounding whitespace (how every token the daemon is given is read).
+std::string trim_token(std::string_view text);
+
 // Reads and trims the token in `path`. An empty token is an error.
 TokenResult read_token_file(const std::string& path);
 
 // Returns the token in `path` if the file exists and holds one; otherwise mints a new token,
-// creating parent directories (0700) and the file (0600, exclusive create), and returns it.
+// creating parent directories (0700) and the file (0600, exclusive create) — or replacing a file
+// that exists but is empty — and returns it.
 TokenResult load_or_mint_token_file(const std::string& path);
 
 }  // namespace car

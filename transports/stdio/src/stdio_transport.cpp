@@ -198,8 +198,6 @@ class StdioConnection final : public StdioTransport,
     sink_->set_watermarks(options_.limits.max_bytes / 2, options_.limits.max_bytes / 4,
                           [this](bool above) { above ? pause_reading() : resume_reading(); });
     connection_ = server_.open_connection("stdio", sink_);
-    // Spec §9: a plain line on stderr once the listener is ready (tests wait for it).
-    std::fputs("listening stdio\n", stderr);
     resume_reading();
     return true;
   }
