@@ -33,9 +33,17 @@ void run_guarded(const Executor::Task& task, const char* what) noexcept {
 }  // namespace
 
 UvExecutor::UvExecutor(uv_loop_t* loop)
-    : loop_(loop), loop_thread_(uv_thread_self()), async_(new uv_async_t) {
+    : loop_(loop),
+      loop_thread_(uv_thread_self()),
+      async_(new uv_async_t),
+      check_(new uv_check_t),
+      idle_(new uv_idle_t) {
   uv_async_init(loop_, async_, &UvExecutor::on_async);
   async_->data = this;
+  uv_check_init(loop_, check_);
+  check_->data = this;
+  uv_idle_init(loop_, idle_);
+  idle_->data = this;
 }
 
 UvExecutor::~UvExecutor() { shutdown(); }
@@ -46,6 +54,17 @@ bool UvExecutor::in_loop_thread() const {
 }
 
 void UvExecutor::post(Task task) {
+  if (in_loop_thread()) {
+    // shut_down_ is only written on this thread, so reading it here needs no lock.
+    if (shut_down_) return;
+    local_.push_back(std::move(task));
+    if (!local_armed_) {
+      local_armed_ = true;
+      uv_check_start(check_, &UvExecutor::on_check);
+      uv_idle_start(idle_, [](uv_idle_t*) {});
+    }
+    return;
+  }
   // uv_async_send stays under the lock: shutdown() closes the handle only after taking the same
   // lock, so a poster on another thread can never touch a handle that is being closed.
   std::lock_guard lock(mutex_);
@@ -56,6 +75,23 @@ void UvExecutor::post(Task task) {
 
 void UvExecutor::on_async(uv_async_t* handle) {
   static_cast<UvExecutor*>(handle->data)->run_posted();
+}
+
+void UvExecutor::on_check(uv_check_t* handle) {
+  static_cast<UvExecutor*>(handle->data)->run_local();
+}
+
+void UvExecutor::run_local() {
+  // Tasks posted while these run wait for the next iteration (the idle handle keeps it from
+  // blocking), so a task that keeps posting cannot starve I/O.
+  std::vector<Task> batch;
+  batch.swap(local_);
+  for (auto& task : batch) run_guarded(task, "posted task");
+  if (local_.empty() && local_armed_ && !shut_down_) {
+    local_armed_ = false;
+    uv_check_stop(check_);
+    uv_idle_stop(idle_);
+  }
 }
 
 void UvExecutor::run_posted() {
@@ -159,6 +195,12 @@ void UvExecutor::shutdown() {
     shut_down_ = true;
     dropped.swap(posted_);
   }
+  std::vector<Task> dropped_local;
+  dropped_local.swap(local_);
+  uv_close(reinterpret_cast<uv_handle_t*>(check_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_check_t*>(h); });
+  uv_close(reinterpret_cast<uv_handle_t*>(idle_),
+           [](uv_handle_t* h) { delete reinterpret_cast<uv_idle_t*>(h); });
   for (auto& [id, timer] : timers_) {
     uv_timer_stop(&timer->handle);
     uv_close(reinterpret_cast<uv_handle_t*>(&timer->handle),
