@@ -152,6 +152,11 @@ void Dispatch::request(Connection& c, const detail::Envelope& env, const json::V
                     return;
                   }
                   self->server_.executor().post([self, held, name, method, reply] {
+                    // Approved just as the connection went away: nobody is left to act for.
+                    if (self->closed()) {
+                      reply.error(Error::internal("connection closed"));
+                      return;
+                    }
                     invoke(*self, method, name, *held, reply);
                   });
                 });

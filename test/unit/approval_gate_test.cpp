@@ -238,6 +238,29 @@ TEST_SUITE("approval_gate") {
     CHECK(gate->waiting() == 0);
   }
 
+  TEST_CASE("an admit that races past the connection's teardown is abandoned at once") {
+    // Stands in for receive() on another thread passing its closed() check just before end():
+    // the wait is registered after the gate_waits teardown phase already scanned.
+    HostFixture f(gated({"danger.op"}));
+    Peer& a = f.peer();
+    auto gate = f.service->gate();
+    REQUIRE(gate != nullptr);
+    auto conn = a.client.connection;
+    f.disconnect(a);
+    REQUIRE(conn->closed());
+    bool decided = false;
+    json::Document params;
+    params.SetObject();
+    gate->admit(*conn, "danger.op", params, [&](std::optional<Error>) { decided = true; });
+    f.pump();
+    CHECK(decided);
+    CHECK(gate->waiting() == 0);
+    CHECK(f.executor.pending_timers() == 0);
+    auto rows = f.service->state().approvals();
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].pending());
+  }
+
   TEST_CASE("two gated requests on one connection complete independently, in either order") {
     HostFixture f(gated({"danger.op"}));
     int runs = 0;

@@ -2,6 +2,7 @@
 // drains on the pool, one serialization per record, reply-before-events, failure isolation, and a
 // threaded run on a real libuv loop and pool (for TSan).
 #include <future>
+#include <stdexcept>
 #include <thread>
 
 #include "run_test_support.hpp"
@@ -48,6 +49,31 @@ std::vector<std::uint64_t> range(std::uint64_t from, std::uint64_t to) {
   std::vector<std::uint64_t> out;
   for (auto i = from; i <= to; ++i) out.push_back(i);
   return out;
+}
+
+// A store that throws from its nth append (an embedder's database that lost its connection).
+class ThrowingStore final : public RunStore {
+ public:
+  ThrowingStore(std::shared_ptr<RunStore> inner, int nth) : inner_(std::move(inner)), nth_(nth) {}
+  std::optional<std::string> append(std::string_view agent, std::string_view run,
+                                    std::span<const std::string> records) override {
+    if (++appends_ == nth_) throw std::runtime_error("database connection lost");
+    return inner_->append(agent, run, records);
+  }
+  std::optional<RunLocation> find(std::string_view id) override { return inner_->find(id); }
+  std::optional<StoredTrace> read(std::string_view id) override { return inner_->read(id); }
+  std::vector<RunSummary> list(std::string_view agent) override { return inner_->list(agent); }
+
+ private:
+  std::shared_ptr<RunStore> inner_;
+  int nth_;
+  int appends_ = 0;
+};
+
+std::string empty_turns(int n) {
+  std::string out = "[";
+  for (int i = 0; i < n; ++i) out += i == 0 ? "{}" : ",{}";
+  return out + "]";
 }
 
 std::string big_turn(std::size_t bytes) {
@@ -198,23 +224,86 @@ TEST_SUITE("run_fanout") {
     f.executor.run_until_idle();
     CHECK(f.executor.pending_pool_jobs() == 1);  // one store job for ten calls
     CHECK(watcher->events().empty());
-    f.executor.run_pool_jobs();  // writes + publishes 20 records, then drains them
+    // The job writes and publishes op by op; the first publish claims the subscriber's pass and
+    // the job runs it at once (no pool job of its own). The other 18 events queue behind that
+    // batch, which is still in the sink until the loop runs.
+    f.executor.run_pool_jobs();
+    auto mid = f.runs->counters();
+    CHECK(mid.drain_hops - before.drain_hops == 1);
+    CHECK(mid.drain_passes - before.drain_passes == 1);
+    CHECK(mid.events_drained - before.events_drained == 2);
+    CHECK(f.executor.pending_pool_jobs() == 0);
+    // The loop writes that batch; its completion schedules one pool pass for all 18.
     f.executor.run_until_idle();
-    CHECK(f.executor.pending_pool_jobs() == 0);  // the drain rode the store job
-    CHECK(watcher->events().size() == 20);
+    CHECK(watcher->events().size() == 2);
+    CHECK(f.executor.pending_pool_jobs() == 1);
+    f.executor.run_pool_jobs();
+    f.executor.run_until_idle();
     CHECK(cursors(watcher->events()) == range(1, 20));
     auto after = f.runs->counters();
-    CHECK(after.drain_hops - before.drain_hops == 1);
-    CHECK(after.drain_passes - before.drain_passes == 1);
+    CHECK(after.drain_hops - before.drain_hops == 2);
+    CHECK(after.drain_passes - before.drain_passes == 2);
     CHECK(after.events_drained - before.events_drained == 20);
+    CHECK(after.events_dropped == before.events_dropped);
     CHECK(after.store_jobs - before.store_jobs == 1);
     CHECK(after.store_ops - before.store_ops == 10);
     for (int id : ids) CHECK(writer->has_reply(id));
     auto stats = f.runs->subscriber_stats(run);
     REQUIRE(stats.size() == 1);
-    CHECK(stats[0].drain_passes == 1);
+    CHECK(stats[0].drain_passes == 2);
     CHECK(stats[0].events_drained == 20);
     CHECK(stats[0].frames_written == 20);
+  }
+
+  TEST_CASE("one store job publishing 400 events reaches an idle subscriber without a drop") {
+    // Each op's pass runs right after that op: the first 200 go to the sink, the next 200 wait
+    // in the (then empty) 256-event queue instead of piling up behind an unrun pass.
+    RunFixture f;
+    auto writer = f.peer();
+    auto watcher = f.peer();
+    auto run = f.start(*writer);
+    f.call(*watcher, "runs.subscribe", sub_params(run));
+    f.executor.set_auto_pool(false);
+    for (int i = 0; i < 2; ++i) {
+      writer->send("runs.record_turns",
+                   R"({"run_id":")" + run + R"(","turns":)" + empty_turns(200) + "}");
+    }
+    f.executor.run_until_idle();
+    CHECK(f.executor.pending_pool_jobs() == 1);
+    f.executor.run_pool_jobs();
+    f.executor.set_auto_pool(true);
+    f.executor.run_until_idle();
+    CHECK(cursors(watcher->events()) == range(1, 400));
+    CHECK(watcher->gaps().empty());
+    CHECK(f.runs->counters().events_dropped == 0);
+  }
+
+  TEST_CASE("a store that throws fails that call only; delivery and the run carry on") {
+    TempDir dir;
+    RunConfig rc;
+    rc.store = std::make_shared<ThrowingStore>(make_jsonl_run_store(dir.str()), 3);
+    RunFixture f(runs_disabled_auth(), rc);
+    auto writer = f.peer();
+    auto watcher = f.peer();
+    auto run = f.start(*writer);  // append 1
+    f.call(*watcher, "runs.subscribe", sub_params(run));
+    f.executor.set_auto_pool(false);
+    std::string one = R"({"run_id":")" + run + R"(","turns":[{}]})";
+    int ok_id = writer->send("runs.record_turns", one);      // append 2
+    int failed_id = writer->send("runs.record_turns", one);  // append 3 throws
+    f.executor.run_until_idle();
+    CHECK_NOTHROW(f.executor.run_pool_jobs());
+    f.executor.set_auto_pool(true);
+    f.executor.run_until_idle();
+    REQUIRE(writer->has_reply(ok_id));
+    CHECK(writer->reply(ok_id)["result"]["ok"].GetBool());
+    REQUIRE(writer->has_reply(failed_id));
+    CHECK(writer->reply(failed_id).HasMember("error"));
+    CHECK(cursors(watcher->events()) == range(1, 1));  // the acknowledged turn was delivered
+    // The next call continues without a hole in the indices.
+    auto next = f.call(*writer, "runs.record_turns", one);
+    CHECK(next["result"]["base_index"].GetUint64() == 1);
+    CHECK(cursors(watcher->events()) == range(1, 2));
   }
 
   TEST_CASE("while a batch is in the sink, later events wait and go out as one pool pass") {

@@ -93,7 +93,8 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
   wait->method = std::string(method);
   wait->client_id = connection.client_id();
   {
-    // Tracked before the approval exists, so a teardown can never miss it.
+    // Tracked before the approval exists; the closed() check below catches a teardown that
+    // scanned before this insert (teardown marks the session closed before it scans).
     std::lock_guard lock(waits_mutex_);
     waits_.emplace(wait->client_id, wait);
   }
@@ -144,10 +145,16 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
     wait->timer = timer;
     decided = !wait->decide;
   }
-  // Resolved before the timer was even recorded: nothing left for it to do.
-  if (decided) executor_.cancel_timer(timer);
+  if (decided) {
+    // Decided before the ids were recorded (resolved at once, or abandoned): nothing left for
+    // the timer, and no waiter may stay behind in HostState (a no-op if already gone).
+    executor_.cancel_timer(timer);
+    state_->forget_waiter(created.approval.id, created.waiter_id);
+    return;
+  }
   log_info("approval gate: {} from {} waits for {}", wait->method, connection.client_id(),
            created.approval.id);
+  if (connection.closed()) end_wait(wait, End::abandoned);  // teardown ran concurrently
 }
 
 void ApprovalGate::end_wait(const std::shared_ptr<Wait>& wait, End why) {

@@ -111,11 +111,25 @@ void RunService::run_store_job(const RunPtr& run) {
     std::lock_guard lock(mutex_);
     ops.swap(run->ops);
   }
-  // The drain passes these publishes claim run once, after the last op: pipelined calls then
-  // reach each subscriber as one batch, and every producer is answered before the fan-out work.
+  // After each op (its producer answered first) the passes its publish claimed run right here,
+  // so a subscriber's events never wait for later appends, and a claimed queue — empty when it
+  // was claimed — cannot fill up behind a pass that has not run yet. The whole job is one pool
+  // hop however many passes ride it.
   Subscribers ready;
-  for (auto& op : ops) process_op(run, op, ready);
-  drain_ready(ready);
+  bool drained = false;
+  for (auto& op : ops) {
+    try {
+      process_op(run, op, ready);
+    } catch (const std::exception& e) {
+      // Only our own allocations can throw here (store and done errors are caught inside);
+      // keep the job's bookkeeping intact so the run and its subscribers are not wedged.
+      log_error("run {}: store op failed: {}", run->run_id, e.what());
+    }
+    drained = drain_ready(ready) || drained;
+  }
+  if (drained && config_.drain_thread == DrainThread::pool) {
+    totals_->drain_hops.fetch_add(1, std::memory_order_relaxed);
+  }
   std::lock_guard lock(mutex_);
   if (run->ops.empty()) {
     run->store_busy = false;
@@ -138,7 +152,13 @@ void RunService::process_op(const RunPtr& run, StoreOp& op, Subscribers& ready) 
       error = "an earlier append of this run failed";
     }
   }
-  if (!error) error = store_->append(run->agent_id, run->run_id, op.records);
+  if (!error) {
+    try {
+      error = store_->append(run->agent_id, run->run_id, op.records);
+    } catch (const std::exception& e) {
+      error = fmt::format("store threw: {}", e.what());  // an embedder's RunStore
+    }
+  }
   {
     std::lock_guard lock(mutex_);
     store_ops_ += 1;
@@ -187,7 +207,13 @@ void RunService::process_op(const RunPtr& run, StoreOp& op, Subscribers& ready) 
     }
   }
   if (error) log_warn("run {}: store write failed: {}", run->run_id, *error);
-  if (op.done) op.done(std::move(error));
+  if (op.done) {
+    try {
+      op.done(std::move(error));
+    } catch (const std::exception& e) {
+      log_error("run {}: store completion failed: {}", run->run_id, e.what());
+    }
+  }
   op_finished();
 }
 
@@ -215,19 +241,20 @@ void RunService::publish_locked(const Run& run, const std::string& record, std::
   }
 }
 
-void RunService::drain_ready(Subscribers& ready) {
+bool RunService::drain_ready(Subscribers& ready) {
   // Pool thread, no lock held (a refused send may end a subscription, which takes the lock).
-  if (ready.empty()) return;
-  totals_->drain_hops.fetch_add(1, std::memory_order_relaxed);
+  if (ready.empty()) return false;
   if (config_.drain_thread == DrainThread::loop) {
+    totals_->drain_hops.fetch_add(1, std::memory_order_relaxed);  // one loop task per call
     server_.executor().post([batch = std::move(ready)] {
       for (const auto& subscriber : batch) subscriber->drain_claimed();
     });
     ready = {};
-    return;
+    return true;
   }
   for (const auto& subscriber : ready) subscriber->drain_claimed();
   ready.clear();
+  return true;
 }
 
 void RunService::evict_locked() {

@@ -64,6 +64,7 @@ void TraceSubscriber::resume() {
 void TraceSubscriber::stop() {
   std::lock_guard lock(mutex_);
   stopped_ = true;
+  stop_requested_.store(true, std::memory_order_relaxed);
   queue_.clear();
   queue_.shrink_to_fit();
   gap_.reset();
@@ -161,6 +162,9 @@ void TraceSubscriber::drain_pass() {
     if (rc != SinkError::none) on_sent(rc, 0);
   };
   for (auto& entry : batch) {
+    // A pass already under way stops handing frames over once the subscription ends (e.g. a
+    // re-subscribe replaced it: its snapshot must not be followed by this pass's old events).
+    if (stop_requested_.load(std::memory_order_relaxed)) break;
     if (entry.gap_before) {
       totals_->gaps_sent.fetch_add(1, std::memory_order_relaxed);
       send_one(gap_frame(*entry.gap_before));

@@ -156,7 +156,8 @@ class RunService : public std::enable_shared_from_this<RunService> {
   void publish_locked(const Run& run, const std::string& record, std::uint64_t cursor,
                       RunStatus status, Subscribers& ready);
   // Runs the claimed passes: here (a pool thread), or posted to the loop (DrainThread::loop).
-  void drain_ready(Subscribers& ready);
+  // Returns whether there were any.
+  bool drain_ready(Subscribers& ready);
   void evict_locked();
   void op_finished();
   std::string next_timestamp_locked();

@@ -29,8 +29,8 @@
 //
 // Pool hops. A drain pass normally rides a pool job that is running anyway: the run's store job
 // that just published the events claims the passes of every subscriber its publish made ready
-// (push_claiming) and runs them right there (drain_claimed), so a publish to S subscribers costs
-// no extra hop at all. A subscriber schedules a pool job of its own (queue_work) only when
+// (push_claiming) and runs them right after that op (drain_claimed), so a publish to S
+// subscribers costs no extra hop at all. A subscriber schedules a pool job of its own (queue_work) only when
 // delivery resumes (after the subscribe reply, or when its previous batch completes with more
 // queued) — the saturated case, where that job takes everything that piled up meanwhile.
 //
@@ -151,6 +151,7 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
   bool paused_ = true;
   bool busy_ = false;      // a pass is claimed or running, or its batch is still in the sink
   bool stopped_ = false;
+  std::atomic<bool> stop_requested_{false};  // stopped_, readable by a pass without the mutex
   bool failed_ = false;
   SinkError failure_ = SinkError::none;
   std::size_t outstanding_ = 0;  // frames of the current batch not yet completed
