@@ -5,6 +5,7 @@
 //   car-bench throughput  --target T --connections C --depth D [--seconds S] [--warmup-seconds S]
 //   car-bench idle        --target ws-...:... --connections C --server-pid PID
 //   car-bench fanout      --target ws-...:... --subscribers S --batch B --turns K [--depth D]
+//                         [--runs R]   (R runs of K turns back to back, latencies pooled)
 //   car-bench wedged      (fanout) --wedged W [--rcvbuf BYTES]
 //   car-bench echo-server        (--unix PATH | --tcp PORT) [--cpu N]
 //   car-bench ws-prebuilt-server (--unix PATH | --tcp PORT) [--cpu N]
@@ -72,6 +73,7 @@ struct Options {
   int turns = 2000;
   int wedged = 0;
   int rcvbuf = 4096;
+  int runs = 1;  // fanout: back-to-back runs whose samples are pooled
   std::string state_dir;
   // servers
   ServerOptions server;
@@ -108,6 +110,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--batch") o.batch = std::atoi(next().c_str());
     else if (a == "--turns") o.turns = std::atoi(next().c_str());
     else if (a == "--wedged") o.wedged = std::atoi(next().c_str());
+    else if (a == "--runs") o.runs = std::atoi(next().c_str());
     else if (a == "--rcvbuf") o.rcvbuf = std::atoi(next().c_str());
     else if (a == "--state-dir") o.state_dir = next();
     else if (a == "--unix") o.server.unix_path = next();
@@ -116,7 +119,7 @@ Options parse(int argc, char** argv) {
     else usage(("unknown option " + a).c_str());
   }
   if (o.connections < 1 || o.depth < 1 || o.depth > 200000 || o.batch < 1 || o.turns < 1 ||
-      o.subscribers < 0 || o.wedged < 0) {
+      o.subscribers < 0 || o.wedged < 0 || o.runs < 1) {
     usage("bad counts");
   }
   return o;
@@ -544,7 +547,7 @@ class Fanout final : public MessageHandler {
                        std::string(message).c_str());
         }
       }
-      if (turns_sent < static_cast<std::uint64_t>(options_.turns)) send_batch(conn);
+      if (run_turns_sent < static_cast<std::uint64_t>(options_.turns)) send_batch(conn);
     } else if (id == kIdStats) {
       stats_reply = std::string(message);
     } else if (id == kIdStatsBefore) {
@@ -595,6 +598,7 @@ class Fanout final : public MessageHandler {
 
   // Builds the record_turns payload template once: B turns with a fixed-width timestamp each.
   void build_record_template() {
+    stamp_offsets_.clear();
     std::string payload = R"({"jsonrpc":"2.0","id":)" + std::to_string(kIdRecord) +
                           R"(,"method":"runs.record_turns","params":{"run_id":")" + run_id +
                           R"(","turns":[)";
@@ -627,9 +631,10 @@ class Fanout final : public MessageHandler {
                                                     key[i % 4]);
       }
     }
-    if (first_send_ns == 0) first_send_ns = t;
+    if (run_first_send_ns == 0) run_first_send_ns = t;
     record_sent_ns.push_back(t);
     turns_sent += static_cast<std::uint64_t>(options_.batch);
+    run_turns_sent += static_cast<std::uint64_t>(options_.batch);
     conn.queue(frame_);
   }
 
@@ -638,11 +643,13 @@ class Fanout final : public MessageHandler {
   std::string run_id;
   std::string failed;
   std::string stats_reply;
-  Samples producer_latency{4096};
+  Samples producer_latency{1u << 16};
   Samples e2e{4u << 20};
   std::string stats_before;
   std::deque<std::uint64_t> record_sent_ns;  // calls in flight, oldest first
-  std::uint64_t first_send_ns = 0;
+  std::uint64_t run_first_send_ns = 0;  // first record_turns of the current run
+  std::uint64_t busy_ns = 0;            // sum over runs of first send → last event
+  std::uint64_t run_turns_sent = 0;
   std::uint64_t last_event_ns = 0;
   std::uint64_t turns_sent = 0;
   std::uint64_t delivered = 0;
@@ -694,7 +701,7 @@ int run_fanout(const Options& o) {
                                  "\"}}");
   };
 
-  // The producer starts the run.
+  // The producer's connection; subscribers connect once and subscribe to every run.
   auto producer = open_conn(target, o, &fan, 0, nullptr);
   if (!producer) return fail("producer connection failed");
   loop.add(*producer);
@@ -702,105 +709,121 @@ int run_fanout(const Options& o) {
   std::string start = R"({"jsonrpc":"2.0","id":)" + std::to_string(kIdStart) +
                       R"(,"method":"runs.start","params":{"intent":"car-bench fanout",)"
                       R"("agent_id":"car-bench"}})";
-  conns[0]->queue(frame_for(target, start));
-  loop.flush_all(conns);
-  if (!pump_until([&] { return !fan.run_id.empty(); })) {
-    return fail(fan.failed.empty() ? "no runs.start reply" : fan.failed);
-  }
-
-  // Subscribers.
-  std::string subscribe = frame_for(
-      target, R"({"jsonrpc":"2.0","id":)" + std::to_string(kIdSubscribe) +
-                  R"(,"method":"runs.subscribe","params":{"run_id":")" + fan.run_id + "\"}}");
-  for (int i = 0; i < o.subscribers; ++i) {
-    auto c = open_conn(target, o, &fan, static_cast<std::size_t>(i + 1), nullptr);
-    if (!c) return fail("subscriber connection failed");
-    loop.add(*c);
-    c->queue(subscribe);
-    conns.push_back(std::move(c));
-  }
-  loop.flush_all(conns);
-  // Wedged subscribers: tiny receive buffer, subscribe, never read again.
   std::vector<int> wedged;
-  for (int i = 0; i < o.wedged; ++i) {
-    int fd = connect_to(target.address, o.rcvbuf);
-    std::string leftover;
-    if (fd < 0 || !websocket_upgrade(fd, leftover) || !write_all_blocking(fd, subscribe)) {
-      return fail("wedged subscriber failed");
+  std::uint64_t missing = 0;
+  std::uint64_t complete_runs = 0;  // (subscriber, run) pairs that saw every cursor
+  double cpu_s = 0;
+
+  for (int run = 0; run < o.runs; ++run) {
+    fan.run_id.clear();
+    conns[0]->queue(frame_for(target, start));
+    loop.flush_all(conns);
+    if (!pump_until([&] { return !fan.run_id.empty(); })) {
+      return fail(fan.failed.empty() ? "no runs.start reply" : fan.failed);
     }
-    wedged.push_back(fd);
-  }
-  if (!pump_until([&] { return fan.subscribed == o.subscribers; })) {
-    return fail(fan.failed.empty() ? "subscriptions not confirmed" : fan.failed);
-  }
-  // Give the wedged subscriptions time to register before the first turn.
-  std::uint64_t settle = now_ns() + (o.wedged > 0 ? 200000000ULL : 0ULL);
-  while (now_ns() < settle) loop.poll_once(10);
+    std::string subscribe = frame_for(
+        target, R"({"jsonrpc":"2.0","id":)" + std::to_string(kIdSubscribe) +
+                    R"(,"method":"runs.subscribe","params":{"run_id":")" + fan.run_id + "\"}}");
+    if (run == 0) {
+      for (int i = 0; i < o.subscribers; ++i) {
+        auto c = open_conn(target, o, &fan, static_cast<std::size_t>(i + 1), nullptr);
+        if (!c) return fail("subscriber connection failed");
+        loop.add(*c);
+        conns.push_back(std::move(c));
+      }
+    }
+    for (std::size_t i = 1; i < conns.size(); ++i) conns[i]->queue(subscribe);
+    loop.flush_all(conns);
+    // Wedged subscribers: tiny receive buffer, subscribe, never read again. In later runs the
+    // daemon may already have cut them off after its drain deadline (spec §7.4): then the
+    // subscribe cannot be written, which is fine.
+    for (int i = 0; run == 0 && i < o.wedged; ++i) {
+      int fd = connect_to(target.address, o.rcvbuf);
+      std::string leftover;
+      if (fd < 0 || !websocket_upgrade(fd, leftover)) return fail("wedged subscriber failed");
+      wedged.push_back(fd);
+    }
+    for (int fd : wedged) (void)write_all_blocking(fd, subscribe);
+    const int want = o.subscribers * (run + 1);
+    if (!pump_until([&] { return fan.subscribed == want; })) {
+      return fail(fan.failed.empty() ? "subscriptions not confirmed" : fan.failed);
+    }
+    // Give the wedged subscriptions time to register before the first turn.
+    std::uint64_t settle = now_ns() + (o.wedged > 0 ? 200000000ULL : 0ULL);
+    while (now_ns() < settle) loop.poll_once(10);
 
-  // Fan-out counters before the turns (an error reply from a server without runs.stats).
-  conns[0]->queue(stats_request(kIdStatsBefore));
-  loop.flush_all(conns);
-  if (!pump_until([&] { return !fan.stats_before.empty(); })) {
-    return fail(fan.failed.empty() ? "no runs.stats reply" : fan.failed);
-  }
+    if (run == 0) {
+      // Fan-out counters before the turns (an error reply from a server without runs.stats).
+      conns[0]->queue(stats_request(kIdStatsBefore));
+      loop.flush_all(conns);
+      if (!pump_until([&] { return !fan.stats_before.empty(); })) {
+        return fail(fan.failed.empty() ? "no runs.stats reply" : fan.failed);
+      }
+    }
 
-  // Produce: D calls in flight; each reply sends the next batch.
-  fan.build_record_template();
-  double cpu0 = self_cpu_s();
-  for (int i = 0; i < o.depth && fan.turns_sent < static_cast<std::uint64_t>(o.turns); ++i) {
-    fan.send_batch(*conns[0]);
-  }
-  loop.flush_all(conns);
-  if (!pump_until([&] {
-        return fan.turns_sent >= static_cast<std::uint64_t>(o.turns) &&
-               fan.record_sent_ns.empty();
-      })) {
-    return fail(fan.failed.empty() ? "producer did not finish" : fan.failed);
-  }
-  std::uint64_t produced_ns = now_ns();
-  // Wait until every healthy subscriber has seen the last cursor, or until nothing has arrived
-  // for 2 s (drops are a result, not a failure).
-  auto all_done = [&] {
+    // Produce: D calls in flight; each reply sends the next batch.
+    const auto run_turns = static_cast<std::uint64_t>(o.turns);
+    fan.build_record_template();
+    fan.run_turns_sent = 0;
+    fan.run_first_send_ns = 0;
+    double cpu0 = self_cpu_s();
+    for (int i = 0; i < o.depth && fan.run_turns_sent < run_turns; ++i) {
+      fan.send_batch(*conns[0]);
+    }
+    loop.flush_all(conns);
+    if (!pump_until([&] {
+          return fan.run_turns_sent >= run_turns && fan.record_sent_ns.empty();
+        })) {
+      return fail(fan.failed.empty() ? "producer did not finish" : fan.failed);
+    }
+    std::uint64_t produced_ns = now_ns();
+    // Wait until every healthy subscriber has seen the run's last cursor, or until nothing has
+    // arrived for 2 s (drops are a result, not a failure).
+    auto all_done = [&] {
+      for (std::size_t i = 1; i < conns.size(); ++i) {
+        if (conns[i]->last_cursor < fan.run_turns_sent) return false;
+      }
+      return true;
+    };
+    while (!all_done() && now_ns() < hard_stop) {
+      loop.poll_once(10);
+      std::uint64_t last = std::max(fan.last_event_ns, produced_ns);
+      if (now_ns() - last > 2000000000ULL) break;
+    }
+    cpu_s += self_cpu_s() - cpu0;
+    if (fan.last_event_ns > fan.run_first_send_ns) {
+      fan.busy_ns += fan.last_event_ns - fan.run_first_send_ns;
+    }
     for (std::size_t i = 1; i < conns.size(); ++i) {
-      if (conns[i]->last_cursor < fan.turns_sent) return false;
+      auto& c = *conns[i];
+      missing += c.missing + (fan.run_turns_sent - std::min(fan.run_turns_sent, c.last_cursor));
+      c.missing = 0;
+      if (c.last_cursor >= fan.run_turns_sent) ++complete_runs;
     }
-    return true;
-  };
-  while (!all_done() && now_ns() < hard_stop) {
-    loop.poll_once(10);
-    std::uint64_t last = std::max(fan.last_event_ns, produced_ns);
-    if (now_ns() - last > 2000000000ULL) break;
   }
-  double cpu1 = self_cpu_s();
   // Delivery counters from the server, if it has runs.stats.
   conns[0]->queue(stats_request(kIdStats));
   loop.flush_all(conns);
   std::uint64_t stats_deadline = now_ns() + 3000000000ULL;
   while (fan.stats_reply.empty() && now_ns() < stats_deadline) loop.poll_once(10);
 
-  std::uint64_t missing = 0;
   std::uint64_t duplicates = 0;
   std::uint64_t gaps = fan.gap_notifications;
-  int complete = 0;
   for (std::size_t i = 1; i < conns.size(); ++i) {
-    auto& c = *conns[i];
-    missing += c.missing + (fan.turns_sent - std::min(fan.turns_sent, c.last_cursor));
-    duplicates += c.duplicates;
-    gaps += c.gaps;
-    if (c.last_cursor >= fan.turns_sent) ++complete;
+    duplicates += conns[i]->duplicates;
+    gaps += conns[i]->gaps;
   }
+  const auto complete = static_cast<int>(complete_runs / static_cast<std::uint64_t>(o.runs));
   for (int fd : wedged) ::close(fd);
   for (auto& c : conns) loop.remove(*c);
 
-  double span = fan.last_event_ns > fan.first_send_ns
-                    ? static_cast<double>(fan.last_event_ns - fan.first_send_ns) / 1e9
-                    : 0;
+  double span = static_cast<double>(fan.busy_ns) / 1e9;
   fan.producer_latency.finish();
   fan.e2e.finish();
   JsonLine line;
   line.str("scenario", o.scenario).str("label", o.label).str("target", target.name);
   line.integer("subscribers", o.subscribers).integer("wedged", o.wedged);
-  line.integer("batch", o.batch).integer("depth", o.depth);
+  line.integer("batch", o.batch).integer("depth", o.depth).integer("runs", o.runs);
   line.integer("turns", static_cast<long long>(fan.turns_sent));
   line.integer("refused_calls", static_cast<long long>(fan.refused));
   line.integer("events_delivered", static_cast<long long>(fan.delivered));
@@ -813,7 +836,7 @@ int run_fanout(const Options& o) {
   line.integer("duplicates", static_cast<long long>(duplicates));
   line.integer("gaps_seen", static_cast<long long>(gaps));
   line.integer("subscribers_complete", complete);
-  line.num("client_cpu_pct", span > 0 ? 100.0 * (cpu1 - cpu0) / span : 0);
+  line.num("client_cpu_pct", span > 0 ? 100.0 * cpu_s / span : 0);
   // Pool hops: the service-wide counters' growth over the turns (runs.stats "fanout").
   auto fanout_counter = [](const std::string& reply, std::string_view key) {
     std::uint64_t value = 0;

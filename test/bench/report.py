@@ -137,14 +137,14 @@ def main():
     pending = any(r.get("pending") for r in rows)
     if pending:
         p("*pending: the daemon under test does not answer runs.start yet.*\n")
-    p("| target | S | W | batch | in flight | events/s | producer p50 µs | producer p99 µs | "
+    p("| target | S | W | batch | in flight | runs | events/s | producer p50 µs | producer p99 µs | "
       "e2e p50 µs | e2e p99 µs | missing | dup | gaps | events/hop | events/pass |")
-    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     fan_rows = [r for r in rows if r.get("scenario") in ("fanout", "wedged")
                 and not r.get("pending") and r.get("label") != "probe"]
     for r in fan_rows:
         p(f"| {r['label']} | {r['subscribers']} | {r['wedged']} | {r['batch']} | "
-          f"{r.get('depth', 1)} | "
+          f"{r.get('depth', 1)} | {r.get('runs', 1)} | "
           f"{fmt(r['events_per_s'])} | {fmt(r['producer_p50_us'])} | {fmt(r['producer_p99_us'])} | "
           f"{fmt(r['e2e_p50_us'])} | {fmt(r['e2e_p99_us'])} | {r['missing']} | {r['duplicates']} | "
           f"{r['gaps_seen']} | {fmt(r.get('events_per_hop'))} | {fmt(r.get('events_per_pass'))} |")

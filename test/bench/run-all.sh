@@ -59,10 +59,10 @@ fi
 # ---- counts ------------------------------------------------------------------------------------
 if $smoke; then
   rtt_n=200; rtt_warm=20; tp_s=0.2; tp_warm=0.05; idle_n=20; conns_list="1 4"; depth=4
-  subs_list="1 4"; turns=40; batch=10; sat_depth=4; wedged_subs=4; pairs="1"; dispatch_args="2000 1"
+  subs_list="1 4"; turns=40; batch=10; sat_depth=4; wedged_subs=4; pairs="1"; iso_runs=2; dispatch_args="2000 1"
 else
   rtt_n=20000; rtt_warm=2000; tp_s=4; tp_warm=1; idle_n=1000; conns_list="1 10 50 100"; depth=16
-  subs_list="1 10 50 100"; turns=2000; batch=16; sat_depth=16; wedged_subs=100; pairs="1 2 3"
+  subs_list="1 10 50 100"; turns=2000; batch=16; sat_depth=16; wedged_subs=100; pairs="1 2 3"; iso_runs=5
   dispatch_args="200000 7"
 fi
 
@@ -238,16 +238,17 @@ if $runs_available; then
   b fanout car-ws-tcp-loopdrain --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch \
     --turns $turns
   stop_server
-  # Isolation: a run is capped at 2 000 turns, so a p99 rests on ~125 producer calls; three
-  # alternating pairs (without / with 5 wedged) and the median of their ratios keep one unlucky
-  # scheduler tail from deciding the verdict.
+  # Isolation: a run is capped at 2 000 turns (~125 producer calls), too few for a stable p99,
+  # so each side pools iso_runs back-to-back runs, and three alternating pairs (without / with
+  # 5 wedged) give the median of their ratios.
   for _ in $pairs; do
     start_daemon
-    b fanout car-ws-tcp-nowedge --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch --turns $turns
+    b fanout car-ws-tcp-nowedge --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch \
+      --turns $turns --runs $iso_runs
     stop_server
     start_daemon
     b wedged car-ws-tcp-wedged --target "ws-tcp:$SERVER_WS" --subscribers $wedged_subs --batch $batch \
-      --turns $turns --wedged 5 --rcvbuf 4096
+      --turns $turns --runs $iso_runs --wedged 5 --rcvbuf 4096
     stop_server
   done
 fi
