@@ -53,9 +53,84 @@ class DepthLimitedHandler {
   bool too_deep_ = false;
 };
 
+int hex_digit(char c) {
+  if (c >= '0' && c <= '9') return c - '0';
+  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
+  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
+  return -1;
+}
+
+// The value of the four hex digits at `at`, or -1.
+int hex4(std::string_view s, std::size_t at) {
+  if (at + 4 > s.size()) return -1;
+  int value = 0;
+  for (std::size_t i = at; i < at + 4; ++i) {
+    int d = hex_digit(s[i]);
+    if (d < 0) return -1;
+    value = value * 16 + d;
+  }
+  return value;
+}
+
+bool is_surrogate(int unit) { return unit >= 0xD800 && unit <= 0xDFFF; }
+bool is_high_surrogate(int unit) { return unit >= 0xD800 && unit <= 0xDBFF; }
+bool is_low_surrogate(int unit) { return unit >= 0xDC00 && unit <= 0xDFFF; }
+
+// True when `text` may hold a backslash-u escape of a UTF-16 surrogate (D800-DFFF). A cheap
+// filter: a false positive only costs a scan.
+bool may_hold_surrogate_escape(std::string_view text) {
+  for (auto at = text.find("\\u"); at != std::string_view::npos; at = text.find("\\u", at + 2)) {
+    if (at + 2 < text.size() && (text[at + 2] == 'd' || text[at + 2] == 'D')) return true;
+  }
+  return false;
+}
+
 }  // namespace
 
+std::optional<std::string> replace_lone_surrogate_escapes(std::string_view text) {
+  std::string out;
+  bool in_string = false;
+  for (std::size_t i = 0; i < text.size(); ++i) {
+    char c = text[i];
+    if (!in_string) {
+      in_string = c == '"';
+      continue;
+    }
+    if (c == '"') {
+      in_string = false;
+      continue;
+    }
+    if (c != '\\' || i + 1 >= text.size()) continue;
+    int unit = text[i + 1] == 'u' ? hex4(text, i + 2) : -1;
+    if (unit < 0) {
+      ++i;  // a two-character escape (backslash, quote, n, ...): skip its second character
+      continue;
+    }
+    if (is_high_surrogate(unit) && i + 7 < text.size() && text[i + 6] == '\\' &&
+        text[i + 7] == 'u' && is_low_surrogate(hex4(text, i + 8))) {
+      i += 11;  // a proper pair
+      continue;
+    }
+    if (is_surrogate(unit)) {
+      if (out.empty()) out.assign(text);
+      out.replace(i + 2, 4, "FFFD");  // same length: error offsets stay true
+    }
+    i += 5;
+  }
+  if (out.empty()) return std::nullopt;
+  return out;
+}
+
 std::optional<std::string> parse(std::string_view text, Document& doc, std::size_t max_depth) {
+  // RFC 8259's grammar allows any backslash-u escape, so a string cut in the middle of a
+  // surrogate pair (JavaScript's slice, then JSON.stringify) is valid JSON; RapidJSON refuses
+  // it, and the request would be answered as a parse error without its id. Such escapes become
+  // U+FFFD instead, the usual replacement when UTF-16 text is turned into UTF-8.
+  std::optional<std::string> repaired;
+  if (may_hold_surrogate_escape(text)) {
+    repaired = replace_lone_surrogate_escapes(text);
+    if (repaired) text = *repaired;
+  }
   constexpr unsigned flags = rapidjson::kParseIterativeFlag | rapidjson::kParseValidateEncodingFlag;
   rapidjson::MemoryStream memory(text.data(), text.size());
   rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> input(memory);

@@ -59,6 +59,30 @@ TEST_SUITE("dispatch") {
     CHECK(frames[0].find("-32600") != std::string::npos);
   }
 
+  TEST_CASE("an unpaired surrogate escape is valid JSON: it becomes U+FFFD, the request runs") {
+    // A string cut inside a surrogate pair (JavaScript's slice, then JSON.stringify).
+    Fixture f;
+    add_test_methods(f.server);
+    auto r = f.call(R"({"jsonrpc":"2.0","id":3,"method":"echo","params":{"value":"a\ud83d"}})");
+    CHECK(r["id"].GetInt() == 3);
+    CHECK(std::string(r["result"].GetString()) == "a\xEF\xBF\xBD");
+    auto low = f.call(R"({"jsonrpc":"2.0","id":4,"method":"echo","params":{"value":"\uDC00\ud83d\ude00"}})");
+    CHECK(std::string(low["result"].GetString()) == "\xEF\xBF\xBD\xF0\x9F\x98\x80");
+  }
+
+  TEST_CASE("replace_lone_surrogate_escapes touches only unpaired escapes inside strings") {
+    using json::replace_lone_surrogate_escapes;
+    CHECK_FALSE(replace_lone_surrogate_escapes(R"({"a":"\ud83d\ude00"})").has_value());  // a pair
+    CHECK_FALSE(replace_lone_surrogate_escapes(R"({"a":"\\ud83d"})").has_value());  // a backslash
+    CHECK_FALSE(replace_lone_surrogate_escapes(R"({"a":"\u00e9 \"\ud8"})").has_value());
+    CHECK(replace_lone_surrogate_escapes(R"({"a":"\ud83d"})") == std::string(R"({"a":"\uFFFD"})"));
+    CHECK(replace_lone_surrogate_escapes(R"(["\ude00\ud800x","\\","\udbff"])") ==
+          std::string(R"(["\uFFFD\uFFFDx","\\","\uFFFD"])"));
+    // Keys are strings too; text outside strings is left alone (the parser reports it).
+    CHECK(replace_lone_surrogate_escapes(R"({"\ud800":1} \ud800)") ==
+          std::string(R"({"\uFFFD":1} \ud800)"));
+  }
+
   TEST_CASE("ids are echoed with their type") {
     Fixture f;
     add_test_methods(f.server);

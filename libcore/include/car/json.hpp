@@ -25,6 +25,11 @@ inline constexpr std::size_t default_max_depth = 256;
 std::optional<std::string> parse(std::string_view text, Document& doc,
                                  std::size_t max_depth = default_max_depth);
 
+// `text` with every backslash-u escape of an unpaired UTF-16 surrogate (inside a string) turned
+// into the escape of U+FFFD, same length; nullopt when there is none. parse() applies it: such
+// text is valid JSON (RFC 8259) that RapidJSON would refuse.
+std::optional<std::string> replace_lone_surrogate_escapes(std::string_view text);
+
 // Compact serialization.
 std::string stringify(const Value& value);
 
