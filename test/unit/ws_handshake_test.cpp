@@ -177,6 +177,12 @@ TEST_SUITE("ws_handshake") {
             HandshakeStatus::rejected);
     CHECK(p.reject_status() == 426);
     CHECK_FALSE(p.reject_reason().empty());
+    // 426 wins over every other defect of the request (spec §1), e.g. no Connection header.
+    std::string two_defects = request_with("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8");
+    auto at = two_defects.find("Connection: Upgrade\r\n");
+    REQUIRE(at != std::string::npos);
+    two_defects.erase(at, std::string("Connection: Upgrade\r\n").size());
+    CHECK(reject_code(two_defects) == 426);
   }
 
   TEST_CASE("every malformed request gets 400") {

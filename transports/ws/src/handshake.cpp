@@ -212,11 +212,15 @@ void HandshakeParser::parse_header_line(std::string_view line) {
 }
 
 void HandshakeParser::finish() {
+  // Spec §1: a version header that is present and not 13 gets 426 whatever else is wrong, so a
+  // client of another protocol version always learns which one to speak.
+  if (has_version_ && request_.version != "13") {
+    return reject(426, "unsupported Sec-WebSocket-Version");
+  }
   if (!has_host_) return reject(400, "missing Host header");
   if (!upgrade_websocket_) return reject(400, "missing Upgrade: websocket");
   if (!connection_upgrade_) return reject(400, "missing Connection: upgrade");
   if (!has_version_) return reject(400, "missing Sec-WebSocket-Version header");
-  if (request_.version != "13") return reject(426, "unsupported Sec-WebSocket-Version");
   if (!has_key_) return reject(400, "missing Sec-WebSocket-Key header");
   if (!is_valid_websocket_key(request_.key)) {
     return reject(400, "Sec-WebSocket-Key is not base64 of 16 bytes");
