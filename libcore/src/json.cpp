@@ -7,6 +7,8 @@
 
 #include <fmt/format.h>
 
+#include "hex_value.hpp"
+
 namespace car::json {
 namespace {
 
@@ -53,19 +55,12 @@ class DepthLimitedHandler {
   bool too_deep_ = false;
 };
 
-int hex_digit(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  return -1;
-}
-
 // The value of the four hex digits at `at`, or -1.
 int hex4(std::string_view s, std::size_t at) {
   if (at + 4 > s.size()) return -1;
   int value = 0;
   for (std::size_t i = at; i < at + 4; ++i) {
-    int d = hex_digit(s[i]);
+    int d = car::detail::hex_value(s[i]);
     if (d < 0) return -1;
     value = value * 16 + d;
   }

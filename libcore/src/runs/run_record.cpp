@@ -4,6 +4,8 @@
 
 #include <ctime>
 
+#include "../hex_value.hpp"
+
 namespace car {
 
 std::string_view to_string(RunStatus status) {
@@ -34,13 +36,6 @@ namespace {
 
 bool is_ascii_alnum(unsigned char c) {
   return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9');
-}
-
-int hex_value(char c) {
-  if (c >= '0' && c <= '9') return c - '0';
-  if (c >= 'A' && c <= 'F') return c - 'A' + 10;
-  if (c >= 'a' && c <= 'f') return c - 'a' + 10;
-  return -1;
 }
 
 }  // namespace
@@ -91,8 +86,8 @@ std::optional<std::string> decode_path_component(std::string_view encoded) {
       continue;
     }
     if (i + 2 >= encoded.size()) return std::nullopt;
-    int hi = hex_value(encoded[i + 1]);
-    int lo = hex_value(encoded[i + 2]);
+    int hi = detail::hex_value(encoded[i + 1]);
+    int lo = detail::hex_value(encoded[i + 2]);
     if (hi < 0 || lo < 0) return std::nullopt;
     out.push_back(static_cast<char>(hi * 16 + lo));
     i += 2;
