@@ -33,7 +33,7 @@ int main(int argc, char** argv) {
   // Every log record goes through the stderr writer thread (see stderr_writer.hpp).
   auto& err = car::daemon::StderrWriter::process();
   car::set_log_sink([&err](car::LogLevel level, std::string_view line) {
-    err.write(fmt::format("[car {}] {}\n", car::to_string(level), line));
+    err.write(car::format_log_line(level, line));
   });
   if (options.threads) {
     // libuv sizes its pool from the environment when the first job is queued (spec §9 --threads).

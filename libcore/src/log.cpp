@@ -42,6 +42,10 @@ void set_log_sink(LogSink sink) {
   g_sink = std::move(sink);
 }
 
+std::string format_log_line(LogLevel level, std::string_view line) {
+  return fmt::format("[car {}] {}\n", to_string(level), line);
+}
+
 namespace detail {
 
 bool log_enabled(LogLevel level) {
@@ -61,7 +65,7 @@ void log_write(LogLevel level, fmt::string_view format, fmt::format_args args) {
     return;
   }
   // One fwrite per line so concurrent lines never interleave mid-line.
-  std::string out = fmt::format("[car {}] {}\n", to_string(level), line);
+  std::string out = format_log_line(level, line);
   std::fwrite(out.data(), 1, out.size(), stderr);
 }
 

@@ -5,6 +5,7 @@
 #include <cstdint>
 #include <functional>
 #include <optional>
+#include <string>
 #include <string_view>
 
 // Levelled logging through fmt. By default lines go to stderr (never stdout: the stdio transport
@@ -22,6 +23,8 @@ void set_log_level(LogLevel level);
 LogLevel log_level();
 // Replaces the sink (an empty function restores the stderr sink). Call before starting work.
 void set_log_sink(LogSink sink);
+// The stderr sink's line for a record: "[car LEVEL] line\n" (for sinks that write it elsewhere).
+std::string format_log_line(LogLevel level, std::string_view line);
 
 namespace detail {
 bool log_enabled(LogLevel level);
