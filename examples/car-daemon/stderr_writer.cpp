@@ -33,7 +33,6 @@ void StderrWriter::write(std::string line) {
   {
     std::lock_guard lock(mutex_);
     if (lines_.size() >= max_lines || bytes_ + line.size() > max_bytes) {
-      dropped_ += 1;
       dropped_unreported_ += 1;
       return;
     }
@@ -46,11 +45,6 @@ void StderrWriter::write(std::string line) {
 void StderrWriter::flush(std::chrono::milliseconds limit) {
   std::unique_lock lock(mutex_);
   drained_.wait_for(lock, limit, [this] { return lines_.empty() && !writing_; });
-}
-
-std::uint64_t StderrWriter::dropped() const {
-  std::lock_guard lock(mutex_);
-  return dropped_;
 }
 
 void StderrWriter::run() {

@@ -35,20 +35,18 @@ class StderrWriter {
   void write(std::string line);
   // Waits until everything queued so far was written, at most `limit` (the exit path).
   void flush(std::chrono::milliseconds limit);
-  std::uint64_t dropped() const;
 
  private:
   StderrWriter();
   ~StderrWriter() = default;
   void run();
 
-  mutable std::mutex mutex_;
+  std::mutex mutex_;
   std::condition_variable wake_;     // the writer: lines to write
   std::condition_variable drained_;  // flush(): the queue became empty
   std::deque<std::string> lines_;
   std::size_t bytes_ = 0;
-  std::uint64_t dropped_ = 0;           // total
-  std::uint64_t dropped_unreported_ = 0;
+  std::uint64_t dropped_unreported_ = 0;  // dropped since the writer last reported
   bool writing_ = false;  // the writer holds a line outside the queue
   std::thread thread_;
 };
