@@ -52,8 +52,6 @@ bool TraceSubscriber::push_claiming(const TraceEvent& event) {
   return enqueue_locked(event) && claim_locked();
 }
 
-void TraceSubscriber::drain_claimed() { drain_pass(); }
-
 void TraceSubscriber::resume() {
   std::lock_guard lock(mutex_);
   if (stopped_ || !paused_) return;
@@ -95,7 +93,7 @@ void TraceSubscriber::schedule_locked() {
   if (!claim_locked()) return;
   auto job = [self = shared_from_this(), totals = totals_] {
     totals->drain_hops.fetch_add(1, std::memory_order_relaxed);
-    self->drain_pass();
+    self->drain_claimed();
   };
   if (options_.drain_thread == DrainThread::loop) {
     executor_.post(std::move(job));
@@ -112,7 +110,7 @@ Frame TraceSubscriber::gap_frame(const Gap& gap) const {
   return make_frame(std::move(text));
 }
 
-void TraceSubscriber::drain_pass() {
+void TraceSubscriber::drain_claimed() {
   // Pool thread (busy_ is ours). Take everything queued: one pass per burst, not per event.
   std::deque<Entry> batch;
   std::size_t frames = 0;

@@ -103,8 +103,9 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
   // when this push made the subscriber ready, the pass is handed to the caller instead of being
   // scheduled. Returns true then, and the caller must call drain_claimed() soon, holding no lock.
   [[nodiscard]] bool push_claiming(const TraceEvent& event);
-  // Runs the pass claimed by push_claiming, on the calling thread (a pool thread, or the loop
-  // thread with DrainThread::loop). Never blocks: it only hands frames to the sink.
+  // Runs a claimed pass (push_claiming's, or the subscriber's own scheduled job) on the calling
+  // thread: a pool thread, or the loop thread with DrainThread::loop. Never blocks: it only
+  // hands frames to the sink.
   void drain_claimed();
   // Any thread. Starts delivery: call once the subscribe reply has been queued on the sink.
   void resume();
@@ -134,7 +135,6 @@ class TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
   // Marks the subscriber busy when it has something to deliver and no pass is pending.
   bool claim_locked();
   void schedule_locked();
-  void drain_pass();
   void on_sent(SinkError result, std::size_t bytes);
   Frame gap_frame(const Gap& gap) const;
 
