@@ -9,7 +9,7 @@
 
 #include "car/log.hpp"
 
-// car-daemon's command line (spec §9). Parsing is pure (no I/O) so it can be unit tested.
+// car-daemon's command line (PROTOCOL.md §9). Parsing is pure (no I/O) so it can be unit tested.
 namespace car::daemon {
 
 struct ListenAddress {

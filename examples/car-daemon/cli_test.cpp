@@ -1,4 +1,4 @@
-// car-daemon command-line parsing (spec §9).
+// car-daemon command-line parsing (PROTOCOL.md §9).
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 

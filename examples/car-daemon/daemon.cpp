@@ -6,7 +6,7 @@
 
 #include "car/connection.hpp"
 #include "car/log.hpp"
-#include "car/token_file.hpp"
+#include "car/session/token_file.hpp"
 #include "stderr_writer.hpp"
 
 #include <fmt/format.h>
@@ -14,20 +14,20 @@
 namespace car::daemon {
 namespace {
 
-// Every shutdown path waits at most this long for connections to flush (spec §1: 2 s).
+// Every shutdown path waits at most this long for connections to flush (PROTOCOL.md §1: 2 s).
 constexpr std::uint64_t shutdown_flush_ms = 2000;
 
 std::optional<std::string> resolve_token(const std::optional<std::string>& literal,
                                          const std::optional<std::string>& file,
                                          const char* flag) {
   if (literal) {
-    std::string token = trim_token(*literal);  // spec §9: surrounding whitespace trimmed
+    std::string token = session::trim_token(*literal);  // PROTOCOL.md §9: surrounding whitespace trimmed
     if (token.empty()) log_error("{}: the token is empty", flag);
     return token;  // empty = failure, reported
   }
   if (!file) return std::nullopt;
-  auto result = read_token_file(*file);
-  if (auto* error = std::get_if<TokenFileError>(&result)) {
+  auto result = session::read_token_file(*file);
+  if (auto* error = std::get_if<session::TokenFileError>(&result)) {
     log_error("{}-file: {}", flag, error->message);
     return std::string();  // empty = failure, reported
   }
@@ -49,7 +49,7 @@ std::string default_state_dir() {
 Daemon::Daemon(Options options) : options_(std::move(options)) {
   state_dir_ = options_.state_dir ? *options_.state_dir : default_state_dir();
   uv_loop_init(&loop_);
-  executor_ = std::make_unique<UvExecutor>(&loop_);
+  executor_ = std::make_unique<uv::UvExecutor>(&loop_);
 }
 
 Daemon::~Daemon() {
@@ -60,17 +60,17 @@ Daemon::~Daemon() {
   uv_loop_close(&loop_);
 }
 
-bool Daemon::configure_auth(ServerConfig& config) {
+bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
   if (options_.no_auth) {
-    config.auth.enabled = false;
+    config.require_auth = false;
     log_warn("authentication is disabled (--no-auth)");
   } else {
     auto token = resolve_token(options_.token, options_.token_file, "--token");
     if (token && token->empty()) return false;
     if (!token) {
       std::string path = state_dir_ + "/auth-token";
-      auto minted = load_or_mint_token_file(path);
-      if (auto* error = std::get_if<TokenFileError>(&minted)) {
+      auto minted = session::load_or_mint_token_file(path);
+      if (auto* error = std::get_if<session::TokenFileError>(&minted)) {
         log_error("{}", error->message);
         return false;
       }
@@ -78,13 +78,13 @@ bool Daemon::configure_auth(ServerConfig& config) {
       // Spec §9: printed as a plain line (scripts read it), not as a log record.
       StderrWriter::process().write(fmt::format("auth token file: {}\n", path));
     }
-    config.auth.enabled = true;
-    config.auth.token = *token;
+    config.require_auth = true;
+    auth.token = *token;
   }
   auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token");
   if (host && host->empty()) return false;
-  config.auth.host_token = host;
-  for (const auto& [id, token] : options_.agent_tokens) config.auth.agent_tokens[id] = token;
+  auth.host_token = host;
+  for (const auto& [id, token] : options_.agent_tokens) auth.agent_tokens[id] = token;
   return true;
 }
 
@@ -99,7 +99,7 @@ bool Daemon::start_listeners() {
   }
   std::vector<ListenAddress> tcp = options_.listen;
   if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio) {
-    tcp.push_back({"127.0.0.1", 9100});  // spec §9: no listener flag => the default listener
+    tcp.push_back({"127.0.0.1", 9100});  // PROTOCOL.md §9: no listener flag => the default listener
   }
   for (const auto& address : tcp) {
     auto started = ws::TcpListener::start(&loop_, *server_, ws_options, address.host, address.port);
@@ -138,7 +138,10 @@ bool Daemon::start_listeners() {
   return true;
 }
 
-void Daemon::install_services() {
+// The order matters only in that every service must be installed before the first connection.
+void Daemon::install_services(session::AuthConfig auth) {
+  sessions_ = session::install_session_service(*server_, std::move(auth));
+
   host::HostConfig host_config;
   host_config.gate.enabled = !options_.no_approvals;
   if (!options_.approval_methods.empty()) host_config.gate.methods = options_.approval_methods;
@@ -148,7 +151,7 @@ void Daemon::install_services() {
   if (options_.tool_timeout_s) host_config.tool_timeout = std::chrono::seconds(*options_.tool_timeout_s);
   host_ = host::install_host_services(*server_, host_config);
 
-  RunConfig run_config;
+  runs::RunConfig run_config;
   run_config.state_dir = state_dir_;
   if (options_.agent_id) {
     run_config.default_agent_id = options_.agent_id;
@@ -159,16 +162,17 @@ void Daemon::install_services() {
   if (options_.drain_timeout_ms) {
     run_config.drain_timeout = std::chrono::milliseconds(*options_.drain_timeout_ms);
   }
-  if (options_.drain_on_loop) run_config.drain_thread = DrainThread::loop;
-  runs_ = install_run_services(*server_, run_config);
+  if (options_.drain_on_loop) run_config.drain_thread = runs::DrainThread::loop;
+  runs_ = runs::install_run_services(*server_, run_config);
 }
 
 int Daemon::run() {
   ServerConfig config;
-  if (!configure_auth(config)) return 1;
+  session::AuthConfig auth;
+  if (!configure_auth(config, auth)) return 1;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
   server_ = std::make_unique<Server>(*executor_, config);
-  install_services();
+  install_services(std::move(auth));
 
   // A peer that vanishes mid-write must produce EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -200,7 +204,7 @@ void Daemon::begin_shutdown(const char* why) {
   for (auto& l : unix_listeners_) l->stop();
   if (stdio_) stdio_->stop();
   server_->close_all(1001, "server shutting down");
-  // Every open run ends `incomplete` now (spec §7.6); its store writes must land before exit.
+  // Every open run ends `incomplete` now (PROTOCOL.md §7.6); its store writes must land before exit.
   runs_flushed_ = false;
   runs_->shutdown([this] { runs_flushed_ = true; });
   // Give connections up to the flush time, checking every 20 ms whether all are gone.

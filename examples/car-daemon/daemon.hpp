@@ -11,9 +11,10 @@
 #include "car/host/host_service.hpp"
 #include "car/runs/run_service.hpp"
 #include "car/server.hpp"
+#include "car/session/session_service.hpp"
 #include "car/stdio/stdio_transport.hpp"
-#include "car/unix/unix_listener.hpp"
-#include "car/uv_executor.hpp"
+#include "car/unix_socket/unix_listener.hpp"
+#include "car/uv/uv_executor.hpp"
 #include "car/ws/tcp_listener.hpp"
 #include "cli.hpp"
 
@@ -30,8 +31,8 @@ class Daemon {
   int run();
 
  private:
-  bool configure_auth(ServerConfig& config);
-  void install_services();
+  bool configure_auth(ServerConfig& config, session::AuthConfig& auth);
+  void install_services(session::AuthConfig auth);
   bool start_listeners();
   void begin_shutdown(const char* why);
   void finish_shutdown();
@@ -39,10 +40,11 @@ class Daemon {
   Options options_;
   std::string state_dir_;
   uv_loop_t loop_{};
-  std::unique_ptr<UvExecutor> executor_;
+  std::unique_ptr<uv::UvExecutor> executor_;
   std::unique_ptr<Server> server_;
+  std::shared_ptr<session::SessionService> sessions_;
   std::shared_ptr<host::HostService> host_;
-  std::shared_ptr<RunService> runs_;
+  std::shared_ptr<runs::RunService> runs_;
   std::atomic<bool> runs_flushed_{true};
   std::shared_ptr<stdio::StdioTransport> stdio_;
   std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;

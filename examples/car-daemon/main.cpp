@@ -36,7 +36,7 @@ int main(int argc, char** argv) {
     err.write(car::format_log_line(level, line));
   });
   if (options.threads) {
-    // libuv sizes its pool from the environment when the first job is queued (spec §9 --threads).
+    // libuv sizes its pool from the environment when the first job is queued (PROTOCOL.md §9 --threads).
     setenv("UV_THREADPOOL_SIZE", std::to_string(*options.threads).c_str(), 1);
   }
   int status = 1;

@@ -112,10 +112,11 @@ int main(int argc, char** argv) {
   int port = argc > 1 ? std::atoi(argv[1]) : 9200;
   std::signal(SIGPIPE, SIG_IGN);
   uv_loop_t* loop = uv_default_loop();
-  car::UvExecutor executor(loop);
+  car::uv::UvExecutor executor(loop);
   car::ServerConfig config;
-  config.auth.enabled = false;  // an embedder decides; this demo trusts localhost
+  config.require_auth = false;  // an embedder decides; this demo trusts localhost
   car::Server server(executor, config);
+  auto sessions = car::session::install_session_service(server, {});
   server.methods().add("demo.add",
                        {car::required("a", car::ParamType::integer), car::required("b", car::ParamType::integer)},
                        [](const car::Request& req, car::Reply reply) {

@@ -15,6 +15,7 @@
 #include <vector>
 
 #include "car/carcore.hpp"
+#include "car/testing/manual_executor.hpp"
 #include "null_sink.hpp"
 
 namespace {
@@ -74,9 +75,9 @@ double median(std::vector<double> v) {
 int main(int argc, char** argv) {
   int iterations = argc > 1 ? std::atoi(argv[1]) : 200000;
   int rounds = argc > 2 ? std::atoi(argv[2]) : 7;
-  car::ManualExecutor executor;
+  car::testing::ManualExecutor executor;
   car::ServerConfig config;
-  config.auth.enabled = false;
+  config.require_auth = false;
   car::Server server(executor, config);
   server.methods().add("bench.echo", {car::required("value", car::ParamType::string)},
                        [](const car::Request&, car::Reply reply) { reply.ok(R"({"ok":true})"); });

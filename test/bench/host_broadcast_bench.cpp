@@ -14,6 +14,7 @@
 #include <vector>
 
 #include "car/carcore.hpp"
+#include "car/testing/manual_executor.hpp"
 #include "null_sink.hpp"
 #include "car/host/host_service.hpp"
 
@@ -27,9 +28,9 @@ const std::string kNotify =
 
 // CPU per host.notify with `subscribers` subscribed connections.
 double notify_ns(int subscribers, int notifies) {
-  car::ManualExecutor executor;
+  car::testing::ManualExecutor executor;
   car::ServerConfig config;
-  config.auth.enabled = false;
+  config.require_auth = false;
   car::Server server(executor, config);
   auto host = car::host::install_host_services(server, {});
   std::vector<std::shared_ptr<car::Connection>> subs;

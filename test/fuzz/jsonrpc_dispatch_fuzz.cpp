@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "car/carcore.hpp"
+#include "car/testing/manual_executor.hpp"
 
 namespace {
 
@@ -18,13 +19,15 @@ void check_json(const std::string& frame) {
 }  // namespace
 
 extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size) {
-  static car::ManualExecutor executor;
+  static car::testing::ManualExecutor executor;
   car::ServerConfig config;
-  config.auth.enabled = size % 2 == 0;  // exercise both the auth gate and open dispatch
-  config.auth.token = "t";
+  config.require_auth = size % 2 == 0;  // exercise both the auth gate and open dispatch
   config.max_inflight = 4;
   config.max_json_depth = 32;
   car::Server server(executor, config);
+  car::session::AuthConfig auth;
+  auth.token = "t";
+  auto sessions = car::session::install_session_service(server, auth);
   server.methods().add("echo", {car::optional("value", car::ParamType::any)},
                        [](const car::Request& req, car::Reply reply) {
                          const auto* v = car::param::member(req.params(), "value");

@@ -6,6 +6,7 @@
 #include "test_support.hpp"
 
 using namespace car;
+using namespace car::testing;
 using namespace std::chrono_literals;
 
 TEST_SUITE("frame_sink") {

@@ -262,10 +262,7 @@ TEST_SUITE("host_methods") {
   }
 
   TEST_CASE("with auth enabled, host methods need session.auth") {
-    ServerConfig config;
-    config.auth.enabled = true;
-    config.auth.token = "secret";
-    HostFixture f({}, config);
+    HostFixture f({}, Fixture::enabled_auth());
     Peer& a = f.peer();
     auto r = f.call(a, "host.agents");
     CHECK(error_code(r) == -32001);

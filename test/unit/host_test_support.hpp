@@ -31,6 +31,7 @@ struct HostFixture {
   explicit HostFixture(host::HostConfig config = {},
                        ServerConfig server_config = Fixture::disabled_auth())
       : server(executor, std::move(server_config)),
+        sessions(session::install_session_service(server, test_credentials())),
         service(host::install_host_services(server, std::move(config))) {}
 
   Peer& peer(SinkLimits limits = {}) {
@@ -110,6 +111,7 @@ struct HostFixture {
 
   ManualExecutor executor;
   Server server;
+  std::shared_ptr<session::SessionService> sessions;
   std::shared_ptr<host::HostService> service;
   std::vector<std::unique_ptr<Peer>> peers;
 };

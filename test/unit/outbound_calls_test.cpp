@@ -90,17 +90,17 @@ TEST_SUITE("outbound_calls") {
     CHECK_FALSE(ran);
   }
 
-  TEST_CASE("teardown order follows the spec") {
+  TEST_CASE("teardown runs the steps of every service in the order of PROTOCOL.md §3") {
     Fixture f;
     std::vector<std::string> order;
-    f.server.add_teardown_hook(TeardownPhase::run_grace, [&](Connection&) { order.push_back("grace"); });
-    f.server.add_teardown_hook(TeardownPhase::host_events, [&](Connection& c) {
+    f.server.add_teardown_step(runs::teardown_order::run_grace, [&](Connection&) { order.push_back("grace"); });
+    f.server.add_teardown_step(host::teardown_order::host_events, [&](Connection& c) {
       CHECK(c.closed());
       CHECK(f.server.find_connection(c.client_id()) == nullptr);
       order.push_back("host");
     });
-    f.server.add_teardown_hook(TeardownPhase::tool_invocations, [&](Connection&) { order.push_back("tools"); });
-    f.server.add_teardown_hook(TeardownPhase::run_subscriptions, [&](Connection&) { order.push_back("runs"); });
+    f.server.add_teardown_step(host::teardown_order::tool_invocations, [&](Connection&) { order.push_back("tools"); });
+    f.server.add_teardown_step(runs::teardown_order::run_subscriptions, [&](Connection&) { order.push_back("runs"); });
     f.client().connection->call("x", "{}", 1000ms, [&](CallOutcome) { order.push_back("calls"); });
     f.client().connection->end();
     f.client().connection->end();  // once only

@@ -9,6 +9,7 @@
 
 using namespace car;
 using namespace car::test;
+using car::uv::UvExecutor;
 using namespace std::chrono_literals;
 
 namespace {

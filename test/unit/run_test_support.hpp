@@ -15,6 +15,8 @@
 
 namespace car::test {
 
+using namespace car::runs;
+
 struct TempDir {
   TempDir() {
     static std::atomic<int> counter{0};
@@ -104,22 +106,21 @@ struct Peer {
 
 inline ServerConfig runs_disabled_auth() {
   ServerConfig config;
-  config.auth.enabled = false;
+  config.require_auth = false;
   return config;
 }
 
 inline ServerConfig runs_enabled_auth() {
   ServerConfig config;
-  config.auth.enabled = true;
-  config.auth.token = "secret";
-  config.auth.host_token = "host-secret";
+  config.require_auth = true;
   return config;
 }
 
 struct RunFixture {
   explicit RunFixture(ServerConfig config = runs_disabled_auth(), RunConfig run_config = {},
                       std::string state_dir = {})
-      : server(executor, std::move(config)) {
+      : server(executor, std::move(config)),
+        sessions(session::install_session_service(server, test_credentials())) {
     run_config.state_dir = state_dir.empty() ? dir.str() : state_dir;
     runs = install_run_services(server, std::move(run_config));
   }
@@ -159,6 +160,7 @@ struct RunFixture {
   TempDir dir;
   ManualExecutor executor;
   Server server;
+  std::shared_ptr<session::SessionService> sessions;
   std::shared_ptr<RunService> runs;
 };
 

@@ -7,17 +7,11 @@
 
 using namespace car;
 using namespace car::test;
+using namespace car::session;
 
 namespace {
 
-ServerConfig enabled_auth() {
-  ServerConfig config;
-  config.auth.enabled = true;
-  config.auth.token = "secret";
-  config.auth.host_token = "host-secret";
-  config.auth.agent_tokens["special"] = "special-token";
-  return config;
-}
+ServerConfig enabled_auth() { return Fixture::enabled_auth(); }
 
 void add_ping(Server& server) {
   server.methods().add("ping", {}, [](const Request&, Reply reply) { reply.ok(R"("pong")"); });
@@ -75,11 +69,11 @@ TEST_SUITE("session_auth") {
     auto host = f.call(
         R"({"jsonrpc":"2.0","id":4,"method":"session.auth","params":{"host_token":"host-secret"}})");
     CHECK(std::string(host["result"]["role"].GetString()) == "host");
-    CHECK(f.client().connection->session().is_host());
+    CHECK(session::is_host(f.client().connection->session()));
     // A failed re-auth changes nothing.
     auto bad = f.call(R"({"jsonrpc":"2.0","id":5,"method":"session.auth","params":{"host_token":"x"}})");
     CHECK(error_code(bad) == -32603);
-    CHECK(f.client().connection->session().is_host());
+    CHECK(session::is_host(f.client().connection->session()));
     CHECK(f.client().connection->session().authenticated());
   }
 
@@ -108,6 +102,7 @@ TEST_SUITE("session_auth") {
   TEST_CASE("one live connection per agent id") {
     ManualExecutor ex;
     Server server(ex, enabled_auth());
+    auto sessions = session::install_session_service(server, test_credentials());
     Client a(server, ex), b(server, ex);
     const std::string auth =
         R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","agent_id":"a1"}})";
@@ -118,14 +113,14 @@ TEST_SUITE("session_auth") {
     ex.run_until_idle();
     auto refused = parse_json(b.sink->take_written()[0]);
     CHECK(error_message(refused) == "agent 'a1' is already attached on another connection");
-    CHECK_FALSE(b.connection->session().agent_id().has_value());
+    CHECK_FALSE(session::agent_id(b.connection->session()).has_value());
     a.sink->simulate_peer_closed();
     ex.run_until_idle();
     CHECK(server.connection_count() == 1);
     b.send(auth);
     ex.run_until_idle();
     CHECK(parse_json(b.sink->take_written()[0])["result"]["ok"].GetBool());
-    CHECK(*server.agent_bindings().holder("a1") == b.connection->client_id());
+    CHECK(*sessions->agent_bindings().holder("a1") == b.connection->client_id());
   }
 
   TEST_CASE("batch members see the auth state from arrival; -32001 closes after the batch") {

@@ -10,14 +10,27 @@
 #include <vector>
 
 #include "car/carcore.hpp"
+#include "car/testing/loopback_sink.hpp"
+#include "car/testing/manual_executor.hpp"
 
 namespace car::test {
+
+using namespace car::testing;
 
 inline json::Document parse_json(const std::string& text) {
   json::Document doc;
   doc.Parse(text.c_str(), text.size());
   REQUIRE_MESSAGE(!doc.HasParseError(), "not JSON: " << text);
   return doc;
+}
+
+// The credentials every fixture's session service accepts (they matter only with require_auth).
+inline session::AuthConfig test_credentials() {
+  session::AuthConfig auth;
+  auth.token = "secret";
+  auth.host_token = "host-secret";
+  auth.agent_tokens["special"] = "special-token";
+  return auth;
 }
 
 // One in-process connection.
@@ -34,11 +47,19 @@ struct Client {
 
 // A server on a manual executor with one client, for the common single-connection case.
 struct Fixture {
-  explicit Fixture(ServerConfig config = disabled_auth()) : server(executor, std::move(config)) {}
+  // A server with the session service (session.auth, server.handshake) installed.
+  explicit Fixture(ServerConfig config = disabled_auth(), session::AuthConfig auth = test_credentials())
+      : server(executor, std::move(config)),
+        sessions(session::install_session_service(server, std::move(auth))) {}
 
   static ServerConfig disabled_auth() {
     ServerConfig config;
-    config.auth.enabled = false;
+    config.require_auth = false;
+    return config;
+  }
+  static ServerConfig enabled_auth() {
+    ServerConfig config;
+    config.require_auth = true;
     return config;
   }
 
@@ -63,6 +84,7 @@ struct Fixture {
 
   ManualExecutor executor;
   Server server;
+  std::shared_ptr<session::SessionService> sessions;
   std::unique_ptr<Client> first;
 };
 

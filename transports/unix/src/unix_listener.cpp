@@ -1,4 +1,4 @@
-#include "car/unix/unix_listener.hpp"
+#include "car/unix_socket/unix_listener.hpp"
 
 #include <sys/socket.h>
 #include <sys/stat.h>

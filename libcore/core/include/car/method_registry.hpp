@@ -1,0 +1,74 @@
+#pragma once
+
+#include <functional>
+#include <memory>
+#include <string>
+#include <string_view>
+#include <unordered_map>
+#include <vector>
+
+#include "car/json.hpp"
+#include "car/params.hpp"
+#include "car/reply.hpp"
+#include "car/export.hpp"
+
+// The table of methods a server answers. Fill it before the first connection opens; afterwards
+// lookups are lock-free reads and registration is not allowed.
+namespace car {
+
+class Connection;
+class Session;
+
+// What a handler sees of the request. Valid only during the handler call: copy what you need
+// before completing the Reply later.
+class CAR_API Request {
+ public:
+  Request(Connection& connection, std::string_view method, const json::Value& params)
+      : connection_(connection), method_(method), params_(params) {}
+
+  Connection& connection() const { return connection_; }
+  Session& session() const;
+  std::shared_ptr<Connection> connection_ptr() const;
+  std::string_view method() const { return method_; }
+  // Always an object (an empty one when the request had no params); already validated.
+  const json::Value& params() const { return params_; }
+
+ private:
+  Connection& connection_;
+  std::string_view method_;
+  const json::Value& params_;
+};
+
+using Handler = std::function<void(const Request&, Reply)>;
+
+struct CAR_API MethodOptions {
+  // False for the few methods callable before session.auth (session.auth, server.handshake).
+  bool requires_auth = true;
+  // With ServerConfig::require_handshake, answer -32005 until server.handshake (host.subscribe).
+  bool requires_handshake = false;
+};
+
+struct CAR_API Method {
+  std::string name;
+  std::vector<ParamSpec> params;
+  Handler handler;
+  MethodOptions options;
+};
+
+class CAR_API MethodRegistry {
+ public:
+  // Adds (or replaces) a method. Not thread-safe; only before serving.
+  void add(std::string name, std::vector<ParamSpec> params, Handler handler,
+           MethodOptions options = {});
+  const Method* find(std::string_view name) const;
+  std::vector<std::string> names() const;
+
+ private:
+  struct Hash {
+    using is_transparent = void;
+    std::size_t operator()(std::string_view s) const { return std::hash<std::string_view>{}(s); }
+  };
+  std::unordered_map<std::string, Method, Hash, std::equal_to<>> methods_;
+};
+
+}  // namespace car

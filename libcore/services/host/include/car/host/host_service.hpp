@@ -1,0 +1,73 @@
+#pragma once
+
+#include <chrono>
+#include <memory>
+
+#include "car/host/approval_core.hpp"
+#include "car/host/approval_gate.hpp"
+#include "car/host/host_state.hpp"
+#include "car/host/tool_broker.hpp"
+#include "car/export.hpp"
+
+// One call wires the host side of the protocol into a Server: HostState and the host.* methods
+// (spec §4), approvals and the high-risk gate (§5), the tool broker (§6) and their teardown
+// steps (§3).
+namespace car {
+class Server;
+}
+
+namespace car::host {
+
+struct CAR_API HostConfig {
+  // The high-risk gate (car-daemon: --no-approvals, --approval-method NAME (repeatable, replaces
+  // the defaults), --approval-timeout SECONDS).
+  GateConfig gate;
+  // Deadline of a tools.invoke without timeout_ms (car-daemon: --tool-timeout SECONDS).
+  std::chrono::milliseconds tool_timeout{300000};
+  // A host.event frame not written to a subscriber within this fails its sink (connection
+  // closed); zero means the sink's default write deadline.
+  std::chrono::milliseconds event_write_deadline{10000};
+  // Ring size, clock, ... . `is_live` is filled in from the Server when left empty.
+  HostStateOptions state;
+};
+
+// Owns the host-side services of one Server. Created by install_host_services; the Server's
+// method table and teardown hooks keep it alive, so it lives as long as the Server.
+class CAR_API HostService {
+ public:
+  HostService(Server& server, HostConfig config);
+
+  HostState& state() { return *state_; }
+  const std::shared_ptr<HostState>& state_ptr() const { return state_; }
+  ApprovalCore& approvals() { return approvals_; }
+  // Null when the gate is disabled.
+  const std::shared_ptr<ApprovalGate>& gate() const { return gate_; }
+  ToolBroker& tools() { return *tools_; }
+  const HostConfig& config() const { return config_; }
+  Server& server() const { return server_; }
+
+ private:
+  Server& server_;
+  const HostConfig config_;
+  std::shared_ptr<HostState> state_;
+  ApprovalCore approvals_;
+  std::shared_ptr<ApprovalGate> gate_;
+  std::shared_ptr<ToolBroker> tools_;
+};
+
+// Teardown steps of the host services (see car::teardown_order in car/server.hpp).
+namespace teardown_order {
+inline constexpr int host_events = 10;         // unsubscribe from host events
+inline constexpr int gate_waits = 35;          // end requests waiting at the approval gate
+inline constexpr int tool_invocations = 40;    // tools.cancel the calls it invoked
+inline constexpr int tool_registrations = 50;  // unregister its tools
+}  // namespace teardown_order
+
+// Registers host.subscribe, host.unsubscribe, host.agents, host.devices, host.events,
+// host.approvals, host.register_agent, host.unregister_agent, host.set_status,
+// host.register_device, host.update_device, host.notify, host.request_approval,
+// host.resolve_approval, tools.register and tools.invoke; installs the gate (when enabled) and
+// the teardown steps. Call once, before the server serves.
+CAR_API std::shared_ptr<HostService> install_host_services(Server& server, HostConfig config = {});
+
+}  // namespace car::host

@@ -1,0 +1,331 @@
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <deque>
+#include <functional>
+#include <map>
+#include <memory>
+#include <mutex>
+#include <optional>
+#include <string>
+#include <string_view>
+#include <vector>
+
+#include "car/error.hpp"
+#include "car/frame.hpp"
+#include "car/host/event_subscriber.hpp"
+#include "car/host/result.hpp"
+#include "car/host/time_format.hpp"
+#include "car/json.hpp"
+#include "car/export.hpp"
+
+// HostState (spec §4): the agents, devices and approvals host shells watch and steer, the ring of
+// the most recent host events, and the broadcast of every event to subscribers. It knows nothing
+// about transports or JSON-RPC requests; the host.* methods (host_methods.hpp) are a thin layer
+// over it, and embedders may drive it directly.
+//
+// Ownership (spec §4): every agent, device and session-owned approval is owned by the client_id
+// that created it. Only the owner mutates it; reads are open. Items outlive their owner; once the
+// owner is no longer live (HostStateOptions::is_live), registering the same id adopts the item.
+//
+// Threading: every member is thread-safe. One mutex guards the state, the event ring and the
+// subscriber list; no subscriber is ever called and no waiter ever runs while it is held.
+//
+// Broadcast ordering (why it is built this way): an event gets its sequence number and is
+// appended to an outbox inside the same critical section, so the outbox is in sequence order.
+// Delivery then happens outside the lock by exactly one "delivering" thread at a time: whichever
+// thread finds nobody delivering takes the job and keeps draining the outbox — including events
+// other threads record meanwhile — until it is empty. Every subscriber therefore sees events in
+// sequence order, no lock is held across any send, and since EventSubscriber::send_text only
+// queues (never blocks) a slow or dead subscriber cannot delay the recorder or anyone else.
+namespace car::host {
+
+// ---- shapes (spec §4.1) ----
+
+enum class AgentStatus : std::uint8_t {
+  idle,
+  running,
+  waiting_for_approval,
+  paused,
+  completed,
+  errored,
+  stopped,
+};
+CAR_API std::string_view to_string(AgentStatus status);
+CAR_API std::optional<AgentStatus> parse_agent_status(std::string_view text);
+// "idle, running, ..." for error messages.
+CAR_API std::string_view agent_status_names();
+
+struct CAR_API HostAgent {
+  std::string id;
+  std::string name;
+  std::string kind;
+  std::vector<std::string> capabilities;
+  std::optional<std::string> project;
+  AgentStatus status = AgentStatus::idle;
+  std::optional<std::string> current_task;
+  std::optional<long long> pid;
+  std::optional<std::string> display_json;  // any JSON value, kept as compact text
+  std::string metadata_json = "{}";         // a JSON object, compact text
+  std::string session_id;                   // the owner's client_id
+};
+
+struct CAR_API HostDevice {
+  std::string id;
+  std::string name;
+  std::string platform;
+  std::vector<std::string> capabilities;
+  std::optional<std::string> status;
+  std::string metadata_json = "{}";
+  std::string session_id;
+  std::string updated_at;
+};
+
+enum class ApprovalStatus : std::uint8_t { pending, approved, denied };
+enum class Decision : std::uint8_t { approve, deny };
+CAR_API std::string_view to_string(ApprovalStatus status);
+CAR_API std::string_view to_string(Decision decision);
+
+struct CAR_API HostApproval {
+  std::string id;  // "approval-<uuid>"
+  std::optional<std::string> agent_id;
+  std::string action;
+  std::string details_json = "{}";
+  ApprovalStatus status = ApprovalStatus::pending;
+  std::string created_at;
+  std::optional<std::string> client_id;  // set ⇔ session-owned; absent ⇔ system-level
+  std::optional<Decision> resolution;
+  std::optional<std::string> resolved_by;
+  std::optional<std::string> resolved_at;
+  std::optional<std::string> notes;
+
+  bool pending() const { return status == ApprovalStatus::pending; }
+};
+
+// Compact JSON of each shape, optional fields omitted when absent (spec §4).
+CAR_API void write_json(json::Builder& out, const HostAgent& agent);
+CAR_API void write_json(json::Builder& out, const HostDevice& device);
+CAR_API void write_json(json::Builder& out, const HostApproval& approval);
+template <typename T>
+std::string to_json(const T& item) {
+  json::Builder out;
+  write_json(out, item);
+  return out.take();
+}
+
+// One recorded event. `frame` is the complete `host.event` notification, serialized once and
+// shared by the ring, every subscriber and every reader (it is immutable).
+struct CAR_API HostEventRecord {
+  std::uint64_t sequence = 0;
+  Frame frame;
+  // The HostEvent object inside the frame; valid while `frame` is.
+  std::string_view event_json() const;
+};
+
+// ---- inputs ----
+
+struct CAR_API AgentSpec {
+  std::optional<std::string> id;  // none: a fresh "agent-<uuid>"
+  std::string name;
+  std::string kind;
+  std::vector<std::string> capabilities;
+  std::optional<std::string> project;
+  std::optional<long long> pid;
+  std::optional<std::string> display_json;
+  std::optional<std::string> metadata_json;  // none: {}
+};
+
+struct CAR_API StatusChange {
+  std::string agent_id;
+  AgentStatus status = AgentStatus::idle;
+  std::optional<std::string> current_task;
+  std::optional<std::string> message;       // the event's message (default: a generated line)
+  std::optional<std::string> payload_json;  // attached to the event payload as "details"
+};
+
+struct CAR_API DeviceSpec {
+  std::optional<std::string> id;  // none: a fresh "device-<uuid>"
+  std::string name;
+  std::string platform;
+  std::vector<std::string> capabilities;
+  std::optional<std::string> status;
+  std::optional<std::string> metadata_json;
+};
+
+struct CAR_API DeviceUpdate {
+  std::string device_id;
+  std::optional<std::string> name;
+  std::optional<std::string> platform;
+  std::optional<std::vector<std::string>> capabilities;
+  std::optional<std::string> status;
+  std::optional<std::string> metadata_json;
+};
+
+struct CAR_API EventSpec {
+  std::string kind;
+  std::optional<std::string> agent_id;
+  std::string message;
+  std::string payload_json = "{}";  // a JSON object
+};
+
+struct CAR_API ApprovalSpec {
+  // Set: a session-owned approval; none: system-level (the approval gate, other channels).
+  std::optional<std::string> owner;
+  std::optional<std::string> agent_id;
+  std::string action;
+  std::string details_json = "{}";
+};
+
+// How resolve_approval ended (spec §5.2).
+struct CAR_API ResolveOutcome {
+  enum class Kind : std::uint8_t {
+    resolved,          // this call resolved it (approval.resolved recorded, waiters woken)
+    already_resolved,  // an earlier call did; the row is returned unchanged, nothing recorded
+    proposed,          // a non-owner's resolution: row unchanged, resolution_proposed recorded
+  };
+  Kind kind = Kind::resolved;
+  HostApproval approval;  // the row after the call
+};
+
+// Runs once, outside any HostState lock, on the thread that resolved the approval.
+using ApprovalWaiter = std::function<void(const HostApproval& resolved)>;
+
+struct CAR_API HostStateOptions {
+  std::size_t event_capacity = 500;     // the ring (spec §8)
+  std::size_t subscribe_backlog = 100;  // events in a host.subscribe snapshot
+  // Resolved approval rows kept (oldest resolved dropped beyond it); pending rows are never
+  // dropped. The spec keeps resolved rows; this bounds a long-running daemon.
+  std::size_t max_resolved_approvals = 1000;
+  // Events held for one subscriber whose subscribe reply is not out yet; beyond it the
+  // subscriber is told it overflowed (EventSubscriber::overflowed) and dropped.
+  std::size_t max_pending_backlog = 4096;
+  WallClock clock;  // empty: the system clock
+  // Whether the session `client_id` is still connected. Called with the HostState lock held, so
+  // it must not call back into HostState. Empty: every owner counts as live.
+  std::function<bool(std::string_view client_id)> is_live;
+};
+
+namespace detail {
+struct SubscriberEntry;
+}
+
+// Returned by subscribe(); pass it to activate() once the snapshot has been delivered.
+using SubscriptionTicket = std::shared_ptr<detail::SubscriberEntry>;
+
+struct CAR_API Subscription {
+  // {"subscribed":true,"agents":[..],"devices":[..],"approvals":[..],"events":[..],
+  //  "event_sequence":N} — the host.subscribe result (spec §4.2).
+  std::string snapshot_json;
+  std::uint64_t event_sequence = 0;
+  SubscriptionTicket ticket;
+};
+
+class CAR_API HostState {
+ public:
+  explicit HostState(HostStateOptions options = {});
+  ~HostState();
+  HostState(const HostState&) = delete;
+  HostState& operator=(const HostState&) = delete;
+
+  // ---- agents ----
+  // New (fresh id or unknown id), own (update, status kept) or adopted (owner gone). Records
+  // agent.registered. Error: -32603 "agent '<id>' is owned by another session".
+  Result<HostAgent> register_agent(std::string_view caller, AgentSpec spec);
+  // Errors: -32603 "unknown agent '<id>'", "agent '<id>' is owned by another session".
+  std::optional<Error> unregister_agent(std::string_view caller, std::string_view agent_id);
+  // Owner only; records agent.status_changed. Same errors as unregister_agent.
+  Result<HostAgent> set_status(std::string_view caller, StatusChange change);
+  std::vector<HostAgent> agents() const;
+  std::optional<HostAgent> agent(std::string_view agent_id) const;
+  std::string agents_json() const;  // [HostAgent]
+
+  // ---- devices ----
+  Result<HostDevice> register_device(std::string_view caller, DeviceSpec spec);
+  // Owner only. Errors: -32603 "unknown device '<id>'", "device '<id>' is owned by another
+  // session".
+  Result<HostDevice> update_device(std::string_view caller, DeviceUpdate update);
+  std::vector<HostDevice> devices() const;
+  std::string devices_json() const;  // [HostDevice]
+
+  // ---- events ----
+  // Records and broadcasts one event (host.notify and everything above use this).
+  HostEventRecord record(EventSpec event);
+  // The most recent `limit` events (capped by the ring), oldest first.
+  std::vector<HostEventRecord> events(std::size_t limit) const;
+  std::string events_json(std::size_t limit) const;  // [HostEvent]
+  std::uint64_t last_sequence() const;                // 0 before the first event
+
+  // ---- approvals ----
+  // Creates a pending row and records approval.requested. With an owner that owns
+  // `spec.agent_id`, the agent flips to waiting_for_approval (agent.status_changed) until its
+  // last such approval is resolved. `waiter`, if given, is registered atomically with the row
+  // and runs once when the row is resolved; `waiter_id` then identifies it for forget_waiter.
+  struct Created {
+    HostApproval approval;
+    std::uint64_t waiter_id = 0;
+  };
+  Created create_approval(ApprovalSpec spec, ApprovalWaiter waiter = {});
+  // Drops a waiter that is no longer interested (e.g. the gate timed out). No-op if it ran.
+  void forget_waiter(std::string_view approval_id, std::uint64_t waiter_id);
+  // Spec §5.2, checks in order: unknown ⇒ -32603 "unknown approval '<id>'"; resolved ⇒
+  // already_resolved; session-owned with its owner gone ⇒ -32603 "owner is no longer connected";
+  // session-owned and `principal` is not the owner ⇒ proposed; otherwise resolved (first writer
+  // wins; `principal` becomes resolved_by).
+  Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
+                                          std::string_view principal,
+                                          std::optional<std::string> notes = std::nullopt);
+  std::vector<HostApproval> approvals() const;  // creation order, resolved rows included
+  std::optional<HostApproval> approval(std::string_view approval_id) const;
+  std::string approvals_json() const;  // [HostApproval]
+
+  // ---- subscribers ----
+  // Takes the snapshot and registers `subscriber` under `client_id` in one critical section:
+  // every event after `event_sequence` will be offered to it, none at or before. Events are
+  // held for it until activate(ticket) — call that once the snapshot has reached the peer (the
+  // host.subscribe reply's after_queued), so the reply precedes every event. Re-subscribing
+  // replaces the client's previous subscription.
+  Subscription subscribe(std::string client_id, std::shared_ptr<EventSubscriber> subscriber);
+  // Starts delivery: held events first, in order. Any thread; idempotent.
+  void activate(const SubscriptionTicket& ticket);
+  // Returns whether the client had a subscription. Idempotent.
+  bool unsubscribe(std::string_view client_id);
+  std::size_t subscriber_count() const;
+
+  const HostStateOptions& options() const { return options_; }
+
+ private:
+  struct AgentRow;
+  struct ApprovalRow;
+  struct OutboxItem;
+  using SubscriberList = std::vector<std::shared_ptr<detail::SubscriberEntry>>;
+
+  std::string now_locked() const;
+  bool live_locked(std::string_view client_id) const;
+  HostEventRecord record_locked(EventSpec event);
+  void set_agent_status_locked(AgentRow& row, AgentStatus status,
+                               std::optional<std::string> message,
+                               std::optional<std::string> payload_json);
+  void evict_resolved_locked();
+  void deliver();  // drains the outbox; see the ordering note above
+
+  const HostStateOptions options_;
+  WallClock clock_;
+
+  mutable std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<AgentRow>, std::less<>> agents_;
+  std::map<std::string, HostDevice, std::less<>> devices_;
+  std::map<std::string, std::unique_ptr<ApprovalRow>, std::less<>> approvals_;
+  std::deque<std::string> approval_order_;  // creation order of approvals_
+  std::size_t resolved_count_ = 0;
+  std::uint64_t next_waiter_id_ = 1;
+
+  std::deque<HostEventRecord> ring_;
+  std::uint64_t last_sequence_ = 0;
+
+  std::shared_ptr<const SubscriberList> subscribers_;  // copy-on-write
+  std::vector<OutboxItem> outbox_;                     // in sequence order
+  bool delivering_ = false;
+};
+
+}  // namespace car::host

@@ -1,0 +1,167 @@
+// session.auth and server.handshake (PROTOCOL.md §3), and the grants they leave on a session.
+#include "car/session/session_service.hpp"
+
+#include <mutex>
+
+#include <fmt/format.h>
+
+#include "car/connection.hpp"
+#include "car/server.hpp"
+#include "car/session.hpp"
+#include "car/version.hpp"
+
+namespace car::session {
+namespace {
+
+// The grants of one session, attached as a typed slot. Handlers on any thread read it while
+// session.auth replaces it, so the whole record is swapped under a lock.
+class GrantsSlot final : public SessionSlot {
+ public:
+  Grants get() const {
+    std::lock_guard lock(mutex_);
+    return grants_;
+  }
+  void set(Grants grants) {
+    std::lock_guard lock(mutex_);
+    grants_ = std::move(grants);
+  }
+
+ private:
+  mutable std::mutex mutex_;
+  Grants grants_;
+};
+
+const SessionSlotKey grants_key{"session.grants"};
+
+const GrantsSlot* find_grants(const Session& session) {
+  return static_cast<const GrantsSlot*>(session.find_slot(grants_key));
+}
+
+void session_auth(Server& server, SessionService& service, const Request& req,
+                  const Reply& reply) {
+  const AuthConfig& config = service.auth();
+  const bool enabled = server.config().require_auth;
+  const auto& p = req.params();
+  auto token = param::string(p, "token");
+  auto host_token = param::string(p, "host_token");
+  auto agent = param::string(p, "agent_id");
+  auto memory_namespace = param::string(p, "memory_namespace");
+  if (token && host_token) {
+    reply.error(ErrorCode::invalid_params, "invalid params: give token or host_token, not both");
+    return;
+  }
+  Session& session = req.session();
+  // Work on a copy: a failure must change nothing (PROTOCOL.md §3).
+  Grants next = grants(session);
+  if (!enabled) {
+    // Every session already counts as authenticated; session.auth only binds and records.
+  } else if (host_token) {
+    if (!config.host_token || !constant_time_equal(*host_token, *config.host_token)) {
+      reply.error(ErrorCode::internal_error, "auth failed: token mismatch");
+      return;
+    }
+    next.host = true;
+  } else if (token) {
+    std::string_view expected = config.token;
+    if (agent) {
+      if (auto it = config.agent_tokens.find(*agent); it != config.agent_tokens.end()) {
+        expected = it->second;
+      }
+    }
+    if (!constant_time_equal(*token, expected)) {
+      reply.error(ErrorCode::internal_error, "auth failed: token mismatch");
+      return;
+    }
+  } else {
+    reply.error(Error::invalid_params("token", "or host_token is required"));
+    return;
+  }
+  if (agent) {
+    auto is_live = [&server](std::string_view holder) {
+      auto c = server.find_connection(holder);
+      return c && !c->closed();
+    };
+    if (!service.agent_bindings().bind(*agent, session.client_id(), is_live)) {
+      reply.error(ErrorCode::internal_error,
+                  fmt::format("agent '{}' is already attached on another connection", *agent));
+      return;
+    }
+    if (next.agent_id && *next.agent_id != *agent) {
+      service.agent_bindings().release(*next.agent_id, session.client_id());
+    }
+    next.agent_id = std::string(*agent);
+  }
+  if (memory_namespace) next.memory_namespace = std::string(*memory_namespace);
+  const bool host = next.host;
+  const std::optional<std::string> bound = next.agent_id;
+  // Grants first, then the flag: a handler that sees the session authenticated sees its grants.
+  session.slot<GrantsSlot>(grants_key).set(std::move(next));
+  session.set_authenticated();
+
+  json::Builder out;
+  out.begin_object().key("ok").boolean(true).key("auth_enabled").boolean(enabled);
+  if (enabled && host) out.key("role").str("host");
+  if (bound) out.key("agent_id").str(*bound);
+  out.end_object();
+  reply.ok(out.view());
+}
+
+void server_handshake(Server& server, const Request& req, const Reply& reply) {
+  long long version = *param::integer(req.params(), "protocol_version");
+  if (version != protocol_version) {
+    reply.error(ErrorCode::unsupported_protocol, std::string(messages::unsupported_protocol));
+    return;
+  }
+  req.session().set_handshake_done();
+  json::Builder out;
+  out.begin_object()
+      .key("protocol_version").integer(protocol_version)
+      .key("server_version").str(server.config().server_version)
+      .key("client_protocol_version").integer(version)
+      .end_object();
+  reply.ok(out.view());
+}
+
+}  // namespace
+
+std::shared_ptr<SessionService> install_session_service(Server& server, AuthConfig auth) {
+  auto service = std::make_shared<SessionService>(std::move(auth));
+  MethodOptions open;
+  open.requires_auth = false;
+  server.methods().add(
+      "session.auth",
+      {optional("token", ParamType::string), optional("host_token", ParamType::string),
+       optional("agent_id", ParamType::non_empty_string),
+       optional("memory_namespace", ParamType::string)},
+      [&server, service](const Request& req, Reply reply) {
+        session_auth(server, *service, req, reply);
+      },
+      open);
+  server.methods().add(
+      "server.handshake", {required("protocol_version", ParamType::integer)},
+      [&server](const Request& req, Reply reply) { server_handshake(server, req, reply); }, open);
+  std::weak_ptr<SessionService> weak = service;
+  server.add_teardown_step(teardown_order::release_agent_binding, [weak](Connection& c) {
+    auto live = weak.lock();
+    if (!live) return;
+    if (auto agent = agent_id(c.session())) live->agent_bindings().release(*agent, c.client_id());
+  });
+  return service;
+}
+
+Grants grants(const Session& session) {
+  const GrantsSlot* slot = find_grants(session);
+  return slot ? slot->get() : Grants{};
+}
+
+bool is_host(const Session& session) {
+  const GrantsSlot* slot = find_grants(session);
+  return slot && slot->get().host;
+}
+
+std::optional<std::string> agent_id(const Session& session) {
+  const GrantsSlot* slot = find_grants(session);
+  return slot ? slot->get().agent_id : std::nullopt;
+}
+
+}  // namespace car::session

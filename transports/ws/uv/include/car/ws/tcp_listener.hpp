@@ -1,0 +1,46 @@
+#pragma once
+
+#include <uv.h>
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <variant>
+
+#include "car/ws/ws_options.hpp"
+#include "car/export.hpp"
+
+// `--listen HOST:PORT`: accepts TCP connections (TCP_NODELAY) and serves each as a WebSocket.
+namespace car {
+class Server;
+}
+
+namespace car::ws {
+
+class CAR_API TcpListener {
+ public:
+  struct Error {
+    std::string message;
+  };
+  // Binds and listens on the loop. Port 0 picks a free port (see url()). Loop thread only.
+  static std::variant<std::unique_ptr<TcpListener>, Error> start(
+      uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options,
+      const std::string& host, std::uint16_t port);
+  ~TcpListener();
+
+  // "ws://HOST:PORT" with the bound port (IPv6 hosts in brackets).
+  const std::string& url() const { return url_; }
+  // Stops accepting; existing connections are not affected. Idempotent.
+  void stop();
+
+ private:
+  TcpListener(Server& server, std::shared_ptr<const WsOptions> options);
+  static void on_connection(uv_stream_t* listener, int status);
+
+  Server& server_;
+  std::shared_ptr<const WsOptions> options_;
+  uv_tcp_t* handle_ = nullptr;  // freed in its close callback
+  std::string url_;
+};
+
+}  // namespace car::ws

@@ -1,0 +1,34 @@
+#pragma once
+
+#include <chrono>
+#include <cstddef>
+#include <string>
+#include <vector>
+
+#include "car/frame_sink.hpp"
+#include "car/export.hpp"
+
+// Settings shared by every WebSocket connection of a listener (spec §1, §8).
+namespace car::ws {
+
+struct CAR_API WsOptions {
+  // Origin allowlist; empty allows every origin. A request without Origin is always allowed.
+  std::vector<std::string> allowed_origins;
+  // Upgrades beyond this many live connections of the server get 503; 0 = unlimited.
+  std::size_t max_connections = 0;
+  // Ping a connection idle this long; after `missed_pongs` unanswered pings close it with 1001.
+  // Zero disables keepalive.
+  std::chrono::milliseconds ping_interval{30000};
+  unsigned missed_pongs = 2;
+  // The HTTP upgrade must complete within this time and header budget.
+  std::chrono::milliseconds handshake_timeout{10000};
+  std::size_t max_header_bytes = 8192;
+  // Outbound bounds of each connection's FrameSink.
+  SinkLimits limits;
+  // Backpressure toward the reader: stop reading while more than `high` bytes wait to be written,
+  // resume at `low`. Zero means half / a quarter of limits.max_bytes.
+  std::size_t read_pause_high = 0;
+  std::size_t read_pause_low = 0;
+};
+
+}  // namespace car::ws
