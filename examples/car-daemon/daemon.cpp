@@ -75,7 +75,7 @@ bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
         return false;
       }
       token = std::get<std::string>(minted);
-      // Spec §9: printed as a plain line (scripts read it), not as a log record.
+      // PROTOCOL.md §9: printed as a plain line (scripts read it), not as a log record.
       StderrWriter::process().write(fmt::format("auth token file: {}\n", path));
     }
     config.require_auth = true;
@@ -132,7 +132,7 @@ bool Daemon::start_listeners() {
       begin_shutdown("stdio finished");
     });
     if (!stdio_) return false;
-    // Spec §9: a plain line once the listener is ready (tests wait for it).
+    // PROTOCOL.md §9: a plain line once the listener is ready (tests wait for it).
     StderrWriter::process().write("listening stdio\n");
   }
   return true;

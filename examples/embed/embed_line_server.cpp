@@ -1,4 +1,4 @@
-// A minimal embedding of carcore (spec §10): the program owns its listener and its framing (here
+// A minimal embedding of carcore (PROTOCOL.md §10): the program owns its listener and its framing (here
 // newline-delimited JSON over TCP on 127.0.0.1), implements FrameSink for its sockets, and hands
 // each connection's complete messages to the core. It also adds a method of its own.
 //

@@ -735,7 +735,7 @@ int run_fanout(const Options& o) {
     for (std::size_t i = 1; i < conns.size(); ++i) conns[i]->queue(subscribe);
     loop.flush_all(conns);
     // Wedged subscribers: tiny receive buffer, subscribe, never read again. In later runs the
-    // daemon may already have cut them off after its drain deadline (spec §7.4): then the
+    // daemon may already have cut them off after its drain deadline (PROTOCOL.md §7.4): then the
     // subscribe cannot be written, which is fine.
     for (int i = 0; run == 0 && i < o.wedged; ++i) {
       int fd = connect_to(target.address, o.rcvbuf);

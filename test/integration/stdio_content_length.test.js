@@ -1,5 +1,5 @@
 // car-daemon --stdio --stdio-framing content-length driven by vscode-jsonrpc (the LSP framing
-// library) as a real third-party client (spec §1; acceptance 1, 4, 44).
+// library) as a real third-party client (PROTOCOL.md §1; acceptance 1, 4, 44).
 'use strict';
 const assert = require('assert');
 const rpc = require('vscode-jsonrpc/node');

@@ -1,5 +1,5 @@
 """Host state, approvals, the gate, the tool broker and run tracing across several real WebSocket
-connections to car-daemon (spec §4–§7; acceptance 5, 11–16, 19, 20, 22, 24, 31–35, 38–40)."""
+connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24, 31–35, 38–40)."""
 
 import json
 import socket

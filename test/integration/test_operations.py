@@ -1,4 +1,4 @@
-"""car-daemon as an operator runs it (spec §9): a stderr nobody reads, --threads, token flags
+"""car-daemon as an operator runs it (PROTOCOL.md §9): a stderr nobody reads, --threads, token flags
 and the minted token file."""
 
 import os

@@ -1,4 +1,4 @@
-"""Run lifecycle over real WebSocket connections to car-daemon (spec §7.2, §7.3; acceptance 28, 29,
+"""Run lifecycle over real WebSocket connections to car-daemon (PROTOCOL.md §7.2, §7.3; acceptance 28, 29,
 30, 39): agent-id resolution, idempotent starts, completing, and every refusal of
 runs.record_turns, including string truncation and the 256 KiB per-turn limit."""
 
@@ -84,7 +84,7 @@ def test_agent_id_resolution_order():
         p = Peer(d)
         assert start(p, agent_name="My Bot") == "dflt"
         assert start(p, agent_id="explicit", agent_name="My Bot") == "explicit"
-        # Auth disabled still binds (spec §3); the binding beats the default agent.
+        # Auth disabled still binds (PROTOCOL.md §3); the binding beats the default agent.
         auth = p.call("session.auth", {"token": "any", "agent_id": "bound"})["result"]
         assert auth == {"ok": True, "auth_enabled": False, "agent_id": "bound"}
         assert start(p, agent_name="My Bot") == "bound"

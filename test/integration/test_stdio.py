@@ -1,4 +1,4 @@
-"""car-daemon --stdio driven over NDJSON by /usr/bin/python3 (spec §1, §2; acceptance 1–4, 6–9, 44)."""
+"""car-daemon --stdio driven over NDJSON by /usr/bin/python3 (PROTOCOL.md §1, §2; acceptance 1–4, 6–9, 44)."""
 
 import json
 

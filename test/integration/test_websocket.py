@@ -1,5 +1,5 @@
 """WebSocket transport against the real car-daemon: Debian's python3-websockets client over TCP and
-the Unix socket, and raw-socket frames for every protocol-violation path (spec §1; acceptance 7,
+the Unix socket, and raw-socket frames for every protocol-violation path (PROTOCOL.md §1; acceptance 7,
 41–43, 45, 46; the framing/ping/close/UTF-8/limit ground of Autobahn groups 1–7 and 9)."""
 
 import asyncio

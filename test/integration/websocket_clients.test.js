@@ -1,5 +1,5 @@
 // Interop with npm `ws` (the Node.js WebSocket library) and the `wscat` command-line client
-// against car-daemon over TCP (spec §1; acceptance 41, 43).
+// against car-daemon over TCP (PROTOCOL.md §1; acceptance 41, 43).
 'use strict';
 const assert = require('assert');
 const path = require('path');

@@ -1,4 +1,4 @@
-// The high-risk approval gate (spec §5.1) on a live in-process server with a fake clock:
+// The high-risk approval gate (PROTOCOL.md §5.1) on a live in-process server with a fake clock:
 // approve, deny, timeout, other requests served meanwhile, waits of a closed connection, the
 // params preview.
 #include <thread>

@@ -1,4 +1,4 @@
-// Approvals in HostState and ApprovalCore (spec §4.2, §5.2, §5.3): first writer wins, repeats
+// Approvals in HostState and ApprovalCore (PROTOCOL.md §4.2, §5.2, §5.3): first writer wins, repeats
 // are idempotent, non-owners propose, a gone owner blocks resolution, the agent waits.
 #include <atomic>
 #include <set>

@@ -1,5 +1,5 @@
 // The JSON-RPC engine: parse errors, envelope validation, batches, routing, params validation,
-// concurrency, the in-flight cap, the gate hook and handler failures (spec §2).
+// concurrency, the in-flight cap, the gate hook and handler failures (PROTOCOL.md §2).
 #include <thread>
 
 #include "test_support.hpp"

@@ -1,4 +1,4 @@
-// The host.* methods over in-process connections (spec §4.2, §5.2): shapes, params, the ACL,
+// The host.* methods over in-process connections (PROTOCOL.md §4.2, §5.2): shapes, params, the ACL,
 // subscriptions and the event stream, approvals; acceptance cases 16–21 and 24–27.
 #include "host_test_support.hpp"
 

@@ -1,4 +1,4 @@
-// HostState without a server (spec §4): shapes, ownership, the event ring, and the broadcast —
+// HostState without a server (PROTOCOL.md §4): shapes, ownership, the event ring, and the broadcast —
 // serialize once, order, stalled subscribers, subscribe atomicity under concurrent recording.
 #include <atomic>
 #include <set>

@@ -1,4 +1,4 @@
-// Server→client calls: cb-N ids, replies, timeouts, cancellation, close (spec §6).
+// Server→client calls: cb-N ids, replies, timeouts, cancellation, close (PROTOCOL.md §6).
 #include "test_support.hpp"
 
 using namespace car;

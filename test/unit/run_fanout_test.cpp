@@ -1,4 +1,4 @@
-// The live fan-out (spec §7.4): bounded per-subscriber queues with drops and gap notices, batch
+// The live fan-out (PROTOCOL.md §7.4): bounded per-subscriber queues with drops and gap notices, batch
 // drains on the pool, one serialization per record, reply-before-events, failure isolation, and a
 // threaded run on a real libuv loop and pool (for TSan).
 #include <future>
@@ -445,7 +445,7 @@ TEST_SUITE("run_fanout") {
     RunFixture f;
     auto writer = f.peer();
     // The final re-subscribe reply holds 1900 x 8 KB = 15 MB: more than the default 8 MiB sink
-    // bound, which would refuse it and close the connection (spec §8). The daemon's sink bound
+    // bound, which would refuse it and close the connection (PROTOCOL.md §8). The daemon's sink bound
     // must be raised for case 33 (reported); here the peer gets a 32 MiB bound.
     SinkLimits roomy;
     roomy.max_bytes = 32 * 1024 * 1024;

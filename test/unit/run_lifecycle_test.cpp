@@ -1,4 +1,4 @@
-// Run lifecycle (spec §7.1–7.3, 7.6): agent resolution, idempotency, completion, turn rules,
+// Run lifecycle (PROTOCOL.md §7.1–7.3, 7.6): agent resolution, idempotency, completion, turn rules,
 // ordering and durability of appends, the grace window, shutdown, eviction and restart.
 #include <fstream>
 

@@ -1,4 +1,4 @@
-// The runs.* read methods and authorization (spec §7.2, §7.5): subscribe/get_trace/list access
+// The runs.* read methods and authorization (PROTOCOL.md §7.2, §7.5): subscribe/get_trace/list access
 // matrix, get_trace paging by record offset, list order and shape, runs.stats.
 #include "run_test_support.hpp"
 

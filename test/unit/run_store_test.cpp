@@ -1,5 +1,5 @@
 // RunStore (JSONL) and the pure record helpers: path encoding, torn-line recovery, summaries,
-// truncation (spec §7.1, §7.3, §7.7).
+// truncation (PROTOCOL.md §7.1, §7.3, §7.7).
 #include <fcntl.h>
 #include <unistd.h>
 

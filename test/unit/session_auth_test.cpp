@@ -1,4 +1,4 @@
-// session.auth, server.handshake, the auth gate (-32001 then close) and agent bindings (spec §3).
+// session.auth, server.handshake, the auth gate (-32001 then close) and agent bindings (PROTOCOL.md §3).
 #include <filesystem>
 #include <fstream>
 #include <sys/stat.h>

@@ -1,4 +1,4 @@
-// The tool broker (spec §6) with in-process connections: registration, tools.execute with cb-N
+// The tool broker (PROTOCOL.md §6) with in-process connections: registration, tools.execute with cb-N
 // ids, relaying results and errors, timeouts, host and invoker disconnects; acceptance cases
 // 12–15, 22 and 23.
 #include <thread>

@@ -177,7 +177,7 @@ TEST_SUITE("ws_handshake") {
             HandshakeStatus::rejected);
     CHECK(p.reject_status() == 426);
     CHECK_FALSE(p.reject_reason().empty());
-    // 426 wins over every other defect of the request (spec §1), e.g. no Connection header.
+    // 426 wins over every other defect of the request (PROTOCOL.md §1), e.g. no Connection header.
     std::string two_defects = request_with("Sec-WebSocket-Version", "Sec-WebSocket-Version: 8");
     auto at = two_defects.find("Connection: Upgrade\r\n");
     REQUIRE(at != std::string::npos);

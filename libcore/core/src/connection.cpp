@@ -123,7 +123,7 @@ void Dispatch::request(Connection& c, const detail::Envelope& env, const json::V
   const Method* method = server.methods().find(env.method);
   bool exempt = method != nullptr && !method->options.requires_auth;
   if (!authenticated && !exempt) {
-    // Answer (unless a notification), then close once the answer is out (spec §3).
+    // Answer (unless a notification), then close once the answer is out (PROTOCOL.md §3).
     c.closing_.store(true, std::memory_order_release);
     if (batch) batch->close_after.store(true);  // before the answer: it may complete the batch
     reply.error(ErrorCode::auth_required, std::string(messages::auth_required));

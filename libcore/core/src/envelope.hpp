@@ -1,6 +1,6 @@
 #pragma once
 
-// Private: classification of one inbound JSON-RPC message (spec §2), independent of dispatch so
+// Private: classification of one inbound JSON-RPC message (PROTOCOL.md §2), independent of dispatch so
 // it can be tested and fuzzed on its own.
 
 #include <string>

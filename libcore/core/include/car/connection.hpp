@@ -14,7 +14,7 @@
 #include "car/session.hpp"
 #include "car/export.hpp"
 
-// One peer of the server: the per-connection entry point of spec §10. A transport (or embedder)
+// One peer of the server: the per-connection entry point of PROTOCOL.md §10. A transport (or embedder)
 // feeds it complete inbound text messages and tells it when the peer is gone; the connection
 // parses, dispatches concurrently, answers through the FrameSink and tears its session down.
 //
@@ -60,7 +60,7 @@ class CAR_API Connection : public std::enable_shared_from_this<Connection> {
                  std::chrono::milliseconds deadline = std::chrono::milliseconds{0});
   // A notification {"jsonrpc":"2.0","method":M,"params":P}; `params_json` is a JSON object text.
   SinkError notify(std::string_view method, std::string_view params_json);
-  // A server→client request with id "cb-N" (spec §6). Returns the id, or nothing when it could
+  // A server→client request with id "cb-N" (PROTOCOL.md §6). Returns the id, or nothing when it could
   // not be sent (then `callback` never runs). Otherwise `callback` runs exactly once: the peer's
   // result or error, -32004 after `timeout`, or an error when cancelled or the connection closes.
   std::optional<std::string> call(std::string_view method, std::string_view params_json,

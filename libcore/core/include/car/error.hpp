@@ -5,7 +5,7 @@
 #include <string_view>
 #include "car/export.hpp"
 
-// JSON-RPC error codes used by the protocol (spec §2) and the Error value that carries one across
+// JSON-RPC error codes used by the protocol (PROTOCOL.md §2) and the Error value that carries one across
 // module boundaries. Errors are values: nothing in carcore throws across a public function.
 namespace car {
 

@@ -10,7 +10,7 @@
 #include "car/frame.hpp"
 #include "car/export.hpp"
 
-// FrameSink is the seam between the core and every transport (spec §10). The core only ever
+// FrameSink is the seam between the core and every transport (PROTOCOL.md §10). The core only ever
 // writes through it; it never learns whether the peer is a WebSocket, a Unix socket, stdio or an
 // embedder's own connection.
 namespace car {
@@ -28,7 +28,7 @@ enum class SinkError : std::uint8_t {
 CAR_API std::string_view to_string(SinkError error);
 
 struct CAR_API SinkLimits {
-  // Bounds on what may wait in the sink (spec §8: 4096 frames / 8 MiB). A send that would pass
+  // Bounds on what may wait in the sink (PROTOCOL.md §8: 4096 frames / 8 MiB). A send that would pass
   // either bound fails with SinkError::full and queues nothing. Exception: a single frame larger
   // than max_bytes is accepted when nothing else is queued (else it could never be sent).
   std::size_t max_frames = 4096;

@@ -9,7 +9,7 @@
 #include "car/export.hpp"
 
 // A check that runs before a method's handler, without blocking a thread, and may refuse it:
-// the high-risk approval gate (spec §5.1) implements this. The dispatcher consults it for every
+// the high-risk approval gate (PROTOCOL.md §5.1) implements this. The dispatcher consults it for every
 // authenticated request, before the method is even looked up (an approved unknown method still
 // answers -32601).
 namespace car {

@@ -14,7 +14,7 @@
 #include "car/executor.hpp"
 #include "car/export.hpp"
 
-// The pending table of server→client requests of one connection (spec §6): ids "cb-1", "cb-2", …,
+// The pending table of server→client requests of one connection (PROTOCOL.md §6): ids "cb-1", "cb-2", …,
 // a deadline per call, cancellation, and failing everything when the connection closes. Every
 // registered callback runs exactly once. Thread-safe.
 namespace car {

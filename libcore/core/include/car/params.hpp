@@ -12,7 +12,7 @@
 
 // Declarative checks of a method's params object. The dispatcher validates before the handler
 // runs, so handlers can read declared fields without re-checking their types. Unknown members are
-// ignored (spec §2).
+// ignored (PROTOCOL.md §2).
 namespace car {
 
 enum class ParamType : std::uint8_t {

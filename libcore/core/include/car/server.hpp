@@ -18,7 +18,7 @@
 #include "car/version.hpp"
 #include "car/export.hpp"
 
-// The state shared by every connection of one daemon (spec §10): configuration, the method table,
+// The state shared by every connection of one daemon (PROTOCOL.md §10): configuration, the method table,
 // sessions by client_id, agent bindings, and the ordered teardown of a connection.
 namespace car {
 
@@ -29,7 +29,7 @@ struct CAR_API ServerConfig {
   // authenticated. False: every session counts as authenticated (car-daemon --no-auth). Which
   // credentials authenticate is the session service's business (car/session/session_service.hpp).
   bool require_auth = true;
-  // Requests being handled at once per connection before -32000 (spec §2).
+  // Requests being handled at once per connection before -32000 (PROTOCOL.md §2).
   std::size_t max_inflight = 256;
   // Largest inbound message; transports enforce it before buffering.
   std::size_t max_message = 16 * 1024 * 1024;
@@ -57,7 +57,7 @@ class CAR_API Server {
   Server(const Server&) = delete;
   Server& operator=(const Server&) = delete;
 
-  // The per-connection entry point (spec §10): the embedder (or a bundled transport) hands over
+  // The per-connection entry point (PROTOCOL.md §10): the embedder (or a bundled transport) hands over
   // a sink for writes and a label for logs, then feeds Connection::receive. Any thread.
   std::shared_ptr<Connection> open_connection(std::string peer_label,
                                               std::shared_ptr<FrameSink> sink);

@@ -172,7 +172,7 @@ void ApprovalGate::end_wait(const std::shared_ptr<Wait>& wait, End why) {
   }
   if (!decide_now) return;
   untrack(*wait);
-  // The row stays pending (spec §5.1); only this request stops waiting for it.
+  // The row stays pending (PROTOCOL.md §5.1); only this request stops waiting for it.
   if (!approval_id.empty()) state_->forget_waiter(approval_id, waiter_id);
   if (why == End::timed_out) {
     log_info("approval gate: {} timed out ({})", wait->method, approval_id);

@@ -74,7 +74,7 @@ void host_subscribe(const Service& s, const Request& req, const Reply& reply) {
   // Teardown marks the session closed before it unsubscribes: if it has not marked it yet, its
   // unsubscribe is still to come; if it has, it may already have run, so undo ours.
   if (connection->closed()) state->unsubscribe(connection->client_id());
-  // Events start flowing only once the snapshot reply is queued ahead of them (spec §2).
+  // Events start flowing only once the snapshot reply is queued ahead of them (PROTOCOL.md §2).
   reply.ok(sub.snapshot_json, [state, ticket = sub.ticket] { state->activate(ticket); });
 }
 
@@ -352,7 +352,7 @@ std::shared_ptr<HostService> install_host_services(Server& server, HostConfig co
 
   if (service->gate()) server.set_method_gate(service->gate());
 
-  // Teardown, in the order of spec §3 (the Server runs the phases in order).
+  // Teardown, in the order of PROTOCOL.md §3 (the Server runs the phases in order).
   server.add_teardown_step(teardown_order::host_events, [service](Connection& c) {
     service->state().unsubscribe(c.client_id());
   });

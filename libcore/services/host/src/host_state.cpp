@@ -515,7 +515,7 @@ HostState::Created HostState::create_approval(ApprovalSpec spec, ApprovalWaiter 
     created.approval = a;
     record_locked({"approval.requested", a.agent_id,
                    fmt::format("approval requested: {}", a.action), to_json(a)});
-    // The requesting session's own agent waits for the answer (spec §4.2).
+    // The requesting session's own agent waits for the answer (PROTOCOL.md §4.2).
     if (a.client_id && a.agent_id) {
       auto it = agents_.find(*a.agent_id);
       if (it != agents_.end() && it->second->agent.session_id == *a.client_id) {

@@ -75,7 +75,7 @@ Result<std::vector<std::string>> ToolBroker::register_tools(Connection& host,
     }
   }
   std::lock_guard lock(mutex_);
-  // Check everything first: a refusal registers nothing (spec §6).
+  // Check everything first: a refusal registers nothing (PROTOCOL.md §6).
   for (const auto& name : unique) {
     auto it = tools_.find(name);
     if (it != tools_.end() && it->second.client_id != host.client_id() &&

@@ -1,4 +1,4 @@
-// The runs.* method handlers (spec §7.2, §7.3, §7.5). Checks and stamping happen synchronously
+// The runs.* method handlers (PROTOCOL.md §7.2, §7.3, §7.5). Checks and stamping happen synchronously
 // under the runs lock; everything that touches the store runs on the pool.
 #include <fmt/format.h>
 
@@ -146,7 +146,7 @@ void RunService::start(const Request& request, Reply reply) {
     }
     key = std::string(*k);
   }
-  // Agent id resolution order (spec §7.2).
+  // Agent id resolution order (PROTOCOL.md §7.2).
   std::string agent_id;
   if (auto a = param::string(p, "agent_id")) {
     agent_id = *a;

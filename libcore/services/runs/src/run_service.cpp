@@ -64,7 +64,7 @@ std::shared_ptr<RunService> install_run_services(Server& server, RunConfig confi
   return service;
 }
 
-// ---- authorization (spec §7.5) ----
+// ---- authorization (PROTOCOL.md §7.5) ----
 
 bool RunService::may_read(const Connection& connection, std::string_view agent_id,
                           std::string_view starter_client_id) const {

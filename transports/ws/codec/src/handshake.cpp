@@ -212,7 +212,7 @@ void HandshakeParser::parse_header_line(std::string_view line) {
 }
 
 void HandshakeParser::finish() {
-  // Spec §1: a version header that is present and not 13 gets 426 whatever else is wrong, so a
+  // PROTOCOL.md §1: a version header that is present and not 13 gets 426 whatever else is wrong, so a
   // client of another protocol version always learns which one to speak.
   if (has_version_ && request_.version != "13") {
     return reject(426, "unsupported Sec-WebSocket-Version");

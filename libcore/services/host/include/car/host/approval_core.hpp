@@ -10,7 +10,7 @@
 #include "car/host/host_state.hpp"
 #include "car/export.hpp"
 
-// ApprovalCore (spec §5.3): the approval surface for channels other than the WebSocket host
+// ApprovalCore (PROTOCOL.md §5.3): the approval surface for channels other than the WebSocket host
 // methods — a chat bot, a CLI, a notification action. It sees the approvals such a channel may
 // answer and resolves them under a principal name (e.g. "cli:alice"), which becomes resolved_by.
 //

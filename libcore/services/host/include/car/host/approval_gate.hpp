@@ -15,7 +15,7 @@
 #include "car/method_gate.hpp"
 #include "car/export.hpp"
 
-// The high-risk approval gate (spec §5.1): before the handler of a gated method runs, a
+// The high-risk approval gate (PROTOCOL.md §5.1): before the handler of a gated method runs, a
 // system-level approval "ws.method:<method>" is raised and the request waits — holding no thread
 // — until some session resolves it (approved ⇒ the handler runs; denied ⇒ -32003 "approval
 // denied") or the timeout passes (-32003 "approval timed out"; the row stays pending). When the

@@ -8,7 +8,7 @@
 #include "car/frame_sink.hpp"
 #include "car/export.hpp"
 
-// The receiving end of the host-event broadcast (spec §10 "EventSubscriber").
+// The receiving end of the host-event broadcast (PROTOCOL.md §10 "EventSubscriber").
 namespace car {
 class Connection;
 }
@@ -40,7 +40,7 @@ class CAR_API EventSubscriber {
 
 // An EventSubscriber over a FrameSink. A send the sink refuses because its bound is reached, and
 // a queued event not written within `deadline`, fail the sink (abort), which ends the connection;
-// a subscriber is never silently skipped while it stays connected (spec §4.1).
+// a subscriber is never silently skipped while it stays connected (PROTOCOL.md §4.1).
 class CAR_API SinkSubscriber final : public EventSubscriber {
  public:
   explicit SinkSubscriber(std::shared_ptr<FrameSink> sink,

@@ -10,7 +10,7 @@
 #include "car/export.hpp"
 
 // One call wires the host side of the protocol into a Server: HostState and the host.* methods
-// (spec §4), approvals and the high-risk gate (§5), the tool broker (§6) and their teardown
+// (PROTOCOL.md §4), approvals and the high-risk gate (§5), the tool broker (§6) and their teardown
 // steps (§3).
 namespace car {
 class Server;

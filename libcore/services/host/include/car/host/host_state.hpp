@@ -20,12 +20,12 @@
 #include "car/json.hpp"
 #include "car/export.hpp"
 
-// HostState (spec §4): the agents, devices and approvals host shells watch and steer, the ring of
+// HostState (PROTOCOL.md §4): the agents, devices and approvals host shells watch and steer, the ring of
 // the most recent host events, and the broadcast of every event to subscribers. It knows nothing
 // about transports or JSON-RPC requests; the host.* methods (host_methods.hpp) are a thin layer
 // over it, and embedders may drive it directly.
 //
-// Ownership (spec §4): every agent, device and session-owned approval is owned by the client_id
+// Ownership (PROTOCOL.md §4): every agent, device and session-owned approval is owned by the client_id
 // that created it. Only the owner mutates it; reads are open. Items outlive their owner; once the
 // owner is no longer live (HostStateOptions::is_live), registering the same id adopts the item.
 //
@@ -41,7 +41,7 @@
 // queues (never blocks) a slow or dead subscriber cannot delay the recorder or anyone else.
 namespace car::host {
 
-// ---- shapes (spec §4.1) ----
+// ---- shapes (PROTOCOL.md §4.1) ----
 
 enum class AgentStatus : std::uint8_t {
   idle,
@@ -103,7 +103,7 @@ struct CAR_API HostApproval {
   bool pending() const { return status == ApprovalStatus::pending; }
 };
 
-// Compact JSON of each shape, optional fields omitted when absent (spec §4).
+// Compact JSON of each shape, optional fields omitted when absent (PROTOCOL.md §4).
 CAR_API void write_json(json::Builder& out, const HostAgent& agent);
 CAR_API void write_json(json::Builder& out, const HostDevice& device);
 CAR_API void write_json(json::Builder& out, const HostApproval& approval);
@@ -177,7 +177,7 @@ struct CAR_API ApprovalSpec {
   std::string details_json = "{}";
 };
 
-// How resolve_approval ended (spec §5.2).
+// How resolve_approval ended (PROTOCOL.md §5.2).
 struct CAR_API ResolveOutcome {
   enum class Kind : std::uint8_t {
     resolved,          // this call resolved it (approval.resolved recorded, waiters woken)
@@ -192,7 +192,7 @@ struct CAR_API ResolveOutcome {
 using ApprovalWaiter = std::function<void(const HostApproval& resolved)>;
 
 struct CAR_API HostStateOptions {
-  std::size_t event_capacity = 500;     // the ring (spec §8)
+  std::size_t event_capacity = 500;     // the ring (PROTOCOL.md §8)
   std::size_t subscribe_backlog = 100;  // events in a host.subscribe snapshot
   // Resolved approval rows kept (oldest resolved dropped beyond it); pending rows are never
   // dropped. The spec keeps resolved rows; this bounds a long-running daemon.
@@ -215,7 +215,7 @@ using SubscriptionTicket = std::shared_ptr<detail::SubscriberEntry>;
 
 struct CAR_API Subscription {
   // {"subscribed":true,"agents":[..],"devices":[..],"approvals":[..],"events":[..],
-  //  "event_sequence":N} — the host.subscribe result (spec §4.2).
+  //  "event_sequence":N} — the host.subscribe result (PROTOCOL.md §4.2).
   std::string snapshot_json;
   std::uint64_t event_sequence = 0;
   SubscriptionTicket ticket;
@@ -268,7 +268,7 @@ class CAR_API HostState {
   Created create_approval(ApprovalSpec spec, ApprovalWaiter waiter = {});
   // Drops a waiter that is no longer interested (e.g. the gate timed out). No-op if it ran.
   void forget_waiter(std::string_view approval_id, std::uint64_t waiter_id);
-  // Spec §5.2, checks in order: unknown ⇒ -32603 "unknown approval '<id>'"; resolved ⇒
+  // PROTOCOL.md §5.2, checks in order: unknown ⇒ -32603 "unknown approval '<id>'"; resolved ⇒
   // already_resolved; session-owned with its owner gone ⇒ -32603 "owner is no longer connected";
   // session-owned and `principal` is not the owner ⇒ proposed; otherwise resolved (first writer
   // wins; `principal` becomes resolved_by).

@@ -5,7 +5,7 @@
 #include <string>
 #include "car/export.hpp"
 
-// Wall-clock timestamps for HostState (spec §4: RFC 3339, UTC, milliseconds). The clock is
+// Wall-clock timestamps for HostState (PROTOCOL.md §4: RFC 3339, UTC, milliseconds). The clock is
 // injectable so tests can pin timestamps; the steady Executor clock is for deadlines only.
 namespace car::host {
 

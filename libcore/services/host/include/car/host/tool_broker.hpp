@@ -15,7 +15,7 @@
 #include "car/reply.hpp"
 #include "car/export.hpp"
 
-// The tool broker (spec §6): a connection registers tool names; another invokes one; the broker
+// The tool broker (PROTOCOL.md §6): a connection registers tool names; another invokes one; the broker
 // forwards the call to the tool's host as a server→client `tools.execute` request (id "cb-N")
 // and relays the host's result or error to the invoker. Deadlines, host loss and invoker loss
 // are handled here: the invoker always gets exactly one answer, and the host is told with
@@ -49,7 +49,7 @@ class CAR_API ToolBroker : public std::enable_shared_from_this<ToolBroker> {
   void invoke(Connection& invoker, std::string tool, std::string parameters_json,
               std::optional<std::chrono::milliseconds> timeout, Reply reply);
 
-  // Teardown (spec §3). Phase tool_invocations: every call `connection` invoked that is still
+  // Teardown (PROTOCOL.md §3). Phase tool_invocations: every call `connection` invoked that is still
   // running is abandoned and its host gets tools.cancel {reason: "caller_disconnected"}.
   void cancel_invocations_of(Connection& connection);
   // Phase tool_registrations: `connection` no longer hosts any tool.

@@ -10,16 +10,16 @@
 #include "car/json.hpp"
 #include "car/export.hpp"
 
-// The records of a run's trace (spec §7.1) and the pure helpers that build them: no I/O, no
+// The records of a run's trace (PROTOCOL.md §7.1) and the pure helpers that build them: no I/O, no
 // locks, callable from any thread. Records are kept and stored as compact JSON texts whose first
 // member is always "record", so a reader can classify a line by its prefix.
 namespace car::runs {
 
-// Live status of a run (spec §7.1).
+// Live status of a run (PROTOCOL.md §7.1).
 enum class RunStatus : std::uint8_t { in_progress, completed, incomplete };
 CAR_API std::string_view to_string(RunStatus status);
 
-// Limits applied to one recorded turn (spec §7.3, §8).
+// Limits applied to one recorded turn (PROTOCOL.md §7.3, §8).
 struct CAR_API TurnLimits {
   std::size_t max_string_bytes = 16384;     // longer strings are cut and marked
   std::size_t max_turn_bytes = 256 * 1024;  // compact JSON of the stamped record
@@ -35,7 +35,7 @@ CAR_API std::string format_timestamp(std::chrono::system_clock::time_point at);
 // characters becomes one '-', '-' trimmed at both ends. Empty when nothing is left.
 CAR_API std::string slugify(std::string_view name);
 
-// One path component of the store (spec §7.7): ASCII letters, digits, '_' and '-' are kept, every
+// One path component of the store (PROTOCOL.md §7.7): ASCII letters, digits, '_' and '-' are kept, every
 // other byte (including '.', '/', '%') becomes %XX (uppercase hex). The result can never be "",
 // ".", ".." or contain '/', so no id escapes its directory. decode_path_component is its inverse
 // (nothing for malformed input).
@@ -48,7 +48,7 @@ CAR_API std::string_view utf8_prefix(std::string_view text, std::size_t max_byte
 // Builds the stamped `turn` record from a client's turn object: `record` and `index` first, then
 // the client's members in their order except `record` and `index` (a client-sent index is
 // ignored), then `verifier_verdict:"not_run"` when the client sent none. Strings longer than the
-// limit are cut (spec §7.3); if the record is still too large, `parameters` and `output` become
+// limit are cut (PROTOCOL.md §7.3); if the record is still too large, `parameters` and `output` become
 // omitted_marker. Returns nothing when it is too large even then (turn_too_large).
 CAR_API std::optional<std::string> make_turn_record(const json::Value& turn, std::uint64_t index,
                                             const TurnLimits& limits = {});

@@ -20,7 +20,7 @@
 #include "car/runs/trace_subscriber.hpp"
 #include "car/export.hpp"
 
-// Agent run tracing (spec §7): the run lifecycle, persistence through a RunStore, authorization
+// Agent run tracing (PROTOCOL.md §7): the run lifecycle, persistence through a RunStore, authorization
 // of trace reads and the live fan-out to subscribers. One RunService serves one Server.
 //
 // How a record travels. A handler checks and stamps synchronously under the service lock (so
@@ -55,7 +55,7 @@ struct CAR_API RunConfig {
   std::chrono::milliseconds drain_timeout{10000};
   // Events queued per subscription before they are dropped for it.
   std::size_t subscriber_queue = 256;
-  // Where drain passes run: the pool (spec §7.4), or the loop thread as a benchmark baseline
+  // Where drain passes run: the pool (PROTOCOL.md §7.4), or the loop thread as a benchmark baseline
   // (car-daemon --drain-on-loop).
   DrainThread drain_thread = DrainThread::pool;
   std::size_t max_turns_per_call = 256;
@@ -104,7 +104,7 @@ class CAR_API RunService : public std::enable_shared_from_this<RunService> {
   std::size_t pending_store_ops() const;
   const RunConfig& config() const { return config_; }
 
-  // ---- the methods (spec §7.2); registered by install_run_services ----
+  // ---- the methods (PROTOCOL.md §7.2); registered by install_run_services ----
   void start(const Request& request, Reply reply);
   void complete(const Request& request, Reply reply);
   void record_turns(const Request& request, Reply reply);
@@ -114,7 +114,7 @@ class CAR_API RunService : public std::enable_shared_from_this<RunService> {
   void get_trace(const Request& request, Reply reply);
   void stats(const Request& request, Reply reply);
 
-  // ---- teardown steps (spec §3); registered by install_run_services ----
+  // ---- teardown steps (PROTOCOL.md §3); registered by install_run_services ----
   void remove_subscriptions(const std::string& client_id);
   void start_grace(const std::string& client_id);
 
@@ -126,7 +126,7 @@ class CAR_API RunService : public std::enable_shared_from_this<RunService> {
 
   bool may_read(const Connection& connection, std::string_view agent_id,
                 std::string_view starter_client_id) const;
-  // The run's writer: the connection that started it, or one bound to its agent (spec §7.3).
+  // The run's writer: the connection that started it, or one bound to its agent (PROTOCOL.md §7.3).
   static bool is_writer(std::string_view starter_client_id, std::string_view agent_id,
                         const Connection& connection);
   static bool is_writer(const Run& run, const Connection& connection);

@@ -10,13 +10,13 @@
 #include "car/runs/run_record.hpp"
 #include "car/export.hpp"
 
-// Persistence of run traces (spec §7.7). The service calls a store only from pool threads
+// Persistence of run traces (PROTOCOL.md §7.7). The service calls a store only from pool threads
 // (Executor::queue_work), never from the loop thread, and never runs two appends for the same run
 // at once; appends for different runs, and reads, may run concurrently on several pool threads,
 // so implementations must be thread-safe across runs.
 namespace car::runs {
 
-// What runs.list reports for one run (spec §7.2).
+// What runs.list reports for one run (PROTOCOL.md §7.2).
 struct CAR_API RunSummary {
   std::string run_id;
   std::string agent_id;

@@ -15,7 +15,7 @@
 #include "car/frame_sink.hpp"
 #include "car/export.hpp"
 
-// The live fan-out of one run to one connection (spec §7.4): a bounded queue the recorder pushes
+// The live fan-out of one run to one connection (PROTOCOL.md §7.4): a bounded queue the recorder pushes
 // into without ever waiting, drained on the thread pool in batches into the connection's sink.
 //
 // Where backpressure turns into drops. A subscriber hands the sink at most one batch at a time and
@@ -54,7 +54,7 @@ struct CAR_API TraceEvent {
   std::uint64_t cursor = 0;
 };
 
-// Where drain passes run. `pool` is the design (spec §7.4); `loop` runs them on the event loop
+// Where drain passes run. `pool` is the design (PROTOCOL.md §7.4); `loop` runs them on the event loop
 // thread instead and exists so benchmarks can compare the two on the same machine.
 enum class DrainThread : std::uint8_t { pool, loop };
 
@@ -82,7 +82,7 @@ struct CAR_API SubscriberStats {
 class CAR_API TraceSubscriber : public std::enable_shared_from_this<TraceSubscriber> {
  public:
   struct Options {
-    std::size_t capacity = 256;                     // events queued before dropping (spec §8)
+    std::size_t capacity = 256;                     // events queued before dropping (PROTOCOL.md §8)
     std::chrono::milliseconds drain_timeout{10000};  // deadline of every frame handed to the sink
     DrainThread drain_thread = DrainThread::pool;    // where self-scheduled passes run
   };

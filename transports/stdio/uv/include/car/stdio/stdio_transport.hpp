@@ -8,7 +8,7 @@
 #include "car/frame_sink.hpp"
 #include "car/export.hpp"
 
-// The stdio transport (spec §1): one connection whose inbound messages come from a file
+// The stdio transport (PROTOCOL.md §1): one connection whose inbound messages come from a file
 // descriptor (stdin) split by the NDJSON or Content-Length framer, and whose outbound frames are
 // written to another (stdout) only through a FrameSink. Logs never touch stdout.
 //

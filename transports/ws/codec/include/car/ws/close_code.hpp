@@ -24,7 +24,7 @@ enum class CloseCode : std::uint16_t {
   internal_error = 1011,
 };
 
-// Whether a code found in a received close frame is acceptable (protocol spec §1): 1000-1003 and
+// Whether a code found in a received close frame is acceptable (protocol PROTOCOL.md §1): 1000-1003 and
 // 1007-1014 (defined or IANA-registered), 3000-4999 (libraries and applications). Everything else,
 // including 1004-1006, 1015 (reserved, must never be sent), 0-999, 1016-2999 and 5000+, makes
 // the close frame itself a protocol error (1002).

@@ -3,7 +3,7 @@
 // caller reads the socket, feeds bytes, and writes the returned response strings; the 10 s
 // handshake deadline, the Origin allowlist (403) and the connection cap (503) are the caller's.
 //
-// Acceptance rules (protocol spec §1), checked in this order, first failure wins:
+// Acceptance rules (protocol PROTOCOL.md §1), checked in this order, first failure wins:
 //   request line: exactly `METHOD SP target SP HTTP/1.1`, method a token, target non-empty
 //     ⇒ else 400; method must be `GET` (case-sensitive, as HTTP methods are) ⇒ else 400.
 //     The request line is checked as soon as it is complete, before any header arrives.

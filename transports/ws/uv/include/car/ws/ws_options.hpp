@@ -8,7 +8,7 @@
 #include "car/frame_sink.hpp"
 #include "car/export.hpp"
 
-// Settings shared by every WebSocket connection of a listener (spec §1, §8).
+// Settings shared by every WebSocket connection of a listener (PROTOCOL.md §1, §8).
 namespace car::ws {
 
 struct CAR_API WsOptions {
