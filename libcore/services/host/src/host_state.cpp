@@ -4,6 +4,9 @@
 
 #include <algorithm>
 #include <atomic>
+#include <mutex>
+#include <map>
+#include <deque>
 
 #include "car/log.hpp"
 #include "car/random.hpp"
@@ -145,7 +148,73 @@ std::string_view HostEventRecord::event_json() const {
 
 // ---- HostState ----
 
-struct HostState::AgentRow {
+// Everything HostState keeps, behind the public class so that its header shows only the API.
+// The public members forward here one to one (see the end of this file).
+class HostState::Impl {
+ public:
+  explicit Impl(HostStateOptions options);
+
+  Result<HostAgent> register_agent(std::string_view caller, AgentSpec spec);
+  std::optional<Error> unregister_agent(std::string_view caller, std::string_view agent_id);
+  Result<HostAgent> set_status(std::string_view caller, StatusChange change);
+  std::vector<HostAgent> agents() const;
+  std::optional<HostAgent> agent(std::string_view agent_id) const;
+  std::string agents_json() const;
+  Result<HostDevice> register_device(std::string_view caller, DeviceSpec spec);
+  Result<HostDevice> update_device(std::string_view caller, DeviceUpdate update);
+  std::vector<HostDevice> devices() const;
+  std::string devices_json() const;
+  HostEventRecord record(EventSpec event);
+  std::vector<HostEventRecord> events(std::size_t limit) const;
+  std::string events_json(std::size_t limit) const;
+  std::uint64_t last_sequence() const;
+  HostState::Created create_approval(ApprovalSpec spec, ApprovalWaiter waiter);
+  void forget_waiter(std::string_view approval_id, std::uint64_t waiter_id);
+  Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
+                                          std::string_view principal,
+                                          std::optional<std::string> notes);
+  std::vector<HostApproval> approvals() const;
+  std::optional<HostApproval> approval(std::string_view approval_id) const;
+  std::string approvals_json() const;
+  Subscription subscribe(std::string client_id, std::shared_ptr<EventSubscriber> subscriber);
+  void activate(const SubscriptionTicket& ticket);
+  bool unsubscribe(std::string_view client_id);
+  std::size_t subscriber_count() const;
+
+  struct AgentRow;
+  struct ApprovalRow;
+  struct OutboxItem;
+  using SubscriberList = std::vector<std::shared_ptr<detail::SubscriberEntry>>;
+
+  std::string now_locked() const;
+  bool live_locked(std::string_view client_id) const;
+  HostEventRecord record_locked(EventSpec event);
+  void set_agent_status_locked(AgentRow& row, AgentStatus status,
+                               std::optional<std::string> message,
+                               std::optional<std::string> payload_json);
+  void evict_resolved_locked();
+  void deliver();  // drains the outbox; see the ordering note in host_state.hpp
+
+  const HostStateOptions options_;
+  WallClock clock_;
+
+  mutable std::mutex mutex_;
+  std::map<std::string, std::unique_ptr<AgentRow>, std::less<>> agents_;
+  std::map<std::string, HostDevice, std::less<>> devices_;
+  std::map<std::string, std::unique_ptr<ApprovalRow>, std::less<>> approvals_;
+  std::deque<std::string> approval_order_;  // creation order of approvals_
+  std::size_t resolved_count_ = 0;
+  std::uint64_t next_waiter_id_ = 1;
+
+  std::deque<HostEventRecord> ring_;
+  std::uint64_t last_sequence_ = 0;
+
+  std::shared_ptr<const SubscriberList> subscribers_;  // copy-on-write
+  std::vector<OutboxItem> outbox_;                     // in sequence order
+  bool delivering_ = false;
+};
+
+struct HostState::Impl::AgentRow {
   HostAgent agent;
   // Pending session-owned approvals that flipped this agent to waiting_for_approval, and the
   // status it had before the first of them.
@@ -153,32 +222,30 @@ struct HostState::AgentRow {
   AgentStatus status_before_approval = AgentStatus::idle;
 };
 
-struct HostState::ApprovalRow {
+struct HostState::Impl::ApprovalRow {
   HostApproval approval;
   std::optional<std::string> flipped_agent;
   std::vector<std::pair<std::uint64_t, ApprovalWaiter>> waiters;
 };
 
-struct HostState::OutboxItem {
+struct HostState::Impl::OutboxItem {
   Frame frame;  // an event, or
   std::uint64_t sequence = 0;
   SubscriptionTicket activate;  // an activation, queued in order with the events
 };
 
-HostState::HostState(HostStateOptions options)
+HostState::Impl::Impl(HostStateOptions options)
     : options_(std::move(options)),
       clock_(options_.clock ? options_.clock : system_wall_clock()),
       subscribers_(std::make_shared<const SubscriberList>()) {}
 
-HostState::~HostState() = default;
+std::string HostState::Impl::now_locked() const { return format_rfc3339_ms(clock_()); }
 
-std::string HostState::now_locked() const { return format_rfc3339_ms(clock_()); }
-
-bool HostState::live_locked(std::string_view client_id) const {
+bool HostState::Impl::live_locked(std::string_view client_id) const {
   return !options_.is_live || options_.is_live(client_id);
 }
 
-HostEventRecord HostState::record_locked(EventSpec event) {
+HostEventRecord HostState::Impl::record_locked(EventSpec event) {
   std::uint64_t sequence = ++last_sequence_;
   json::Builder body;
   body.begin_object()
@@ -200,7 +267,7 @@ HostEventRecord HostState::record_locked(EventSpec event) {
   return record;
 }
 
-void HostState::deliver() {
+void HostState::Impl::deliver() {
   {
     std::lock_guard lock(mutex_);
     if (delivering_ || outbox_.empty()) return;
@@ -279,7 +346,7 @@ void HostState::deliver() {
 
 // ---- agents ----
 
-void HostState::set_agent_status_locked(AgentRow& row, AgentStatus status,
+void HostState::Impl::set_agent_status_locked(AgentRow& row, AgentStatus status,
                                         std::optional<std::string> message,
                                         std::optional<std::string> payload_json) {
   row.agent.status = status;
@@ -294,7 +361,7 @@ void HostState::set_agent_status_locked(AgentRow& row, AgentStatus status,
                  payload.take()});
 }
 
-Result<HostAgent> HostState::register_agent(std::string_view caller, AgentSpec spec) {
+Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, AgentSpec spec) {
   std::string id = spec.id ? std::move(*spec.id) : "agent-" + uuid_v4();
   HostAgent copy;
   {
@@ -326,7 +393,7 @@ Result<HostAgent> HostState::register_agent(std::string_view caller, AgentSpec s
   return copy;
 }
 
-std::optional<Error> HostState::unregister_agent(std::string_view caller,
+std::optional<Error> HostState::Impl::unregister_agent(std::string_view caller,
                                                  std::string_view agent_id) {
   {
     std::lock_guard lock(mutex_);
@@ -342,7 +409,7 @@ std::optional<Error> HostState::unregister_agent(std::string_view caller,
   return std::nullopt;
 }
 
-Result<HostAgent> HostState::set_status(std::string_view caller, StatusChange change) {
+Result<HostAgent> HostState::Impl::set_status(std::string_view caller, StatusChange change) {
   HostAgent copy;
   {
     std::lock_guard lock(mutex_);
@@ -360,7 +427,7 @@ Result<HostAgent> HostState::set_status(std::string_view caller, StatusChange ch
   return copy;
 }
 
-std::vector<HostAgent> HostState::agents() const {
+std::vector<HostAgent> HostState::Impl::agents() const {
   std::lock_guard lock(mutex_);
   std::vector<HostAgent> out;
   out.reserve(agents_.size());
@@ -368,14 +435,14 @@ std::vector<HostAgent> HostState::agents() const {
   return out;
 }
 
-std::optional<HostAgent> HostState::agent(std::string_view agent_id) const {
+std::optional<HostAgent> HostState::Impl::agent(std::string_view agent_id) const {
   std::lock_guard lock(mutex_);
   auto it = agents_.find(agent_id);
   if (it == agents_.end()) return std::nullopt;
   return it->second->agent;
 }
 
-std::string HostState::agents_json() const {
+std::string HostState::Impl::agents_json() const {
   json::Builder out;
   std::lock_guard lock(mutex_);
   out.begin_array();
@@ -386,7 +453,7 @@ std::string HostState::agents_json() const {
 
 // ---- devices ----
 
-Result<HostDevice> HostState::register_device(std::string_view caller, DeviceSpec spec) {
+Result<HostDevice> HostState::Impl::register_device(std::string_view caller, DeviceSpec spec) {
   std::string id = spec.id ? std::move(*spec.id) : "device-" + uuid_v4();
   HostDevice copy;
   {
@@ -415,7 +482,7 @@ Result<HostDevice> HostState::register_device(std::string_view caller, DeviceSpe
   return copy;
 }
 
-Result<HostDevice> HostState::update_device(std::string_view caller, DeviceUpdate update) {
+Result<HostDevice> HostState::Impl::update_device(std::string_view caller, DeviceUpdate update) {
   HostDevice copy;
   {
     std::lock_guard lock(mutex_);
@@ -437,7 +504,7 @@ Result<HostDevice> HostState::update_device(std::string_view caller, DeviceUpdat
   return copy;
 }
 
-std::vector<HostDevice> HostState::devices() const {
+std::vector<HostDevice> HostState::Impl::devices() const {
   std::lock_guard lock(mutex_);
   std::vector<HostDevice> out;
   out.reserve(devices_.size());
@@ -445,7 +512,7 @@ std::vector<HostDevice> HostState::devices() const {
   return out;
 }
 
-std::string HostState::devices_json() const {
+std::string HostState::Impl::devices_json() const {
   json::Builder out;
   std::lock_guard lock(mutex_);
   out.begin_array();
@@ -456,7 +523,7 @@ std::string HostState::devices_json() const {
 
 // ---- events ----
 
-HostEventRecord HostState::record(EventSpec event) {
+HostEventRecord HostState::Impl::record(EventSpec event) {
   HostEventRecord record;
   {
     std::lock_guard lock(mutex_);
@@ -466,13 +533,13 @@ HostEventRecord HostState::record(EventSpec event) {
   return record;
 }
 
-std::vector<HostEventRecord> HostState::events(std::size_t limit) const {
+std::vector<HostEventRecord> HostState::Impl::events(std::size_t limit) const {
   std::lock_guard lock(mutex_);
   std::size_t n = std::min(limit, ring_.size());
   return {ring_.end() - static_cast<std::ptrdiff_t>(n), ring_.end()};
 }
 
-std::string HostState::events_json(std::size_t limit) const {
+std::string HostState::Impl::events_json(std::size_t limit) const {
   // Copy the frame pointers under the lock, join outside it.
   auto records = events(limit);
   std::size_t size = 2;
@@ -488,14 +555,14 @@ std::string HostState::events_json(std::size_t limit) const {
   return out;
 }
 
-std::uint64_t HostState::last_sequence() const {
+std::uint64_t HostState::Impl::last_sequence() const {
   std::lock_guard lock(mutex_);
   return last_sequence_;
 }
 
 // ---- approvals ----
 
-HostState::Created HostState::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
+HostState::Created HostState::Impl::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
   Created created;
   std::string id = "approval-" + uuid_v4();
   {
@@ -535,7 +602,7 @@ HostState::Created HostState::create_approval(ApprovalSpec spec, ApprovalWaiter 
   return created;
 }
 
-void HostState::forget_waiter(std::string_view approval_id, std::uint64_t waiter_id) {
+void HostState::Impl::forget_waiter(std::string_view approval_id, std::uint64_t waiter_id) {
   ApprovalWaiter dropped;  // destroyed outside the lock
   std::lock_guard lock(mutex_);
   auto it = approvals_.find(approval_id);
@@ -550,7 +617,7 @@ void HostState::forget_waiter(std::string_view approval_id, std::uint64_t waiter
   }
 }
 
-Result<ResolveOutcome> HostState::resolve_approval(std::string_view approval_id,
+Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approval_id,
                                                    Decision decision, std::string_view principal,
                                                    std::optional<std::string> notes) {
   ResolveOutcome outcome;
@@ -613,7 +680,7 @@ Result<ResolveOutcome> HostState::resolve_approval(std::string_view approval_id,
   return outcome;
 }
 
-void HostState::evict_resolved_locked() {
+void HostState::Impl::evict_resolved_locked() {
   while (resolved_count_ > options_.max_resolved_approvals) {
     auto it = std::find_if(approval_order_.begin(), approval_order_.end(),
                            [this](const std::string& id) {
@@ -627,7 +694,7 @@ void HostState::evict_resolved_locked() {
   }
 }
 
-std::vector<HostApproval> HostState::approvals() const {
+std::vector<HostApproval> HostState::Impl::approvals() const {
   std::lock_guard lock(mutex_);
   std::vector<HostApproval> out;
   out.reserve(approval_order_.size());
@@ -637,14 +704,14 @@ std::vector<HostApproval> HostState::approvals() const {
   return out;
 }
 
-std::optional<HostApproval> HostState::approval(std::string_view approval_id) const {
+std::optional<HostApproval> HostState::Impl::approval(std::string_view approval_id) const {
   std::lock_guard lock(mutex_);
   auto it = approvals_.find(approval_id);
   if (it == approvals_.end()) return std::nullopt;
   return it->second->approval;
 }
 
-std::string HostState::approvals_json() const {
+std::string HostState::Impl::approvals_json() const {
   json::Builder out;
   std::lock_guard lock(mutex_);
   out.begin_array();
@@ -659,7 +726,7 @@ std::string HostState::approvals_json() const {
 
 // ---- subscribers ----
 
-Subscription HostState::subscribe(std::string client_id,
+Subscription HostState::Impl::subscribe(std::string client_id,
                                   std::shared_ptr<EventSubscriber> subscriber) {
   auto entry = std::make_shared<detail::SubscriberEntry>(std::move(client_id),
                                                          std::move(subscriber));
@@ -705,7 +772,7 @@ Subscription HostState::subscribe(std::string client_id,
   return out;
 }
 
-void HostState::activate(const SubscriptionTicket& ticket) {
+void HostState::Impl::activate(const SubscriptionTicket& ticket) {
   if (!ticket || ticket->activation_requested.exchange(true, std::memory_order_acq_rel)) return;
   {
     std::lock_guard lock(mutex_);
@@ -714,7 +781,7 @@ void HostState::activate(const SubscriptionTicket& ticket) {
   deliver();
 }
 
-bool HostState::unsubscribe(std::string_view client_id) {
+bool HostState::Impl::unsubscribe(std::string_view client_id) {
   std::shared_ptr<const SubscriberList> old;  // released outside the lock
   std::lock_guard lock(mutex_);
   auto next = std::make_shared<SubscriberList>();
@@ -734,9 +801,118 @@ bool HostState::unsubscribe(std::string_view client_id) {
   return found;
 }
 
-std::size_t HostState::subscriber_count() const {
+std::size_t HostState::Impl::subscriber_count() const {
   std::lock_guard lock(mutex_);
   return subscribers_->size();
+}
+
+// ---- the public face ----
+
+HostState::HostState(HostStateOptions options)
+    : impl_(std::make_unique<Impl>(std::move(options))) {}
+
+HostState::~HostState() = default;
+
+const HostStateOptions& HostState::options() const { return impl_->options_; }
+
+Result<HostAgent> HostState::register_agent(std::string_view caller, AgentSpec spec) {
+  return impl_->register_agent(caller, std::move(spec));
+}
+
+std::optional<Error> HostState::unregister_agent(std::string_view caller,
+                                                 std::string_view agent_id) {
+  return impl_->unregister_agent(caller, agent_id);
+}
+
+Result<HostAgent> HostState::set_status(std::string_view caller, StatusChange change) {
+  return impl_->set_status(caller, std::move(change));
+}
+
+std::vector<HostAgent> HostState::agents() const {
+  return impl_->agents();
+}
+
+std::optional<HostAgent> HostState::agent(std::string_view agent_id) const {
+  return impl_->agent(agent_id);
+}
+
+std::string HostState::agents_json() const {
+  return impl_->agents_json();
+}
+
+Result<HostDevice> HostState::register_device(std::string_view caller, DeviceSpec spec) {
+  return impl_->register_device(caller, std::move(spec));
+}
+
+Result<HostDevice> HostState::update_device(std::string_view caller, DeviceUpdate update) {
+  return impl_->update_device(caller, std::move(update));
+}
+
+std::vector<HostDevice> HostState::devices() const {
+  return impl_->devices();
+}
+
+std::string HostState::devices_json() const {
+  return impl_->devices_json();
+}
+
+HostEventRecord HostState::record(EventSpec event) {
+  return impl_->record(std::move(event));
+}
+
+std::vector<HostEventRecord> HostState::events(std::size_t limit) const {
+  return impl_->events(limit);
+}
+
+std::string HostState::events_json(std::size_t limit) const {
+  return impl_->events_json(limit);
+}
+
+std::uint64_t HostState::last_sequence() const {
+  return impl_->last_sequence();
+}
+
+HostState::Created HostState::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
+  return impl_->create_approval(std::move(spec), std::move(waiter));
+}
+
+void HostState::forget_waiter(std::string_view approval_id, std::uint64_t waiter_id) {
+  return impl_->forget_waiter(approval_id, waiter_id);
+}
+
+Result<ResolveOutcome> HostState::resolve_approval(std::string_view approval_id, Decision decision,
+                                                   std::string_view principal,
+                                                   std::optional<std::string> notes) {
+  return impl_->resolve_approval(approval_id, decision, principal, std::move(notes));
+}
+
+std::vector<HostApproval> HostState::approvals() const {
+  return impl_->approvals();
+}
+
+std::optional<HostApproval> HostState::approval(std::string_view approval_id) const {
+  return impl_->approval(approval_id);
+}
+
+std::string HostState::approvals_json() const {
+  return impl_->approvals_json();
+}
+
+Subscription HostState::subscribe(std::string client_id,
+                                  std::shared_ptr<EventSubscriber> subscriber) {
+  return impl_->subscribe(std::move(client_id), std::move(subscriber));
+}
+
+void HostState::activate(const SubscriptionTicket& ticket) {
+  return impl_->activate(ticket);
+}
+
+bool HostState::unsubscribe(std::string_view client_id) {
+  return impl_->unsubscribe(client_id);
+}
+
+std::size_t HostState::subscriber_count() const {
+  return impl_->subscriber_count();
 }
 
 }  // namespace car::host

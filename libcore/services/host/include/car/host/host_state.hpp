@@ -2,11 +2,8 @@
 
 #include <cstddef>
 #include <cstdint>
-#include <deque>
 #include <functional>
-#include <map>
 #include <memory>
-#include <mutex>
 #include <optional>
 #include <string>
 #include <string_view>
@@ -15,7 +12,8 @@
 #include "car/error.hpp"
 #include "car/frame.hpp"
 #include "car/host/event_subscriber.hpp"
-#include "car/host/result.hpp"
+#include "car/host/host_records.hpp"
+#include "car/result.hpp"
 #include "car/host/time_format.hpp"
 #include "car/json.hpp"
 #include "car/export.hpp"
@@ -40,88 +38,6 @@
 // sequence order, no lock is held across any send, and since EventSubscriber::send_text only
 // queues (never blocks) a slow or dead subscriber cannot delay the recorder or anyone else.
 namespace car::host {
-
-// ---- shapes (PROTOCOL.md §4.1) ----
-
-enum class AgentStatus : std::uint8_t {
-  idle,
-  running,
-  waiting_for_approval,
-  paused,
-  completed,
-  errored,
-  stopped,
-};
-CAR_API std::string_view to_string(AgentStatus status);
-CAR_API std::optional<AgentStatus> parse_agent_status(std::string_view text);
-// "idle, running, ..." for error messages.
-CAR_API std::string_view agent_status_names();
-
-struct CAR_API HostAgent {
-  std::string id;
-  std::string name;
-  std::string kind;
-  std::vector<std::string> capabilities;
-  std::optional<std::string> project;
-  AgentStatus status = AgentStatus::idle;
-  std::optional<std::string> current_task;
-  std::optional<long long> pid;
-  std::optional<std::string> display_json;  // any JSON value, kept as compact text
-  std::string metadata_json = "{}";         // a JSON object, compact text
-  std::string session_id;                   // the owner's client_id
-};
-
-struct CAR_API HostDevice {
-  std::string id;
-  std::string name;
-  std::string platform;
-  std::vector<std::string> capabilities;
-  std::optional<std::string> status;
-  std::string metadata_json = "{}";
-  std::string session_id;
-  std::string updated_at;
-};
-
-enum class ApprovalStatus : std::uint8_t { pending, approved, denied };
-enum class Decision : std::uint8_t { approve, deny };
-CAR_API std::string_view to_string(ApprovalStatus status);
-CAR_API std::string_view to_string(Decision decision);
-
-struct CAR_API HostApproval {
-  std::string id;  // "approval-<uuid>"
-  std::optional<std::string> agent_id;
-  std::string action;
-  std::string details_json = "{}";
-  ApprovalStatus status = ApprovalStatus::pending;
-  std::string created_at;
-  std::optional<std::string> client_id;  // set ⇔ session-owned; absent ⇔ system-level
-  std::optional<Decision> resolution;
-  std::optional<std::string> resolved_by;
-  std::optional<std::string> resolved_at;
-  std::optional<std::string> notes;
-
-  bool pending() const { return status == ApprovalStatus::pending; }
-};
-
-// Compact JSON of each shape, optional fields omitted when absent (PROTOCOL.md §4).
-CAR_API void write_json(json::Builder& out, const HostAgent& agent);
-CAR_API void write_json(json::Builder& out, const HostDevice& device);
-CAR_API void write_json(json::Builder& out, const HostApproval& approval);
-template <typename T>
-std::string to_json(const T& item) {
-  json::Builder out;
-  write_json(out, item);
-  return out.take();
-}
-
-// One recorded event. `frame` is the complete `host.event` notification, serialized once and
-// shared by the ring, every subscriber and every reader (it is immutable).
-struct CAR_API HostEventRecord {
-  std::uint64_t sequence = 0;
-  Frame frame;
-  // The HostEvent object inside the frame; valid while `frame` is.
-  std::string_view event_json() const;
-};
 
 // ---- inputs ----
 
@@ -292,40 +208,11 @@ class CAR_API HostState {
   bool unsubscribe(std::string_view client_id);
   std::size_t subscriber_count() const;
 
-  const HostStateOptions& options() const { return options_; }
+  const HostStateOptions& options() const;
 
  private:
-  struct AgentRow;
-  struct ApprovalRow;
-  struct OutboxItem;
-  using SubscriberList = std::vector<std::shared_ptr<detail::SubscriberEntry>>;
-
-  std::string now_locked() const;
-  bool live_locked(std::string_view client_id) const;
-  HostEventRecord record_locked(EventSpec event);
-  void set_agent_status_locked(AgentRow& row, AgentStatus status,
-                               std::optional<std::string> message,
-                               std::optional<std::string> payload_json);
-  void evict_resolved_locked();
-  void deliver();  // drains the outbox; see the ordering note above
-
-  const HostStateOptions options_;
-  WallClock clock_;
-
-  mutable std::mutex mutex_;
-  std::map<std::string, std::unique_ptr<AgentRow>, std::less<>> agents_;
-  std::map<std::string, HostDevice, std::less<>> devices_;
-  std::map<std::string, std::unique_ptr<ApprovalRow>, std::less<>> approvals_;
-  std::deque<std::string> approval_order_;  // creation order of approvals_
-  std::size_t resolved_count_ = 0;
-  std::uint64_t next_waiter_id_ = 1;
-
-  std::deque<HostEventRecord> ring_;
-  std::uint64_t last_sequence_ = 0;
-
-  std::shared_ptr<const SubscriberList> subscribers_;  // copy-on-write
-  std::vector<OutboxItem> outbox_;                     // in sequence order
-  bool delivering_ = false;
+  class Impl;  // the rows, the event ring, the subscriber list and the outbox (host_state.cpp)
+  std::unique_ptr<Impl> impl_;
 };
 
 }  // namespace car::host
