@@ -5,9 +5,11 @@
 
 #include "car/error.hpp"
 
-namespace car::host {
+// The one result type of carcore's fallible operations: a value, or the car::Error saying why
+// there is none. Errors cross module boundaries as values; nothing public throws.
+namespace car {
 
-// A value or the car::Error explaining why there is none (errors are values in carcore).
+
 template <typename T>
 class Result {
  public:
@@ -29,4 +31,4 @@ class Result {
   std::variant<T, Error> v_;
 };
 
-}  // namespace car::host
+}  // namespace car

@@ -11,7 +11,7 @@
 #include <vector>
 
 #include "car/executor.hpp"
-#include "car/host/result.hpp"
+#include "car/result.hpp"
 #include "car/reply.hpp"
 #include "car/export.hpp"
 
