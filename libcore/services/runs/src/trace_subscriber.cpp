@@ -1,10 +1,8 @@
 #include "car/runs/trace_subscriber.hpp"
 
-#include <fmt/format.h>
-
 #include "car/connection.hpp"
-#include "car/json.hpp"
 #include "car/log.hpp"
+#include "run_json.hpp"
 
 namespace car::runs {
 
@@ -103,11 +101,7 @@ void TraceSubscriber::schedule_locked() {
 }
 
 Frame TraceSubscriber::gap_frame(const Gap& gap) const {
-  std::string text = R"({"jsonrpc":"2.0","method":"runs.trace.gap","params":{"run_id":)";
-  json::append_quoted(text, run_id_);
-  text += fmt::format(R"(,"from_cursor":{},"to_cursor":{},"dropped":{}}}}})", gap.from, gap.to,
-                      gap.dropped);
-  return make_frame(std::move(text));
+  return make_frame(detail::trace_gap_text(run_id_, gap.from, gap.to, gap.dropped));
 }
 
 void TraceSubscriber::drain_claimed() {
