@@ -1,144 +1,168 @@
-// A minimal embedding of carcore (PROTOCOL.md §10): the program owns its listener and its framing (here
-// newline-delimited JSON over TCP on 127.0.0.1), implements FrameSink for its sockets, and hands
-// each connection's complete messages to the core. It also adds a method of its own.
+// A complete embedding of carcore (PROTOCOL.md §10): the program owns its transport —
+// newline-delimited JSON over TCP on 127.0.0.1, built from carcore's libuv plumbing (a
+// uv::Listener, one uv::Stream and uv::StreamSink per client, the stdio codec's NDJSON framer) —
+// installs the CAR services, adds a method of its own and shuts down on SIGINT/SIGTERM in the
+// same order as car-daemon.
 //
-//   embed_line_server [PORT]      then e.g.:  printf '%s\n' '{"jsonrpc":"2.0","id":1,
-//                                 "method":"demo.add","params":{"a":2,"b":3}}' | nc 127.0.0.1 PORT
+//   embed_line_server [PORT [TOKEN]]   PORT 0 picks a free port; a TOKEN turns auth on.
+//   Run records go to $CAR_STATE_DIR (default /tmp/car-embed-state). Then, for example:
+//   printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"demo.add","params":{"a":2,"b":3}}' | nc 127.0.0.1 PORT
 #include <uv.h>
 
+#include <atomic>
 #include <csignal>
 #include <cstdio>
 #include <cstdlib>
 #include <memory>
 #include <string>
-#include <vector>
 
 #include <car/carcore.hpp>
+#include <car/uv/listener.hpp>
+#include <car/uv/stream.hpp>
+#include <car/uv/stream_sink.hpp>
 
 namespace {
 
-// The embedder's FrameSink: QueuedFrameSink does bounds, deadlines and threading; this class only
-// writes batches to its TCP handle and closes it.
-class LineSink final : public car::QueuedFrameSink {
+// One client: its stream (embedded: the peer deletes itself once the stream is closed), a sink
+// that writes every frame followed by "\n", and the core's connection fed one line at a time.
+class LinePeer final : public car::uv::StreamHandler, public car::stdio::FrameEvents {
  public:
-  LineSink(car::Executor& executor, uv_tcp_t* tcp) : QueuedFrameSink(executor, {}), tcp_(tcp) {
-    write_.data = this;
+  static void serve(car::uv::Listener::Incoming& incoming, car::Server& server) {
+    auto* peer = new LinePeer(server);
+    if (incoming.accept(peer->stream_) != 0) return;  // already closing: on_closed deletes it
+    car::uv::StreamSinkOptions options;
+    options.framing.suffix = "\n";
+    options.name = "embed";
+    // When the core is done with the connection (and its replies are flushed), close the socket.
+    peer->sink_ = std::make_shared<car::uv::StreamSink>(
+        server.executor(), peer->stream_, options, [peer](const car::SinkEnd&) { peer->stream_.close(); });
+    peer->sink_->throttle_reading(peer->stream_);  // stop reading while 4 MiB wait to be sent
+    peer->connection_ = server.open_connection("embed-tcp " + peer->stream_.peer_address(), peer->sink_);
+    peer->stream_.start_reading();
   }
 
  private:
-  void start_write(const Batch& batch) override {
-    static char newline = '\n';
-    bufs_.clear();
-    for (const auto& p : batch) {
-      bufs_.push_back(uv_buf_init(const_cast<char*>(p.frame->data()),
-                                  static_cast<unsigned>(p.frame->size())));
-      bufs_.push_back(uv_buf_init(&newline, 1));
+  explicit LinePeer(car::Server& server) : stream_(*this), lines_(server.config().max_message) {}
+
+  void on_read(car::uv::Stream&, std::string_view bytes) override { lines_.feed(bytes, *this); }
+  void on_read_end(car::uv::Stream&, int status) override {
+    if (status != UV_EOF) {
+      sink_->transport_gone(car::SinkError::closed, uv_strerror(status));  // the peer is gone
+      return;
     }
-    keep_ = shared_from_this();  // the write request lives in this object
-    int rc = uv_write(&write_, reinterpret_cast<uv_stream_t*>(tcp_), bufs_.data(),
-                      static_cast<unsigned>(bufs_.size()), [](uv_write_t* req, int status) {
-                        auto* self = static_cast<LineSink*>(req->data);
-                        auto keep = std::move(self->keep_);
-                        self->write_done(status == 0 ? car::SinkError::none : car::SinkError::io_error);
-                      });
-    if (rc != 0) {
-      auto keep = std::move(keep_);
-      write_done(car::SinkError::io_error);
-    }
+    lines_.finish(*this);
+    connection_->finish_input();  // answer what is in flight, flush, then close
   }
-  void shut_down_transport(const car::SinkEnd&) override {
-    auto* handle = reinterpret_cast<uv_handle_t*>(tcp_);
-    if (!uv_is_closing(handle)) {
-      uv_close(handle, [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
+  void on_closed(car::uv::Stream&) override {
+    if (sink_) {
+      sink_->transport_gone(car::SinkError::closed, "connection closed");  // no-op if ended
+      sink_->detach();
     }
+    delete this;
   }
 
-  uv_tcp_t* tcp_;
-  uv_write_t write_{};
-  std::vector<uv_buf_t> bufs_;
-  std::shared_ptr<QueuedFrameSink> keep_;
+  void on_message(std::string_view line) override { connection_->receive(line); }
+  void on_framing_error(std::string_view detail) override { connection_->framing_error(detail); }
+
+  car::uv::Stream stream_;
+  car::stdio::NdjsonFramer lines_;
+  std::shared_ptr<car::uv::StreamSink> sink_;
+  std::shared_ptr<car::Connection> connection_;
 };
 
-struct Peer {
-  std::shared_ptr<LineSink> sink;
-  std::shared_ptr<car::Connection> connection;
-  std::string pending;  // bytes of an unfinished line (bounded below)
-};
+// car-daemon's shutdown order: stop listening, close every connection with 1001, end open runs
+// `incomplete`, give connections 2 s (the run store 10 s) to flush, cut the rest, stop the loop.
+struct Shutdown {
+  car::uv::UvExecutor& executor;
+  car::Server& server;
+  car::runs::RunService& runs;
+  car::uv::Listener& listener;
+  uv_signal_t sigint{};
+  uv_signal_t sigterm{};
+  uv_timer_t timer{};
+  std::atomic<bool> runs_flushed{false};  // set on a pool thread
+  bool started = false;
+  int ticks = 0;
 
-car::Server* g_server = nullptr;
-car::Executor* g_executor = nullptr;
-
-void on_read(uv_stream_t* stream, ssize_t nread, const uv_buf_t* buf) {
-  auto* peer = static_cast<Peer*>(stream->data);
-  if (nread > 0) {
-    peer->pending.append(buf->base, static_cast<std::size_t>(nread));
-    std::size_t start = 0;
-    for (std::size_t nl; (nl = peer->pending.find('\n', start)) != std::string::npos; start = nl + 1) {
-      peer->connection->receive(std::string_view(peer->pending).substr(start, nl - start));
+  void arm(uv_loop_t* loop) {
+    auto on_signal = [](uv_signal_t* s, int) { static_cast<Shutdown*>(s->data)->begin(); };
+    for (uv_signal_t* s : {&sigint, &sigterm}) {
+      uv_signal_init(loop, s);
+      s->data = this;
     }
-    peer->pending.erase(0, start);
-    if (peer->pending.size() > (1u << 20)) peer->connection->framing_error("line too long");
-    if (peer->pending.size() > (1u << 20)) peer->pending.clear();
-  } else if (nread < 0) {
-    uv_read_stop(stream);
-    peer->connection->end();  // the core tears the session down and closes the sink
-    stream->data = nullptr;
-    delete peer;
+    uv_signal_start(&sigint, on_signal, SIGINT);
+    uv_signal_start(&sigterm, on_signal, SIGTERM);
+    uv_timer_init(loop, &timer);
+    timer.data = this;
   }
-  delete[] buf->base;
-}
 
-void on_connection(uv_stream_t* server, int status) {
-  if (status != 0) return;
-  auto* tcp = new uv_tcp_t;
-  uv_tcp_init(server->loop, tcp);
-  if (uv_accept(server, reinterpret_cast<uv_stream_t*>(tcp)) != 0) {
-    uv_close(reinterpret_cast<uv_handle_t*>(tcp), [](uv_handle_t* h) { delete reinterpret_cast<uv_tcp_t*>(h); });
-    return;
+  void begin() {
+    if (started) return;
+    started = true;
+    listener.stop();
+    server.close_all(1001, "server shutting down");
+    runs.shutdown([this] { runs_flushed = true; });
+    uv_timer_start(&timer, [](uv_timer_t* t) { static_cast<Shutdown*>(t->data)->tick(); }, 20, 20);
   }
-  auto* peer = new Peer;
-  peer->sink = std::make_shared<LineSink>(*g_executor, tcp);
-  peer->connection = g_server->open_connection("embed-tcp", peer->sink);
-  tcp->data = peer;
-  uv_read_start(
-      reinterpret_cast<uv_stream_t*>(tcp),
-      [](uv_handle_t*, std::size_t size, uv_buf_t* buf) { *buf = uv_buf_init(new char[size], static_cast<unsigned>(size)); },
-      on_read);
-}
+
+  void tick() {
+    ++ticks;
+    bool connections_done = server.connection_count() == 0 || ticks * 20 >= 2000;
+    bool store_done = runs_flushed || ticks * 20 >= 10000;
+    if (!connections_done || !store_done) return;
+    for (uv_handle_t* h : {reinterpret_cast<uv_handle_t*>(&timer), reinterpret_cast<uv_handle_t*>(&sigint),
+                           reinterpret_cast<uv_handle_t*>(&sigterm)}) {
+      uv_close(h, nullptr);
+    }
+    for (auto& c : server.connections()) c->sink().abort(car::SinkError::aborted, "shutdown");
+    executor.shutdown();
+  }
+};
 
 }  // namespace
 
 int main(int argc, char** argv) {
   int port = argc > 1 ? std::atoi(argv[1]) : 9200;
-  std::signal(SIGPIPE, SIG_IGN);
+  const char* token = argc > 2 ? argv[2] : nullptr;
+  const char* state_dir = std::getenv("CAR_STATE_DIR");
+  std::signal(SIGPIPE, SIG_IGN);  // a peer that vanishes mid-write is EPIPE, not death
+
   uv_loop_t* loop = uv_default_loop();
   car::uv::UvExecutor executor(loop);
   car::ServerConfig config;
-  config.require_auth = false;  // an embedder decides; this demo trusts localhost
+  config.require_auth = token != nullptr;  // without a token this demo trusts localhost
   car::Server server(executor, config);
-  auto sessions = car::session::install_session_service(server, {});
+
+  // Every service is installed before the first connection.
+  car::session::AuthConfig auth;
+  if (token != nullptr) auth.token = token;
+  auto sessions = car::session::install_session_service(server, auth);  // session.auth, server.*
+  auto host = car::host::install_host_services(server);                  // host.*, tools.*
+  car::runs::RunConfig run_config;
+  run_config.state_dir = state_dir != nullptr ? state_dir : "/tmp/car-embed-state";
+  auto runs = car::runs::install_run_services(server, run_config);       // runs.*
   server.methods().add("demo.add",
                        {car::required("a", car::ParamType::integer), car::required("b", car::ParamType::integer)},
                        [](const car::Request& req, car::Reply reply) {
                          auto sum = *car::param::integer(req.params(), "a") + *car::param::integer(req.params(), "b");
                          reply.ok(std::to_string(sum));
                        });
-  g_server = &server;
-  g_executor = &executor;
 
-  uv_tcp_t listener;
-  uv_tcp_init(loop, &listener);
-  sockaddr_in addr{};
-  uv_ip4_addr("127.0.0.1", port, &addr);
-  if (uv_tcp_bind(&listener, reinterpret_cast<const sockaddr*>(&addr), 0) != 0 ||
-      uv_listen(reinterpret_cast<uv_stream_t*>(&listener), 128, on_connection) != 0) {
-    std::fprintf(stderr, "cannot listen on 127.0.0.1:%d\n", port);
+  car::uv::ListenerOptions listen_options;
+  listen_options.max_connections = 1024;  // beyond that, new connections are closed at once
+  listen_options.open_connections = [&server] { return server.connection_count(); };
+  auto started = car::uv::Listener::listen_tcp(
+      loop, "127.0.0.1", static_cast<std::uint16_t>(port), listen_options,
+      [&server](car::uv::Listener::Incoming& incoming) { LinePeer::serve(incoming, server); });
+  if (auto* error = std::get_if<car::uv::Listener::Error>(&started)) {
+    std::fprintf(stderr, "%s\n", error->message.c_str());
     return 1;
   }
-  sockaddr_storage bound{};
-  int len = sizeof bound;
-  uv_tcp_getsockname(&listener, reinterpret_cast<sockaddr*>(&bound), &len);
-  std::fprintf(stderr, "listening tcp://127.0.0.1:%d (newline-delimited JSON)\n",
-               ntohs(reinterpret_cast<sockaddr_in*>(&bound)->sin_port));
-  return uv_run(loop, UV_RUN_DEFAULT);
+  car::uv::Listener& listener = *std::get<std::unique_ptr<car::uv::Listener>>(started);
+  std::fprintf(stderr, "listening tcp://127.0.0.1:%u (newline-delimited JSON)\n", unsigned{listener.port()});
+
+  Shutdown shutdown{executor, server, *runs, listener};
+  shutdown.arm(loop);
+  uv_run(loop, UV_RUN_DEFAULT);
+  return 0;
 }

@@ -2,7 +2,8 @@
 
 // Everything carcore offers, in one include: the engine, the libuv runtime, the CAR services and
 // the bundled transports. Link `carcore` (meson dependency or pkg-config) to use it. Embedders
-// who want less include the headers of the layers they link (docs/EMBEDDING.md).
+// who want less include the headers of the layers they link (docs/EMBEDDING.md). The test
+// doubles (car/testing/, carcore-testing) are not included.
 
 // The engine (carcore-engine).
 #include "car/connection.hpp"
@@ -20,11 +21,16 @@
 #include "car/queued_frame_sink.hpp"
 #include "car/random.hpp"
 #include "car/reply.hpp"
+#include "car/result.hpp"
 #include "car/server.hpp"
 #include "car/session.hpp"
 #include "car/version.hpp"
 
 // The libuv runtime (carcore-uv).
+#include "car/uv/guarded.hpp"
+#include "car/uv/listener.hpp"
+#include "car/uv/stream.hpp"
+#include "car/uv/stream_sink.hpp"
 #include "car/uv/uv_executor.hpp"
 
 // The CAR services (carcore-session, carcore-host, carcore-runs).
@@ -35,9 +41,9 @@
 #include "car/host/approval_core.hpp"
 #include "car/host/approval_gate.hpp"
 #include "car/host/event_subscriber.hpp"
+#include "car/host/host_records.hpp"
 #include "car/host/host_service.hpp"
 #include "car/host/host_state.hpp"
-#include "car/host/result.hpp"
 #include "car/host/time_format.hpp"
 #include "car/host/tool_broker.hpp"
 #include "car/runs/run_record.hpp"

@@ -6,13 +6,14 @@
 #include <string>
 #include <variant>
 
-#include "car/ws/ws_options.hpp"
 #include "car/export.hpp"
+#include "car/uv/listener.hpp"
+#include "car/ws/ws_options.hpp"
 
 // `--unix PATH`: a Unix-socket listener whose connections speak WebSocket exactly like TCP ones.
 // The socket file is created with mode 0600. An existing file at PATH is replaced only when it is
 // a socket that no live process answers on (a stale one left by a crash); a live daemon's socket
-// or any other kind of file is never touched.
+// or any other kind of file is never touched (uv::Listener::listen_unix does all of this).
 namespace car {
 class Server;
 }
@@ -24,6 +25,7 @@ class CAR_API UnixListener {
   struct Error {
     std::string message;
   };
+  // Loop thread only.
   static std::variant<std::unique_ptr<UnixListener>, Error> start(
       uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options,
       const std::string& path);
@@ -34,15 +36,10 @@ class CAR_API UnixListener {
   void stop();
 
  private:
-  UnixListener(Server& server, std::shared_ptr<const ws::WsOptions> options, std::string path);
-  static void on_connection(uv_stream_t* listener, int status);
+  explicit UnixListener(std::unique_ptr<uv::Listener> listener);
 
-  Server& server_;
-  std::shared_ptr<const ws::WsOptions> options_;
-  std::string path_;
+  std::unique_ptr<uv::Listener> listener_;
   std::string url_;
-  uv_pipe_t* handle_ = nullptr;  // freed in its close callback
-  bool owns_file_ = false;       // we bound the socket file, so we remove it
 };
 
 }  // namespace car::unix_socket

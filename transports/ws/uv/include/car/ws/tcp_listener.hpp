@@ -7,8 +7,9 @@
 #include <string>
 #include <variant>
 
-#include "car/ws/ws_options.hpp"
 #include "car/export.hpp"
+#include "car/uv/listener.hpp"
+#include "car/ws/ws_options.hpp"
 
 // `--listen HOST:PORT`: accepts TCP connections (TCP_NODELAY) and serves each as a WebSocket.
 namespace car {
@@ -34,12 +35,9 @@ class CAR_API TcpListener {
   void stop();
 
  private:
-  TcpListener(Server& server, std::shared_ptr<const WsOptions> options);
-  static void on_connection(uv_stream_t* listener, int status);
+  explicit TcpListener(std::unique_ptr<uv::Listener> listener);
 
-  Server& server_;
-  std::shared_ptr<const WsOptions> options_;
-  uv_tcp_t* handle_ = nullptr;  // freed in its close callback
+  std::unique_ptr<uv::Listener> listener_;
   std::string url_;
 };
 

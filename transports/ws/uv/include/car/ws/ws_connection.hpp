@@ -1,12 +1,10 @@
 #pragma once
 
-#include <uv.h>
-
 #include <memory>
-#include <string>
 
-#include "car/ws/ws_options.hpp"
 #include "car/export.hpp"
+#include "car/uv/listener.hpp"
+#include "car/ws/ws_options.hpp"
 
 // One accepted stream (TCP or Unix socket) served as a WebSocket: HTTP upgrade, RFC 6455 frames,
 // keepalive, close handshake, and a FrameSink for the core. Listeners call this for each accept.
@@ -16,11 +14,12 @@ class Server;
 
 namespace car::ws {
 
-// Takes ownership of `stream` (an initialized, accepted uv_tcp_t or uv_pipe_t allocated with new)
-// and serves it until it closes; the connection frees itself once its handles are closed.
-// Loop thread only. `options` must outlive the connection (listeners share one copy).
-CAR_API void serve_websocket(uv_stream_t* stream, Server& server, std::shared_ptr<const WsOptions> options,
-                     std::string peer_label);
+// Accepts the connection waiting in `incoming` and serves it until it closes; the connection
+// frees itself once its handles are closed. Its peer label is "ws IP:PORT" on TCP and
+// "unix PATH" on a Unix socket. Loop thread only, inside the listener's accept callback.
+// `options` is shared by the listener's connections (each keeps a reference).
+CAR_API void serve_websocket(uv::Listener::Incoming& incoming, Server& server,
+                             std::shared_ptr<const WsOptions> options);
 
 // Live WebSocket connections served by this process (all listeners), for tests and capacity logs.
 CAR_API std::size_t live_websocket_connections();
