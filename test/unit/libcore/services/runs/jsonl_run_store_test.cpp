@@ -1,5 +1,5 @@
-// RunStore (JSONL) and the pure record helpers: path encoding, torn-line recovery, summaries,
-// truncation (PROTOCOL.md §7.1, §7.3, §7.7).
+// The JSONL RunStore (jsonl_run_store.cpp): path encoding, torn-line recovery, summaries, write
+// failures (PROTOCOL.md §7.7).
 #include <fcntl.h>
 #include <unistd.h>
 
@@ -30,7 +30,7 @@ std::vector<std::string> lines_of(const std::string& path) {
 
 }  // namespace
 
-TEST_SUITE("run_store") {
+TEST_SUITE("jsonl_run_store") {
   TEST_CASE("path components keep [A-Za-z0-9_-] and %-encode every other byte") {
     CHECK(encode_path_component("agent_1-x") == "agent_1-x");
     CHECK(encode_path_component("a/b") == "a%2Fb");
@@ -186,74 +186,5 @@ TEST_SUITE("run_store") {
     CHECK_FALSE(error->empty());
     CHECK_FALSE(store->find("r1"));
     CHECK(store->list("a1").empty());
-  }
-
-  TEST_CASE("slugs, timestamps and record kinds") {
-    CHECK(slugify("My Bot") == "my-bot");
-    CHECK(slugify("  --Hello,  World!! 42 ") == "hello-world-42");
-    CHECK(slugify("\xC3\xA9t\xC3\xA9") == "t");
-    CHECK(slugify("!!!").empty());
-    CHECK(slugify("").empty());
-    using namespace std::chrono;
-    auto t = system_clock::time_point(milliseconds(1795514400123LL));
-    CHECK(format_timestamp(t) == "2026-11-24T10:00:00.123Z");
-    CHECK(record_kind(R"({"record":"turn","index":0})") == "turn");
-    CHECK(record_kind(R"({"record":"turnx"})").empty());
-    CHECK(record_kind(started("r", "a", "t")) == "started");
-    CHECK(record_kind(make_ended_record({}, "t")) == "ended");
-    auto ended = parse_json(make_ended_record({}, "t"));
-    CHECK(std::string(ended["termination"].GetString()) == "incomplete");
-    CHECK_FALSE(ended.HasMember("outcome"));
-  }
-
-  TEST_CASE("turn records: stamped index, truncation on a UTF-8 boundary, omission, too large") {
-    json::Document turn;
-    SUBCASE("stamp replaces a client index; verifier_verdict defaults to not_run") {
-      turn.Parse(R"({"index":99,"record":"x","prompt":"hi","tool":"t"})");
-      auto r = parse_json(*make_turn_record(turn, 7));
-      CHECK(std::string(r["record"].GetString()) == "turn");
-      CHECK(r["index"].GetInt() == 7);
-      CHECK(std::string(r["prompt"].GetString()) == "hi");
-      CHECK(std::string(r["verifier_verdict"].GetString()) == "not_run");
-      turn.Parse(R"({"verifier_verdict":"passed"})");
-      CHECK(std::string(parse_json(*make_turn_record(turn, 0))["verifier_verdict"].GetString()) ==
-            "passed");
-    }
-    SUBCASE("strings above 16384 bytes are cut to a valid prefix and marked, at any depth") {
-      // 16383 ASCII bytes then a 2-byte character: the cut must not split it.
-      std::string long_text = std::string(16383, 'a') + "\xC3\xA9" + "tail";
-      json::Builder b;
-      b.begin_object().key("output").str(long_text).key("parameters").begin_object();
-      b.key("deep").begin_array().str(long_text).end_array().end_object().end_object();
-      turn.Parse(b.take().c_str());
-      auto r = parse_json(*make_turn_record(turn, 0));
-      std::string out = r["output"].GetString();
-      CHECK(out == std::string(16383, 'a') + std::string(truncation_marker));
-      CHECK(std::string(r["parameters"]["deep"][0].GetString()) == out);
-      std::string exact(16384, 'b');
-      turn.Parse((R"({"prompt":")" + exact + R"("})").c_str());
-      CHECK(std::string(parse_json(*make_turn_record(turn, 0))["prompt"].GetString()) == exact);
-    }
-    SUBCASE("still above 256 KiB: parameters and output are omitted") {
-      json::Builder b;
-      b.begin_object().key("prompt").str("keep").key("output").begin_array();
-      for (int i = 0; i < 20; ++i) b.str(std::string(16000, 'x'));
-      b.end_array().key("parameters").str("p").end_object();
-      turn.Parse(b.take().c_str());
-      auto record = make_turn_record(turn, 0);
-      REQUIRE(record);
-      auto r = parse_json(*record);
-      CHECK(std::string(r["output"].GetString()) == omitted_marker);
-      CHECK(std::string(r["parameters"].GetString()) == omitted_marker);
-      CHECK(std::string(r["prompt"].GetString()) == "keep");
-    }
-    SUBCASE("too large even then: nothing") {
-      json::Builder b;
-      b.begin_object().key("prompt").begin_array();
-      for (int i = 0; i < 20; ++i) b.str(std::string(16000, 'x'));
-      b.end_array().end_object();
-      turn.Parse(b.take().c_str());
-      CHECK_FALSE(make_turn_record(turn, 0).has_value());
-    }
   }
 }

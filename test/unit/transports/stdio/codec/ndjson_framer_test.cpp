@@ -1,4 +1,4 @@
-// Tests for car::stdio::NdjsonFramer (transports/stdio/src/ndjson_framer.cpp).
+// Tests for car::stdio::NdjsonFramer (transports/stdio/codec/src/ndjson_framer.cpp).
 #include <doctest/doctest.h>
 
 #include <cstddef>
@@ -89,7 +89,7 @@ std::vector<std::string> corpus() {
 
 }  // namespace
 
-TEST_SUITE("stdio_ndjson_framer") {
+TEST_SUITE("ndjson_framer") {
   TEST_CASE("lines become messages, LF and CRLF") {
     CHECK(run_whole(64, "{\"a\":1}\n{\"b\":2}\n") ==
           std::vector<Event>{msg("{\"a\":1}"), msg("{\"b\":2}")});

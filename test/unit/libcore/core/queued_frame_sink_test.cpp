@@ -3,13 +3,13 @@
 #include <atomic>
 #include <thread>
 
-#include "test_support.hpp"
+#include "../../test_support.hpp"
 
 using namespace car;
 using namespace car::testing;
 using namespace std::chrono_literals;
 
-TEST_SUITE("frame_sink") {
+TEST_SUITE("queued_frame_sink") {
   TEST_CASE("frames are written in order and each completion runs once") {
     ManualExecutor ex;
     auto sink = LoopbackSink::create(ex);

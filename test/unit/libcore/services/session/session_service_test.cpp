@@ -1,9 +1,6 @@
-// session.auth, server.handshake, the auth gate (-32001 then close) and agent bindings (PROTOCOL.md §3).
-#include <filesystem>
-#include <fstream>
-#include <sys/stat.h>
-
-#include "test_support.hpp"
+// SessionService (session_service.cpp): session.auth, server.handshake, the auth gate (-32001 then
+// close) and agent bindings (PROTOCOL.md §3).
+#include "../../../test_support.hpp"
 
 using namespace car;
 using namespace car::test;
@@ -19,7 +16,7 @@ void add_ping(Server& server) {
 
 }  // namespace
 
-TEST_SUITE("session_auth") {
+TEST_SUITE("session_service") {
   TEST_CASE("unauthenticated call gets -32001 and the connection closes") {
     Fixture f(enabled_auth());
     add_ping(f.server);
@@ -158,52 +155,5 @@ TEST_SUITE("session_auth") {
     CHECK(error_code(f.call(R"({"jsonrpc":"2.0","id":1,"method":"gated.sub"})")) == -32005);
     f.call(R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":2}})");
     CHECK(f.call(R"({"jsonrpc":"2.0","id":3,"method":"gated.sub"})")["result"].GetInt() == 1);
-  }
-
-  TEST_CASE("constant_time_equal") {
-    CHECK(constant_time_equal("abc", "abc"));
-    CHECK_FALSE(constant_time_equal("abc", "abd"));
-    CHECK_FALSE(constant_time_equal("abc", "abcd"));
-    CHECK(constant_time_equal("", ""));
-  }
-
-  TEST_CASE("token files: minted 0600 with 64 hex chars, then reused; read trims") {
-    auto dir = std::filesystem::temp_directory_path() / ("carcore-token-" + random_hex(6));
-    auto path = (dir / "nested" / "auth-token").string();
-    auto minted = load_or_mint_token_file(path);
-    REQUIRE(std::holds_alternative<std::string>(minted));
-    const auto& token = std::get<std::string>(minted);
-    CHECK(token.size() == 64);
-    CHECK(token.find_first_not_of("0123456789abcdef") == std::string::npos);
-    struct stat st {};
-    REQUIRE(::stat(path.c_str(), &st) == 0);
-    CHECK((st.st_mode & 0777) == 0600);
-    auto again = load_or_mint_token_file(path);
-    CHECK(std::get<std::string>(again) == token);
-    auto spaced = (dir / "spaced").string();
-    std::ofstream(spaced) << "  tok en \n\n";
-    CHECK(std::get<std::string>(read_token_file(spaced)) == "tok en");
-    std::ofstream(dir / "empty") << " \n";
-    CHECK(std::holds_alternative<TokenFileError>(read_token_file((dir / "empty").string())));
-    CHECK(std::holds_alternative<TokenFileError>(read_token_file((dir / "missing").string())));
-    // An empty token file holds no token: load_or_mint replaces it with a minted one (0600).
-    auto empty = (dir / "empty").string();
-    ::chmod(empty.c_str(), 0644);
-    auto replaced = load_or_mint_token_file(empty);
-    REQUIRE(std::holds_alternative<std::string>(replaced));
-    CHECK(std::get<std::string>(replaced).size() == 64);
-    CHECK(std::get<std::string>(read_token_file(empty)) == std::get<std::string>(replaced));
-    REQUIRE(::stat(empty.c_str(), &st) == 0);
-    CHECK((st.st_mode & 0777) == 0600);
-    CHECK(trim_token("\t tok \n") == "tok");
-    std::filesystem::remove_all(dir);
-  }
-
-  TEST_CASE("uuid_v4 shape") {
-    auto id = uuid_v4();
-    REQUIRE(id.size() == 36);
-    CHECK(id[14] == '4');
-    CHECK(std::string("89ab").find(id[19]) != std::string::npos);
-    CHECK(uuid_v4() != id);
   }
 }

@@ -1,8 +1,9 @@
 #pragma once
 
-// Helpers for the host-side tests (host_methods, approvals, approval_gate, tool_broker): several
-// in-process peers on one Server with the host services installed, a deterministic executor, and
-// per-peer inboxes that split replies from notifications and server→client requests.
+// Helpers for the host-side tests (host_service, approval_core, approval_gate, tool_broker,
+// host_state): several in-process peers on one Server with the host services installed, a
+// deterministic executor, and per-peer inboxes that split replies from notifications and
+// server→client requests.
 
 #include <deque>
 #include <map>
@@ -11,9 +12,12 @@
 #include <vector>
 
 #include "car/host/host_service.hpp"
-#include "test_support.hpp"
+#include "../../../test_support.hpp"
 
 namespace car::test {
+// An inline namespace of its own: the host and runs helpers both define a Peer, and without it
+// their inline members would collide in the one test binary (an ODR violation).
+inline namespace host_support {
 
 // One connection and everything it has received but the test has not looked at yet.
 struct Peer {
@@ -118,4 +122,5 @@ struct HostFixture {
 
 inline std::string str(const json::Value& v) { return std::string(json::view(v)); }
 
+}  // namespace host_support
 }  // namespace car::test

@@ -50,7 +50,7 @@ struct Collect : FrameHandler {
 
 }  // namespace
 
-TEST_SUITE("ws_frame_encoder") {
+TEST_SUITE("frame_encoder") {
   TEST_CASE("RFC 6455 §5.7 examples") {
     CHECK(hex(encode_frame(Opcode::text, "Hello")) == "810548656c6c6f");
     CHECK(hex(encode_client_frame(Opcode::text, "Hello", 0x37fa213d)) == "818537fa213d7f9f4d5158");

@@ -1,8 +1,9 @@
-// The JSON-RPC engine: parse errors, envelope validation, batches, routing, params validation,
-// concurrency, the in-flight cap, the gate hook and handler failures (PROTOCOL.md §2).
+// Connection, the JSON-RPC engine (connection.cpp): parse errors, envelope validation, batches,
+// routing, params validation, concurrency, the in-flight cap, the gate hook and handler failures
+// (PROTOCOL.md §2).
 #include <thread>
 
-#include "test_support.hpp"
+#include "../../test_support.hpp"
 
 using namespace car;
 using namespace car::test;
@@ -32,7 +33,7 @@ void add_test_methods(Server& server, std::vector<Reply>* parked = nullptr) {
 
 }  // namespace
 
-TEST_SUITE("dispatch") {
+TEST_SUITE("connection") {
   TEST_CASE("unparseable text gets -32700 with id null and the connection stays usable") {
     Fixture f;
     add_test_methods(f.server);
@@ -68,19 +69,6 @@ TEST_SUITE("dispatch") {
     CHECK(std::string(r["result"].GetString()) == "a\xEF\xBF\xBD");
     auto low = f.call(R"({"jsonrpc":"2.0","id":4,"method":"echo","params":{"value":"\uDC00\ud83d\ude00"}})");
     CHECK(std::string(low["result"].GetString()) == "\xEF\xBF\xBD\xF0\x9F\x98\x80");
-  }
-
-  TEST_CASE("replace_lone_surrogate_escapes touches only unpaired escapes inside strings") {
-    using json::replace_lone_surrogate_escapes;
-    CHECK_FALSE(replace_lone_surrogate_escapes(R"({"a":"\ud83d\ude00"})").has_value());  // a pair
-    CHECK_FALSE(replace_lone_surrogate_escapes(R"({"a":"\\ud83d"})").has_value());  // a backslash
-    CHECK_FALSE(replace_lone_surrogate_escapes(R"({"a":"\u00e9 \"\ud8"})").has_value());
-    CHECK(replace_lone_surrogate_escapes(R"({"a":"\ud83d"})") == std::string(R"({"a":"\uFFFD"})"));
-    CHECK(replace_lone_surrogate_escapes(R"(["\ude00\ud800x","\\","\udbff"])") ==
-          std::string(R"(["\uFFFD\uFFFDx","\\","\uFFFD"])"));
-    // Keys are strings too; text outside strings is left alone (the parser reports it).
-    CHECK(replace_lone_surrogate_escapes(R"({"\ud800":1} \ud800)") ==
-          std::string(R"({"\uFFFD":1} \ud800)"));
   }
 
   TEST_CASE("ids are echoed with their type") {

@@ -1,5 +1,5 @@
 // Server→client calls: cb-N ids, replies, timeouts, cancellation, close (PROTOCOL.md §6).
-#include "test_support.hpp"
+#include "../../test_support.hpp"
 
 using namespace car;
 using namespace car::test;

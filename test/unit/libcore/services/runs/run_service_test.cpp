@@ -1,5 +1,6 @@
-// Run lifecycle (PROTOCOL.md §7.1–7.3, 7.6): agent resolution, idempotency, completion, turn rules,
-// ordering and durability of appends, the grace window, shutdown, eviction and restart.
+// RunService: the run lifecycle (PROTOCOL.md §7.1–7.3, 7.6): agent resolution, idempotency,
+// completion, turn rules, ordering and durability of appends, the grace window, shutdown, eviction
+// and restart.
 #include <fstream>
 
 #include "run_test_support.hpp"
@@ -40,7 +41,7 @@ struct FailingStore : RunStore {
 
 }  // namespace
 
-TEST_SUITE("run_lifecycle") {
+TEST_SUITE("run_service") {
   TEST_CASE("case 28: agent id resolution order") {
     SUBCASE("nothing to resolve from is an error") {
       RunFixture f;

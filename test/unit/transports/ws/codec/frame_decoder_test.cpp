@@ -108,7 +108,7 @@ using Events = std::vector<std::string>;
 
 }  // namespace
 
-TEST_SUITE("ws_frame_decoder") {
+TEST_SUITE("frame_decoder") {
   TEST_CASE("a masked text frame is unmasked and delivered") {
     // RFC 6455 §5.7: a single-frame masked text message "Hello".
     const std::string rfc = raw({0x81, 0x85, 0x37, 0xfa, 0x21, 0x3d, 0x7f, 0x9f, 0x4d, 0x51, 0x58});

@@ -1,4 +1,4 @@
-// Tests for car::stdio::ContentLengthFramer (transports/stdio/src/content_length_framer.cpp).
+// Tests for car::stdio::ContentLengthFramer (transports/stdio/codec/src/content_length_framer.cpp).
 #include <doctest/doctest.h>
 
 #include <cstddef>
@@ -77,7 +77,7 @@ std::vector<std::string> corpus() {
 
 }  // namespace
 
-TEST_SUITE("stdio_content_length_framer") {
+TEST_SUITE("content_length_framer") {
   TEST_CASE("back-to-back messages") {
     CHECK(run_whole(framed("{\"a\":1}") + framed("{\"b\":2}")) ==
           std::vector<Event>{msg("{\"a\":1}"), msg("{\"b\":2}")});

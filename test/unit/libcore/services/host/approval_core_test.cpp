@@ -47,7 +47,7 @@ AgentSpec agent(std::string id) {
 
 }  // namespace
 
-TEST_SUITE("approvals") {
+TEST_SUITE("approval_core") {
   TEST_CASE("a session-owned row: owner resolves once; repeats return the same row") {
     Setup s;
     auto a = s.request("A");

@@ -1,5 +1,5 @@
-// The host.* methods over in-process connections (PROTOCOL.md §4.2, §5.2): shapes, params, the ACL,
-// subscriptions and the event stream, approvals; acceptance cases 16–21 and 24–27.
+// HostService: the host.* methods over in-process connections (PROTOCOL.md §4.2, §5.2): shapes,
+// params, the ACL, subscriptions and the event stream, approvals; acceptance cases 16–21 and 24–27.
 #include "host_test_support.hpp"
 
 using namespace car;
@@ -18,7 +18,7 @@ std::string register_x(HostFixture& f, Peer& p, const std::string& id = "X") {
 
 }  // namespace
 
-TEST_SUITE("host_methods") {
+TEST_SUITE("host_service") {
   TEST_CASE("register_agent: shape, defaults, fresh id, params checks") {
     HostFixture f;
     Peer& a = f.peer();

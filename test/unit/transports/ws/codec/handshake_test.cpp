@@ -65,7 +65,7 @@ int reject_code(std::string_view input) {
 
 }  // namespace
 
-TEST_SUITE("ws_handshake") {
+TEST_SUITE("handshake") {
   TEST_CASE("RFC 6455 sample accept key") {
     // RFC 6455 §1.3. (Some copies of the sample circulate garbled as
     // "s3pPLMBiTxaQ9kYGzZhZK+xOo0Y="; SHA-1 gives the RFC's value.)

@@ -67,7 +67,7 @@ bool valid_byte_at_a_time(std::string_view s) {
 
 }  // namespace
 
-TEST_SUITE("ws_utf8") {
+TEST_SUITE("utf8_validator") {
   TEST_CASE("ASCII and the empty string are valid") {
     CHECK(is_valid_utf8(""));
     CHECK(is_valid_utf8("hello, world"));

@@ -1,6 +1,6 @@
-// The live fan-out (PROTOCOL.md §7.4): bounded per-subscriber queues with drops and gap notices, batch
-// drains on the pool, one serialization per record, reply-before-events, failure isolation, and a
-// threaded run on a real libuv loop and pool (for TSan).
+// TraceSubscriber, the live fan-out (PROTOCOL.md §7.4): bounded per-subscriber queues with drops
+// and gap notices, batch drains on the pool, one serialization per record, reply-before-events,
+// failure isolation, and a threaded run on a real libuv loop and pool (for TSan).
 #include <future>
 #include <stdexcept>
 #include <thread>
@@ -120,7 +120,7 @@ struct LoopThread {
 
 }  // namespace
 
-TEST_SUITE("run_fanout") {
+TEST_SUITE("trace_subscriber") {
   TEST_CASE("case 31: subscribe after 7 turns; the next turn arrives once with cursor 8") {
     RunFixture f;
     auto writer = f.peer();

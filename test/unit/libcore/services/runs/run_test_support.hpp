@@ -1,7 +1,8 @@
 #pragma once
 
-// Shared by the run_* unit tests: a Server with the run services on a ManualExecutor, in-process
-// peers on loopback sinks, and a temporary state directory.
+// Shared by the runs tests (run_service, run_methods, run_record, jsonl_run_store,
+// trace_subscriber): a Server with the run services on a ManualExecutor, in-process peers on
+// loopback sinks, and a temporary state directory.
 
 #include <atomic>
 #include <filesystem>
@@ -11,29 +12,35 @@
 #include <vector>
 
 #include "car/runs/run_service.hpp"
-#include "test_support.hpp"
+#include "../../../test_support.hpp"
 
 namespace car::test {
+// An inline namespace of its own: the host and runs helpers both define a Peer, and without it
+// their inline members would collide in the one test binary (an ODR violation).
+inline namespace runs_support {
 
 using namespace car::runs;
 
-struct TempDir {
-  TempDir() {
+// Named apart from uv_test_support.hpp's TempDir: two different classes car::test::TempDir in one
+// binary break the one-definition rule (the linker keeps one destructor for both).
+struct RunTempDir {
+  RunTempDir() {
     static std::atomic<int> counter{0};
     path = std::filesystem::temp_directory_path() /
            ("carcore-runs-" + std::to_string(::getpid()) + "-" + std::to_string(counter++) + "-" +
             random_hex(4));
     std::filesystem::create_directories(path);
   }
-  ~TempDir() {
+  ~RunTempDir() {
     std::error_code ec;
     std::filesystem::remove_all(path, ec);
   }
-  TempDir(const TempDir&) = delete;
-  TempDir& operator=(const TempDir&) = delete;
+  RunTempDir(const RunTempDir&) = delete;
+  RunTempDir& operator=(const RunTempDir&) = delete;
   std::string str() const { return path.string(); }
   std::filesystem::path path;
 };
+using TempDir = RunTempDir;
 
 inline std::string frame_method(const json::Value& frame) {
   if (!frame.IsObject() || !frame.HasMember("method") || !frame["method"].IsString()) return {};
@@ -174,4 +181,5 @@ inline std::string record_kind_of(const std::string& event_text) {
   return doc["params"]["record"]["record"].GetString();
 }
 
+}  // namespace runs_support
 }  // namespace car::test

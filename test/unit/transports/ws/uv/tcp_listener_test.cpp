@@ -1,0 +1,136 @@
+// The TCP listener (tcp_listener.cpp) on loopback: port 0 and url(), IPv6 hosts in brackets, a
+// port in use, stop() refusing new connections while existing ones carry on, and several
+// connections served at once (PROTOCOL.md §1, §9 --listen).
+#include "car/ws/tcp_listener.hpp"
+
+#include <netinet/in.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+#include <variant>
+
+#include "ws_test_client.hpp"
+
+using namespace car;
+using namespace car::test;
+
+namespace {
+
+using Started = std::variant<std::unique_ptr<ws::TcpListener>, ws::TcpListener::Error>;
+
+Started start(UvServerFixture& f, const std::string& host, std::uint16_t port,
+              ws::WsOptions options = {}) {
+  return ws::TcpListener::start(f.loop.get(), f.server,
+                                std::make_shared<const ws::WsOptions>(std::move(options)), host,
+                                port);
+}
+
+std::unique_ptr<ws::TcpListener> take(Started started) {
+  if (auto* error = std::get_if<ws::TcpListener::Error>(&started)) {
+    FAIL("listener did not start: " << error->message);
+  }
+  return std::move(std::get<std::unique_ptr<ws::TcpListener>>(started));
+}
+
+int port_of(const ws::TcpListener& listener) {
+  return std::stoi(listener.url().substr(listener.url().rfind(':') + 1));
+}
+
+// Whether this machine has an IPv6 loopback to bind (containers often have none).
+bool ipv6_loopback_available() {
+  int fd = ::socket(AF_INET6, SOCK_STREAM, 0);
+  if (fd < 0) return false;
+  sockaddr_in6 addr{};
+  addr.sin6_family = AF_INET6;
+  addr.sin6_addr = in6addr_loopback;
+  bool ok = ::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0;
+  ::close(fd);
+  return ok;
+}
+
+// Upgrades and checks one echo round trip with `id`.
+void round_trip(WsTestClient& client, int id) {
+  client.send_text(echo_request(id, std::to_string(id * 10)));
+  CHECK(client.next_frame().payload == echo_reply(id, std::to_string(id * 10)));
+}
+
+}  // namespace
+
+TEST_SUITE("tcp_listener") {
+  TEST_CASE("port 0 binds a free port on 127.0.0.1; url() names it; connections are served") {
+    UvServerFixture f;
+    auto listener = take(start(f, "127.0.0.1", 0));
+    const std::string prefix = "ws://127.0.0.1:";
+    REQUIRE(listener->url().substr(0, prefix.size()) == prefix);
+    int port = port_of(*listener);
+    CHECK(port > 0);
+    CHECK(port < 65536);
+    WsTestClient c(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port));
+    c.upgrade();
+    round_trip(c, 1);
+  }
+
+  TEST_CASE("an IPv6 host is bracketed in url() and served") {
+    if (!ipv6_loopback_available()) {
+      MESSAGE("no IPv6 loopback here; skipped");
+      return;
+    }
+    UvServerFixture f;
+    auto listener = take(start(f, "::1", 0));
+    const std::string prefix = "ws://[::1]:";
+    REQUIRE(listener->url().substr(0, prefix.size()) == prefix);
+    WsTestClient c(f.loop, StreamPeer::connect_tcp(f.loop.get(), "::1", port_of(*listener)));
+    c.upgrade();
+    round_trip(c, 2);
+  }
+
+  TEST_CASE("a port in use is an Error naming host and port") {
+    UvServerFixture f;
+    auto first = take(start(f, "127.0.0.1", 0));
+    auto port = static_cast<std::uint16_t>(port_of(*first));
+    auto second = start(f, "127.0.0.1", port);
+    auto* error = std::get_if<ws::TcpListener::Error>(&second);
+    REQUIRE(error != nullptr);
+    CHECK(error->message.find("cannot listen on 127.0.0.1:" + std::to_string(port)) == 0);
+    // The first listener is unaffected.
+    WsTestClient c(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port));
+    c.upgrade();
+    round_trip(c, 3);
+  }
+
+  TEST_CASE("stop() refuses new connections, keeps existing ones, and is idempotent") {
+    UvServerFixture f;
+    auto listener = take(start(f, "127.0.0.1", 0));
+    int port = port_of(*listener);
+    WsTestClient existing(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port));
+    existing.upgrade();
+    listener->stop();
+    listener->stop();
+    auto refused = StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port);
+    REQUIRE(f.loop.run_until([&] { return refused->connect_status() != 1; }));
+    CHECK(refused->connect_status() == UV_ECONNREFUSED);
+    round_trip(existing, 4);
+    listener.reset();  // destroying a stopped listener is fine too
+    round_trip(existing, 5);
+  }
+
+  TEST_CASE("several connections at once: each gets its own replies") {
+    UvServerFixture f;
+    auto listener = take(start(f, "127.0.0.1", 0));
+    int port = port_of(*listener);
+    std::vector<WsTestClient> clients;
+    for (int i = 0; i < 3; ++i) {
+      clients.emplace_back(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port));
+      clients.back().upgrade();
+    }
+    CHECK(f.server.connection_count() == 3);
+    CHECK(ws::live_websocket_connections() == f.live_before + 3);
+    // Interleave the requests, then read each client's reply.
+    for (int i = 0; i < 3; ++i)
+      clients[static_cast<std::size_t>(i)].send_text(echo_request(i, std::to_string(i)));
+    for (int i = 0; i < 3; ++i) {
+      CHECK(clients[static_cast<std::size_t>(i)].next_frame().payload ==
+            echo_reply(i, std::to_string(i)));
+    }
+  }
+}
