@@ -1,5 +1,7 @@
 #include "car/uv/uv_executor.hpp"
 
+#include <algorithm>
+
 #include "car/log.hpp"
 
 namespace car::uv {
@@ -105,15 +107,40 @@ void UvExecutor::run_posted() {
 }
 
 void UvExecutor::queue_work(Task work, Task after) {
-  if (!in_loop_thread()) {
-    // uv_queue_work is not thread-safe: submit from the loop.
-    post([this, work = std::move(work), after = std::move(after)]() mutable {
-      queue_work(std::move(work), std::move(after));
-    });
-    return;
-  }
   auto* w = new Work{{}, std::move(work), std::move(after)};
   w->req.data = w;
+  if (in_loop_thread()) {
+    submit(w);
+    return;
+  }
+  {
+    std::lock_guard lock(mutex_);
+    if (!shut_down_) {
+      // uv_queue_work is not thread-safe, so the loop submits the job (in order with the posts
+      // of this thread). Until then it is listed in posted_work_: shutdown() drops posted tasks
+      // but submits these, because `after` must run to release what the job holds.
+      posted_work_.push_back(w);
+      posted_.push_back([this, w] {
+        {
+          std::lock_guard relock(mutex_);
+          auto it = std::find(posted_work_.begin(), posted_work_.end(), w);
+          if (it == posted_work_.end()) return;  // shutdown() submitted it already
+          posted_work_.erase(it);
+        }
+        submit(w);
+      });
+      uv_async_send(async_);
+      return;
+    }
+  }
+  // After shutdown() the loop takes no more posts, so nothing could hand the job to it: run both
+  // parts here, in order, so that `after` still releases what the job holds.
+  std::unique_ptr<Work> owned(w);
+  run_guarded(owned->work, "pool work");
+  run_guarded(owned->after, "pool work completion");
+}
+
+void UvExecutor::submit(Work* w) {
   int rc = uv_queue_work(
       loop_, &w->req,
       [](uv_work_t* req) { run_guarded(static_cast<Work*>(req->data)->work, "pool work"); },
@@ -189,12 +216,16 @@ void UvExecutor::cancel_timer(TimerId id) {
 
 void UvExecutor::shutdown() {
   std::vector<Task> dropped;
+  std::vector<Work*> unsubmitted;
   {
     std::lock_guard lock(mutex_);
     if (shut_down_) return;
     shut_down_ = true;
     dropped.swap(posted_);
+    unsubmitted.swap(posted_work_);
   }
+  // Jobs other threads queued still run, and their `after`s run on this loop as it winds down.
+  for (Work* w : unsubmitted) submit(w);
   std::vector<Task> dropped_local;
   dropped_local.swap(local_);
   uv_close(reinterpret_cast<uv_handle_t*>(check_),

@@ -33,7 +33,9 @@ class CAR_API UvExecutor final : public Executor {
   bool in_loop_thread() const override;
 
   // Closes the async handle and every timer so that uv_run can return. Loop thread only. Posts made
-  // afterwards are dropped (their tasks are destroyed, not run).
+  // afterwards are dropped (their tasks are destroyed, not run). Pool jobs are never dropped: jobs
+  // other threads queued before still run, with their `after` on this loop; a queue_work from
+  // another thread after shutdown runs both parts on the calling thread.
   void shutdown();
 
   uv_loop_t* loop() const { return loop_; }
@@ -45,6 +47,7 @@ class CAR_API UvExecutor final : public Executor {
   static void on_check(uv_check_t* handle);
   void run_posted();
   void run_local();
+  void submit(Work* work);  // loop thread: uv_queue_work, or both parts inline if that fails
   void start_timer_on_loop(TimerId id, std::chrono::milliseconds delay, Task fn);
 
   uv_loop_t* loop_;
@@ -57,6 +60,7 @@ class CAR_API UvExecutor final : public Executor {
   bool local_armed_ = false;
   std::mutex mutex_;
   std::vector<Task> posted_;
+  std::vector<Work*> posted_work_;  // queue_work from other threads not yet handed to libuv
   bool shut_down_ = false;
   std::uint64_t next_timer_id_ = 1;
   std::unordered_map<TimerId, Timer*> timers_;  // loop thread only
