@@ -27,11 +27,11 @@ std::optional<std::string> resolve_token(const std::optional<std::string>& liter
   }
   if (!file) return std::nullopt;
   auto result = session::read_token_file(*file);
-  if (auto* error = std::get_if<session::TokenFileError>(&result)) {
-    log_error("{}-file: {}", flag, error->message);
+  if (!result) {
+    log_error("{}-file: {}", flag, result.error().message);
     return std::string();  // empty = failure, reported
   }
-  return std::get<std::string>(result);
+  return std::move(result.value());
 }
 
 }  // namespace
@@ -70,11 +70,11 @@ bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
     if (!token) {
       std::string path = state_dir_ + "/auth-token";
       auto minted = session::load_or_mint_token_file(path);
-      if (auto* error = std::get_if<session::TokenFileError>(&minted)) {
-        log_error("{}", error->message);
+      if (!minted) {
+        log_error("{}", minted.error().message);
         return false;
       }
-      token = std::get<std::string>(minted);
+      token = minted.value();
       // PROTOCOL.md §9: printed as a plain line (scripts read it), not as a log record.
       StderrWriter::process().write(fmt::format("auth token file: {}\n", path));
     }
@@ -103,21 +103,21 @@ bool Daemon::start_listeners() {
   }
   for (const auto& address : tcp) {
     auto started = ws::TcpListener::start(&loop_, *server_, ws_options, address.host, address.port);
-    if (auto* error = std::get_if<ws::TcpListener::Error>(&started)) {
-      log_error("{}", error->message);
+    if (!started) {
+      log_error("{}", started.error().message);
       return false;
     }
-    auto& listener = std::get<std::unique_ptr<ws::TcpListener>>(started);
+    auto& listener = started.value();
     StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
     tcp_listeners_.push_back(std::move(listener));
   }
   for (const auto& path : options_.unix_paths) {
     auto started = unix_socket::UnixListener::start(&loop_, *server_, ws_options, path);
-    if (auto* error = std::get_if<unix_socket::UnixListener::Error>(&started)) {
-      log_error("{}", error->message);
+    if (!started) {
+      log_error("{}", started.error().message);
       return false;
     }
-    auto& listener = std::get<std::unique_ptr<unix_socket::UnixListener>>(started);
+    auto& listener = started.value();
     StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
     unix_listeners_.push_back(std::move(listener));
   }

@@ -154,11 +154,11 @@ int main(int argc, char** argv) {
   auto started = car::uv::Listener::listen_tcp(
       loop, "127.0.0.1", static_cast<std::uint16_t>(port), listen_options,
       [&server](car::uv::Listener::Incoming& incoming) { LinePeer::serve(incoming, server); });
-  if (auto* error = std::get_if<car::uv::Listener::Error>(&started)) {
-    std::fprintf(stderr, "%s\n", error->message.c_str());
+  if (!started) {
+    std::fprintf(stderr, "%s\n", started.error().message.c_str());
     return 1;
   }
-  car::uv::Listener& listener = *std::get<std::unique_ptr<car::uv::Listener>>(started);
+  car::uv::Listener& listener = *started.value();
   std::fprintf(stderr, "listening tcp://127.0.0.1:%u (newline-delimited JSON)\n", unsigned{listener.port()});
 
   Shutdown shutdown{executor, server, *runs, listener};

@@ -71,7 +71,7 @@ Listener::Started Listener::listen_tcp(uv_loop_t* loop, const std::string& host,
   hints.ai_flags = AI_PASSIVE;
   uv_getaddrinfo_t resolver{};
   int rc = uv_getaddrinfo(loop, &resolver, nullptr, host.c_str(), std::to_string(port).c_str(), &hints);
-  if (rc != 0) return Error{fmt::format("cannot resolve {}: {}", host, uv_strerror(rc))};
+  if (rc != 0) return Error::internal(fmt::format("cannot resolve {}: {}", host, uv_strerror(rc)));
   std::unique_ptr<addrinfo, void (*)(addrinfo*)> addresses(resolver.addrinfo, uv_freeaddrinfo);
 
   int backlog = options.backlog;
@@ -83,7 +83,7 @@ Listener::Started Listener::listen_tcp(uv_loop_t* loop, const std::string& host,
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), backlog, &Listener::on_connection);
   if (rc != 0) {
     listener->stop();
-    return Error{fmt::format("cannot listen on {}:{}: {}", host, port, uv_strerror(rc))};
+    return Error::internal(fmt::format("cannot listen on {}:{}: {}", host, port, uv_strerror(rc)));
   }
   sockaddr_storage bound{};
   int length = sizeof bound;
@@ -97,15 +97,15 @@ Listener::Started Listener::listen_tcp(uv_loop_t* loop, const std::string& host,
 Listener::Started Listener::listen_unix(uv_loop_t* loop, const std::string& path,
                                         ListenerOptions options, AcceptFn on_accept) {
   if (path.empty() || path.size() >= sizeof(sockaddr_un{}.sun_path)) {
-    return Error{fmt::format("unix socket path '{}' is empty or too long", path)};
+    return Error::internal(fmt::format("unix socket path '{}' is empty or too long", path));
   }
   struct stat st {};
   if (::lstat(path.c_str(), &st) == 0) {
     if (!S_ISSOCK(st.st_mode)) {
-      return Error{fmt::format("{} exists and is not a socket; refusing to replace it", path)};
+      return Error::internal(fmt::format("{} exists and is not a socket; refusing to replace it", path));
     }
     if (socket_is_live(path)) {
-      return Error{fmt::format("{} is in use by a running daemon", path)};
+      return Error::internal(fmt::format("{} is in use by a running daemon", path));
     }
     log_info("replacing stale socket {}", path);
     ::unlink(path.c_str());
@@ -124,7 +124,7 @@ Listener::Started Listener::listen_unix(uv_loop_t* loop, const std::string& path
   if (rc == 0) rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), backlog, &Listener::on_connection);
   if (rc != 0) {
     listener->stop();
-    return Error{fmt::format("cannot listen on {}: {}", path, uv_strerror(rc))};
+    return Error::internal(fmt::format("cannot listen on {}: {}", path, uv_strerror(rc)));
   }
   return listener;
 }

@@ -9,7 +9,7 @@ UnixListener::UnixListener(std::unique_ptr<uv::Listener> listener)
 
 UnixListener::~UnixListener() = default;
 
-std::variant<std::unique_ptr<UnixListener>, UnixListener::Error> UnixListener::start(
+Result<std::unique_ptr<UnixListener>> UnixListener::start(
     uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options,
     const std::string& path) {
   // As on TCP, the connection cap is checked at the WebSocket upgrade (503).
@@ -18,9 +18,9 @@ std::variant<std::unique_ptr<UnixListener>, UnixListener::Error> UnixListener::s
       [&server, options = std::move(options)](uv::Listener::Incoming& incoming) {
         ws::serve_websocket(incoming, server, options);
       });
-  if (auto* error = std::get_if<uv::Listener::Error>(&started)) return Error{error->message};
+  if (!started) return started.error();
   return std::unique_ptr<UnixListener>(
-      new UnixListener(std::move(std::get<std::unique_ptr<uv::Listener>>(started))));
+      new UnixListener(std::move(started.value())));
 }
 
 void UnixListener::stop() { listener_->stop(); }

@@ -34,7 +34,7 @@ TokenResult mint_token_file(const std::string& path, bool replace) {
   int fd = ::open(target.c_str(), flags, 0600);
   if (fd < 0) {
     if (!replace && errno == EEXIST) return read_token_file(path);  // another process won
-    return TokenFileError{fmt::format("cannot create token file {}: {}", target, std::strerror(errno))};
+    return Error::internal(fmt::format("cannot create token file {}: {}", target, std::strerror(errno)));
   }
   ::fchmod(fd, 0600);
   std::string line = token + "\n";
@@ -42,7 +42,7 @@ TokenResult mint_token_file(const std::string& path, bool replace) {
   ok = (::fsync(fd) == 0) && ok;
   ::close(fd);
   if (ok && replace) ok = ::rename(target.c_str(), path.c_str()) == 0;
-  if (!ok) return TokenFileError{fmt::format("cannot write token file {}", path)};
+  if (!ok) return Error::internal(fmt::format("cannot write token file {}", path));
   return token;
 }
 
@@ -50,11 +50,11 @@ TokenResult mint_token_file(const std::string& path, bool replace) {
 
 TokenResult read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return TokenFileError{fmt::format("cannot read token file {}: {}", path, std::strerror(errno))};
+  if (!in) return Error::internal(fmt::format("cannot read token file {}: {}", path, std::strerror(errno)));
   std::stringstream content;
   content << in.rdbuf();
   std::string token = trim_token(content.str());
-  if (token.empty()) return TokenFileError{fmt::format("token file {} is empty", path)};
+  if (token.empty()) return Error::internal(fmt::format("token file {} is empty", path));
   return token;
 }
 
@@ -62,7 +62,7 @@ TokenResult load_or_mint_token_file(const std::string& path) {
   std::error_code ec;
   if (std::filesystem::exists(path, ec)) {
     auto existing = read_token_file(path);
-    if (std::holds_alternative<std::string>(existing)) return existing;
+    if (existing) return existing;
     // Readable but empty (or only whitespace): it holds no token, so one is minted in its place
     // (PROTOCOL.md §9: "if there is none"). An unreadable file is reported, never overwritten.
     std::ifstream in(path, std::ios::binary);
@@ -72,7 +72,7 @@ TokenResult load_or_mint_token_file(const std::string& path) {
   auto parent = std::filesystem::path(path).parent_path();
   if (!parent.empty()) {
     std::filesystem::create_directories(parent, ec);
-    if (ec) return TokenFileError{fmt::format("cannot create {}: {}", parent.string(), ec.message())};
+    if (ec) return Error::internal(fmt::format("cannot create {}: {}", parent.string(), ec.message()));
     ::chmod(parent.c_str(), 0700);
   }
   return mint_token_file(path, false);

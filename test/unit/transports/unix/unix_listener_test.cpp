@@ -20,23 +20,20 @@ using namespace car::test;
 namespace {
 
 using unix_socket::UnixListener;
-using Started = std::variant<std::unique_ptr<UnixListener>, UnixListener::Error>;
+using Started = Result<std::unique_ptr<UnixListener>>;
 
 Started start(UvServerFixture& f, const std::string& path) {
   return UnixListener::start(f.loop.get(), f.server, std::make_shared<const ws::WsOptions>(), path);
 }
 
 std::unique_ptr<UnixListener> take(Started started) {
-  if (auto* error = std::get_if<UnixListener::Error>(&started)) {
-    FAIL("listener did not start: " << error->message);
-  }
-  return std::move(std::get<std::unique_ptr<UnixListener>>(started));
+  if (!started) FAIL("listener did not start: " << started.error().message);
+  return std::move(started.value());
 }
 
 std::string error_of(Started started) {
-  auto* error = std::get_if<UnixListener::Error>(&started);
-  REQUIRE_MESSAGE(error != nullptr, "the listener started");
-  return error->message;
+  REQUIRE_MESSAGE(!started.ok(), "the listener started");
+  return started.error().message;
 }
 
 // A socket file nobody listens on, as a crashed daemon leaves behind.

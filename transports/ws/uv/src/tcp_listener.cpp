@@ -14,7 +14,7 @@ TcpListener::TcpListener(std::unique_ptr<uv::Listener> listener) : listener_(std
 
 TcpListener::~TcpListener() = default;
 
-std::variant<std::unique_ptr<TcpListener>, TcpListener::Error> TcpListener::start(
+Result<std::unique_ptr<TcpListener>> TcpListener::start(
     uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options,
     const std::string& host, std::uint16_t port) {
   // The connection cap (options->max_connections) is the WebSocket's: checked at the upgrade,
@@ -24,9 +24,9 @@ std::variant<std::unique_ptr<TcpListener>, TcpListener::Error> TcpListener::star
       [&server, options = std::move(options)](uv::Listener::Incoming& incoming) {
         serve_websocket(incoming, server, options);
       });
-  if (auto* error = std::get_if<uv::Listener::Error>(&started)) return Error{error->message};
+  if (!started) return started.error();
   return std::unique_ptr<TcpListener>(
-      new TcpListener(std::move(std::get<std::unique_ptr<uv::Listener>>(started))));
+      new TcpListener(std::move(started.value())));
 }
 
 void TcpListener::stop() { listener_->stop(); }

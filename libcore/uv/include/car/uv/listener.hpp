@@ -10,6 +10,7 @@
 #include <variant>
 
 #include "car/export.hpp"
+#include "car/result.hpp"
 #include "car/uv/stream.hpp"
 
 // A listening socket on libuv — TCP (HOST:PORT) or a Unix-domain socket (PATH) — that accepts
@@ -39,10 +40,8 @@ struct CAR_API ListenerOptions {
 
 class CAR_API Listener {
  public:
-  struct Error {
-    std::string message;
-  };
-  using Started = std::variant<std::unique_ptr<Listener>, Error>;
+  // The listener, or why it could not listen (Error::message names the address and the cause).
+  using Started = Result<std::unique_ptr<Listener>>;
 
   // One connection waiting to be accepted. Valid only during the accept callback.
   class CAR_API Incoming {

@@ -16,7 +16,7 @@ using namespace car::test;
 
 namespace {
 
-using Started = std::variant<std::unique_ptr<ws::TcpListener>, ws::TcpListener::Error>;
+using Started = Result<std::unique_ptr<ws::TcpListener>>;
 
 Started start(UvServerFixture& f, const std::string& host, std::uint16_t port,
               ws::WsOptions options = {}) {
@@ -26,10 +26,8 @@ Started start(UvServerFixture& f, const std::string& host, std::uint16_t port,
 }
 
 std::unique_ptr<ws::TcpListener> take(Started started) {
-  if (auto* error = std::get_if<ws::TcpListener::Error>(&started)) {
-    FAIL("listener did not start: " << error->message);
-  }
-  return std::move(std::get<std::unique_ptr<ws::TcpListener>>(started));
+  if (!started) FAIL("listener did not start: " << started.error().message);
+  return std::move(started.value());
 }
 
 int port_of(const ws::TcpListener& listener) {
@@ -89,9 +87,8 @@ TEST_SUITE("tcp_listener") {
     auto first = take(start(f, "127.0.0.1", 0));
     auto port = static_cast<std::uint16_t>(port_of(*first));
     auto second = start(f, "127.0.0.1", port);
-    auto* error = std::get_if<ws::TcpListener::Error>(&second);
-    REQUIRE(error != nullptr);
-    CHECK(error->message.find("cannot listen on 127.0.0.1:" + std::to_string(port)) == 0);
+    REQUIRE_FALSE(second.ok());
+    CHECK(second.error().message.find("cannot listen on 127.0.0.1:" + std::to_string(port)) == 0);
     // The first listener is unaffected.
     WsTestClient c(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port));
     c.upgrade();

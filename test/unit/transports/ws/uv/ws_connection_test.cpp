@@ -18,8 +18,8 @@ struct WsFixture : UvServerFixture {
     auto started = ws::TcpListener::start(loop.get(), server,
                                           std::make_shared<const ws::WsOptions>(std::move(options)),
                                           "127.0.0.1", 0);
-    REQUIRE(std::holds_alternative<std::unique_ptr<ws::TcpListener>>(started));
-    listener = std::move(std::get<std::unique_ptr<ws::TcpListener>>(started));
+    REQUIRE(started.ok());
+    listener = std::move(started.value());
     port = std::stoi(listener->url().substr(listener->url().rfind(':') + 1));
   }
   ~WsFixture() {

@@ -7,6 +7,7 @@
 #include <variant>
 
 #include "car/export.hpp"
+#include "car/result.hpp"
 #include "car/uv/listener.hpp"
 #include "car/ws/ws_options.hpp"
 
@@ -22,11 +23,8 @@ namespace car::unix_socket {
 
 class CAR_API UnixListener {
  public:
-  struct Error {
-    std::string message;
-  };
   // Loop thread only.
-  static std::variant<std::unique_ptr<UnixListener>, Error> start(
+  static Result<std::unique_ptr<UnixListener>> start(
       uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options,
       const std::string& path);
   ~UnixListener();

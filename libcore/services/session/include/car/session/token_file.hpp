@@ -2,19 +2,16 @@
 
 #include <string>
 #include <string_view>
-#include <variant>
 
-#include "car/error.hpp"
+#include "car/result.hpp"
 #include "car/export.hpp"
 
 // Token files (PROTOCOL.md §9): a token read from a file has surrounding whitespace trimmed; a minted
 // token is 32 random bytes as 64 lowercase hex characters in a file of mode 0600.
 namespace car::session {
 
-struct CAR_API TokenFileError {
-  std::string message;
-};
-using TokenResult = std::variant<std::string, TokenFileError>;
+// The token, or an Error whose message names the file and what went wrong.
+using TokenResult = Result<std::string>;
 
 // `text` without surrounding whitespace (how every token the daemon is given is read).
 CAR_API std::string trim_token(std::string_view text);

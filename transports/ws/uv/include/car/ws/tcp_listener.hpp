@@ -8,6 +8,7 @@
 #include <variant>
 
 #include "car/export.hpp"
+#include "car/result.hpp"
 #include "car/uv/listener.hpp"
 #include "car/ws/ws_options.hpp"
 
@@ -20,11 +21,8 @@ namespace car::ws {
 
 class CAR_API TcpListener {
  public:
-  struct Error {
-    std::string message;
-  };
   // Binds and listens on the loop. Port 0 picks a free port (see url()). Loop thread only.
-  static std::variant<std::unique_ptr<TcpListener>, Error> start(
+  static Result<std::unique_ptr<TcpListener>> start(
       uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options,
       const std::string& host, std::uint16_t port);
   ~TcpListener();
