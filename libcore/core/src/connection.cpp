@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include "car/jsonrpc_text.hpp"
 #include "car/log.hpp"
 #include "car/random.hpp"
 #include "car/server.hpp"
@@ -60,7 +61,7 @@ void Connection::framing_error(std::string_view detail) {
   if (closed()) return;
   std::string message(messages::parse_error);
   if (!detail.empty()) message = fmt::format("{}: {}", message, detail);
-  send_reply_frame(detail::error_envelope("null", {ErrorCode::parse_error, std::move(message)}));
+  send_reply_frame(jsonrpc::error("null", {ErrorCode::parse_error, std::move(message)}));
 }
 
 void Dispatch::message(Connection& c, std::string_view text) {
@@ -83,7 +84,7 @@ void Dispatch::message(Connection& c, std::string_view text) {
     return;
   }
   if (doc.Empty()) {
-    c.send_reply_frame(detail::error_envelope(
+    c.send_reply_frame(jsonrpc::error(
         "null", {ErrorCode::invalid_request, std::string(messages::invalid_request)}));
     return;
   }
@@ -98,7 +99,7 @@ void Dispatch::member(Connection& c, const json::Value& msg, const std::shared_p
   switch (env.kind) {
     case detail::MessageKind::invalid:
       answer(c, batch,
-             detail::error_envelope(env.id_json, {ErrorCode::invalid_request,
+             jsonrpc::error(env.id_json, {ErrorCode::invalid_request,
                                                   std::string(messages::invalid_request)}));
       return;
     case detail::MessageKind::response:
@@ -250,14 +251,7 @@ SinkError Connection::send(Frame frame, SendCompletion done, std::chrono::millis
 }
 
 SinkError Connection::notify(std::string_view method, std::string_view params_json) {
-  std::string text;
-  text.reserve(40 + method.size() + params_json.size());
-  text.append(R"({"jsonrpc":"2.0","method":)");
-  json::append_quoted(text, method);
-  text.append(R"(,"params":)");
-  text.append(params_json);
-  text.push_back('}');
-  return sink_->send(make_frame(std::move(text)));
+  return sink_->send(make_frame(jsonrpc::notification(method, params_json)));
 }
 
 std::optional<std::string> Connection::call(std::string_view method, std::string_view params_json,
@@ -274,16 +268,7 @@ std::optional<std::string> Connection::call(std::string_view method,
   if (closed()) return std::nullopt;
   std::string id = calls_->begin(timeout, std::move(callback));
   std::string params_json = build_params(id);
-  std::string text;
-  text.reserve(48 + id.size() + method.size() + params_json.size());
-  text.append(R"({"jsonrpc":"2.0","id":)");
-  json::append_quoted(text, id);
-  text.append(R"(,"method":)");
-  json::append_quoted(text, method);
-  text.append(R"(,"params":)");
-  text.append(params_json);
-  text.push_back('}');
-  if (sink_->send(make_frame(std::move(text))) != SinkError::none) {
+  if (sink_->send(make_frame(jsonrpc::request(id, method, params_json))) != SinkError::none) {
     calls_->forget(id);
     return std::nullopt;
   }

@@ -1,39 +1,12 @@
 #include "car/reply.hpp"
 
 #include "car/json.hpp"
+#include "car/jsonrpc_text.hpp"
 #include "car/log.hpp"
 #include "reply_state.hpp"
 
 namespace car {
 namespace detail {
-
-std::string result_envelope(std::string_view id_json, std::string_view result_json) {
-  std::string out;
-  out.reserve(32 + id_json.size() + result_json.size());
-  out.append(R"({"jsonrpc":"2.0","id":)");
-  out.append(id_json);
-  out.append(R"(,"result":)");
-  out.append(result_json);
-  out.push_back('}');
-  return out;
-}
-
-std::string error_envelope(std::string_view id_json, const Error& error) {
-  std::string out;
-  out.reserve(64 + id_json.size() + error.message.size() + error.data_json.size());
-  out.append(R"({"jsonrpc":"2.0","id":)");
-  out.append(id_json);
-  out.append(R"(,"error":{"code":)");
-  out.append(std::to_string(error.code));
-  out.append(R"(,"message":)");
-  json::append_quoted(out, error.message);
-  if (!error.data_json.empty()) {
-    out.append(R"(,"data":)");
-    out.append(error.data_json);
-  }
-  out.append("}}");
-  return out;
-}
 
 void BatchCollector::member_done(std::string entry, std::function<void()> after_queued) {
   std::vector<std::string> entries;
@@ -81,7 +54,7 @@ ReplyState::~ReplyState() {
   // Every copy of the Reply is gone and nobody answered: answer for the handler rather than
   // leave the peer waiting forever.
   if (!notification) log_warn("request {} dropped without a reply", id_json);
-  finish(error_envelope(id_json, Error::internal("internal error: request dropped")), {});
+  finish(jsonrpc::error(id_json, Error::internal("internal error: request dropped")), {});
 }
 
 }  // namespace detail
@@ -92,7 +65,7 @@ void Reply::ok(std::string_view result_json, std::function<void()> after_queued)
     state_->finish({}, std::move(after_queued));
     return;
   }
-  state_->finish(detail::result_envelope(state_->id_json, result_json), std::move(after_queued));
+  state_->finish(jsonrpc::result(state_->id_json, result_json), std::move(after_queued));
 }
 
 void Reply::error(Error error) const {
@@ -101,7 +74,7 @@ void Reply::error(Error error) const {
     state_->finish({}, {});
     return;
   }
-  state_->finish(detail::error_envelope(state_->id_json, error), {});
+  state_->finish(jsonrpc::error(state_->id_json, error), {});
 }
 
 bool Reply::done() const { return !state_ || state_->done.load(std::memory_order_acquire); }

@@ -15,11 +15,6 @@
 
 namespace car::detail {
 
-// Builds `{"jsonrpc":"2.0","id":<id_json>,"result":<result_json>}`.
-std::string result_envelope(std::string_view id_json, std::string_view result_json);
-// Builds `{"jsonrpc":"2.0","id":<id_json>,"error":{...}}`.
-std::string error_envelope(std::string_view id_json, const Error& error);
-
 struct BatchCollector {
   BatchCollector(std::shared_ptr<Connection> c, std::size_t members)
       : connection(std::move(c)), remaining(members) {}

@@ -13,6 +13,7 @@
 #include "car/frame.hpp"
 #include "car/frame_sink.hpp"
 #include "car/json.hpp"
+#include "car/jsonrpc_text.hpp"
 #include "car/log.hpp"
 #include "car/method_gate.hpp"
 #include "car/method_registry.hpp"

@@ -8,6 +8,7 @@
 #include <map>
 #include <deque>
 
+#include "car/jsonrpc_text.hpp"
 #include "car/log.hpp"
 #include "car/random.hpp"
 
@@ -38,8 +39,11 @@ struct SubscriberEntry {
 
 namespace {
 
-constexpr std::string_view event_frame_prefix =
-    R"({"jsonrpc":"2.0","method":"host.event","params":)";
+// What precedes the HostEvent object inside its host.event frame (see event_json()).
+const std::string& event_frame_prefix() {
+  static const std::string prefix = jsonrpc::notification_prefix("host.event");
+  return prefix;
+}
 
 constexpr std::string_view status_names[] = {
     "idle", "running", "waiting_for_approval", "paused", "completed", "errored", "stopped",
@@ -141,9 +145,10 @@ void write_json(json::Builder& out, const HostApproval& a) {
 }
 
 std::string_view HostEventRecord::event_json() const {
-  if (!frame || frame->size() < event_frame_prefix.size() + 1) return {};
+  const std::string& prefix = event_frame_prefix();
+  if (!frame || frame->size() < prefix.size() + 1) return {};
   std::string_view text(*frame);
-  return text.substr(event_frame_prefix.size(), text.size() - event_frame_prefix.size() - 1);
+  return text.substr(prefix.size(), text.size() - prefix.size() - 1);
 }
 
 // ---- HostState ----
@@ -256,10 +261,7 @@ HostEventRecord HostState::Impl::record_locked(EventSpec event) {
   if (event.agent_id) body.key("agent_id").str(*event.agent_id);
   body.key("message").str(event.message).key("payload").raw(event.payload_json).end_object();
 
-  std::string text;
-  text.reserve(event_frame_prefix.size() + body.view().size() + 1);
-  text.append(event_frame_prefix).append(body.view()).push_back('}');
-  HostEventRecord record{sequence, make_frame(std::move(text))};
+  HostEventRecord record{sequence, make_frame(jsonrpc::notification("host.event", body.view()))};
 
   ring_.push_back(record);
   while (ring_.size() > options_.event_capacity) ring_.pop_front();

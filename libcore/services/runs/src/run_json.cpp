@@ -1,5 +1,6 @@
 #include "run_json.hpp"
 
+#include "car/jsonrpc_text.hpp"
 #include "car/json.hpp"
 
 namespace car::runs::detail {
@@ -11,18 +12,14 @@ json::Builder& uint64(json::Builder& b, std::uint64_t value) {
   return b;
 }
 
-// The JSON-RPC notification envelope around `params`, which `write_params` fills in.
+// The notification `method` whose params object `write_params` fills in.
 template <typename WriteParams>
 std::string notification(std::string_view method, WriteParams&& write_params) {
-  json::Builder b;
-  b.begin_object();
-  b.key("jsonrpc").str("2.0");
-  b.key("method").str(method);
-  b.key("params").begin_object();
-  write_params(b);
-  b.end_object();
-  b.end_object();
-  return b.take();
+  json::Builder params;
+  params.begin_object();
+  write_params(params);
+  params.end_object();
+  return jsonrpc::notification(method, params.view());
 }
 
 }  // namespace
