@@ -14,9 +14,9 @@
 #include <vector>
 
 #include "car/carcore.hpp"
+#include "car/host/host_service.hpp"
 #include "car/testing/manual_executor.hpp"
 #include "null_sink.hpp"
-#include "car/host/host_service.hpp"
 
 namespace {
 

@@ -3,6 +3,7 @@
 #include <algorithm>
 
 #include "car/log.hpp"
+#include "car/uv/guarded.hpp"
 
 namespace car::uv {
 
@@ -22,15 +23,7 @@ struct UvExecutor::Work {
 namespace {
 
 // No exception may unwind through libuv's C frames: a task that throws is logged and dropped.
-void run_guarded(const Executor::Task& task, const char* what) noexcept {
-  try {
-    task();
-  } catch (const std::exception& e) {
-    log_error("uncaught exception in {}: {}", what, e.what());
-  } catch (...) {
-    log_error("uncaught non-standard exception in {}", what);
-  }
-}
+void run_guarded(const Executor::Task& task, const char* what) noexcept { guarded(what, task); }
 
 }  // namespace
 

@@ -35,10 +35,6 @@
 #include "car/uv/uv_executor.hpp"
 
 // The CAR services (carcore-session, carcore-host, carcore-runs).
-#include "car/session/agent_bindings.hpp"
-#include "car/session/auth.hpp"
-#include "car/session/session_service.hpp"
-#include "car/session/token_file.hpp"
 #include "car/host/approval_core.hpp"
 #include "car/host/approval_gate.hpp"
 #include "car/host/event_subscriber.hpp"
@@ -51,8 +47,17 @@
 #include "car/runs/run_service.hpp"
 #include "car/runs/run_store.hpp"
 #include "car/runs/trace_subscriber.hpp"
+#include "car/session/agent_bindings.hpp"
+#include "car/session/auth.hpp"
+#include "car/session/session_service.hpp"
+#include "car/session/token_file.hpp"
 
 // The transports (carcore-ws, carcore-stdio, carcore-unix) and their sans-I/O codecs.
+#include "car/stdio/content_length_framer.hpp"
+#include "car/stdio/framing_events.hpp"
+#include "car/stdio/ndjson_framer.hpp"
+#include "car/stdio/stdio_transport.hpp"
+#include "car/unix_socket/unix_listener.hpp"
 #include "car/ws/close_code.hpp"
 #include "car/ws/frame_decoder.hpp"
 #include "car/ws/frame_encoder.hpp"
@@ -62,8 +67,3 @@
 #include "car/ws/utf8_validator.hpp"
 #include "car/ws/ws_connection.hpp"
 #include "car/ws/ws_options.hpp"
-#include "car/stdio/content_length_framer.hpp"
-#include "car/stdio/framing_events.hpp"
-#include "car/stdio/ndjson_framer.hpp"
-#include "car/stdio/stdio_transport.hpp"
-#include "car/unix_socket/unix_listener.hpp"

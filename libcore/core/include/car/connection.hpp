@@ -9,10 +9,10 @@
 #include <string>
 #include <string_view>
 
+#include "car/export.hpp"
 #include "car/frame_sink.hpp"
 #include "car/outbound_calls.hpp"
 #include "car/session.hpp"
-#include "car/export.hpp"
 
 // One peer of the server: the per-connection entry point of PROTOCOL.md §10. A transport (or embedder)
 // feeds it complete inbound text messages and tells it when the peer is gone; the connection

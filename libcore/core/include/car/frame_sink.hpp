@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include "car/frame.hpp"
 #include "car/export.hpp"
+#include "car/frame.hpp"
 
 // FrameSink is the seam between the core and every transport (PROTOCOL.md §10). The core only ever
 // writes through it; it never learns whether the peer is a WebSocket, a Unix socket, stdio or an

@@ -5,8 +5,8 @@
 #include <string_view>
 
 #include "car/error.hpp"
-#include "car/json.hpp"
 #include "car/export.hpp"
+#include "car/json.hpp"
 
 // A check that runs before a method's handler, without blocking a thread, and may refuse it:
 // the high-risk approval gate (PROTOCOL.md §5.1) implements this. The dispatcher consults it for every

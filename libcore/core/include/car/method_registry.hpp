@@ -7,10 +7,10 @@
 #include <unordered_map>
 #include <vector>
 
+#include "car/export.hpp"
 #include "car/json.hpp"
 #include "car/params.hpp"
 #include "car/reply.hpp"
-#include "car/export.hpp"
 
 // The table of methods a server answers. Fill it before the first connection opens; afterwards
 // lookups are lock-free reads and registration is not allowed.

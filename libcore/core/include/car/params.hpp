@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "car/error.hpp"
-#include "car/json.hpp"
 #include "car/export.hpp"
+#include "car/json.hpp"
 
 // Declarative checks of a method's params object. The dispatcher validates before the handler
 // runs, so handlers can read declared fields without re-checking their types. Unknown members are

@@ -5,8 +5,8 @@
 #include <vector>
 
 #include "car/executor.hpp"
-#include "car/frame_sink.hpp"
 #include "car/export.hpp"
+#include "car/frame_sink.hpp"
 
 // The shared machinery of every FrameSink carcore ships: bounded queue, per-frame deadlines,
 // graceful close with a bounded flush, end observers, backpressure watermarks, and the

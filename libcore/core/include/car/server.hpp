@@ -12,11 +12,11 @@
 #include <vector>
 
 #include "car/executor.hpp"
+#include "car/export.hpp"
 #include "car/frame_sink.hpp"
 #include "car/method_gate.hpp"
 #include "car/method_registry.hpp"
 #include "car/version.hpp"
-#include "car/export.hpp"
 
 // The state shared by every connection of one daemon (PROTOCOL.md §10): configuration, the method table,
 // sessions by client_id, agent bindings, and the ordered teardown of a connection.

@@ -1,7 +1,7 @@
 #include "run_json.hpp"
 
-#include "car/jsonrpc_text.hpp"
 #include "car/json.hpp"
+#include "car/jsonrpc_text.hpp"
 
 namespace car::runs::detail {
 

@@ -6,8 +6,8 @@
 #include <string>
 #include <vector>
 
-#include "car/queued_frame_sink.hpp"
 #include "car/export.hpp"
+#include "car/queued_frame_sink.hpp"
 
 // An in-memory FrameSink for tests and examples: "writes" append to a list the test can read.
 // It can stall (hold the write in flight, like a peer that stopped reading), fail the next write,

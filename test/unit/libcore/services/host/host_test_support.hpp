@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "car/host/host_service.hpp"
 #include "../../../test_support.hpp"
+#include "car/host/host_service.hpp"
 
 namespace car::test {
 // An inline namespace of its own: the host and runs helpers both define a Peer, and without it

@@ -11,7 +11,7 @@ std::string run_params(const std::string& run) { return R"({"run_id":")" + run +
 
 // Auth enabled: a writer bound to agent a1 with one recorded run.
 struct AuthWorld {
-  AuthWorld() : f(runs_enabled_auth()) {
+  AuthWorld() : f(Fixture::enabled_auth()) {
     writer = f.peer();
     f.auth(*writer, R"({"token":"secret","agent_id":"a1"})");
     run = f.start(*writer, "a1");
@@ -142,7 +142,7 @@ TEST_SUITE("run_methods") {
   TEST_CASE("get_trace pages by bytes and says where to go on") {
     RunConfig rc;
     rc.max_trace_page_bytes = 300;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto p = f.peer();
     auto run = f.start(*p);
     f.record(*p, run, 10, R"({"prompt":")" + std::string(100, 'x') + R"("})");

@@ -62,7 +62,7 @@ TEST_SUITE("run_service") {
     SUBCASE("param, then bound agent, then default agent, then name") {
       RunConfig rc;
       rc.default_agent_id = "default-agent";
-      RunFixture f(runs_disabled_auth(), rc);
+      RunFixture f(Fixture::disabled_auth(), rc);
       auto p = f.peer();
       auto r = f.call(*p, "runs.start", R"({"intent":"x","agent_name":"My Bot"})");
       CHECK(std::string(r["result"]["agent_id"].GetString()) == "default-agent");
@@ -107,7 +107,7 @@ TEST_SUITE("run_service") {
     CHECK(error_code(other) == -32602);
     CHECK(error_message(other) == "idempotency key belongs to another agent");
     // After eviction or restart the store answers: a new service on the same directory.
-    RunFixture g(runs_disabled_auth(), {}, f.dir.str());
+    RunFixture g(Fixture::disabled_auth(), {}, f.dir.str());
     auto q = g.peer();
     CHECK(g.start(*q, "a1", R"(,"idempotency_key":"job-1")") == "job-1");
     CHECK(error_message(g.call(*q, "runs.start",
@@ -161,7 +161,7 @@ TEST_SUITE("run_service") {
   TEST_CASE("case 39: record_turns checks in order") {
     RunConfig rc;
     rc.max_turns_per_run = 10;  // the 2000 rule, scaled
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto p = f.peer();
     auto stranger = f.peer();
     auto run = f.start(*p);
@@ -273,7 +273,7 @@ TEST_SUITE("run_service") {
     auto failing = std::make_shared<FailingStore>(make_jsonl_run_store(dir.str()));
     RunConfig rc;
     rc.store = failing;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto p = f.peer();
     failing->fail = true;
     auto r = f.call(*p, "runs.start", R"({"intent":"x","agent_id":"a1","idempotency_key":"k"})");
@@ -303,7 +303,7 @@ TEST_SUITE("run_service") {
   TEST_CASE("case 35: the writer disconnects; the grace window ends the run incomplete") {
     RunConfig rc;
     rc.grace = 2000ms;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto writer = f.peer();
     auto watcher = f.peer();
     auto run = f.start(*writer);
@@ -391,7 +391,7 @@ TEST_SUITE("run_service") {
   TEST_CASE("ended runs beyond the bound leave memory; the store still serves them") {
     RunConfig rc;
     rc.max_ended_runs = 2;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto p = f.peer();
     auto stranger = f.peer();
     std::vector<std::string> ids;
@@ -422,7 +422,7 @@ TEST_SUITE("run_service") {
     TempDir dir;
     std::string list_before, trace_before, crashed;
     {
-      RunFixture f(runs_disabled_auth(), {}, dir.str());
+      RunFixture f(Fixture::disabled_auth(), {}, dir.str());
       auto p = f.peer();
       auto run = f.start(*p);
       f.record(*p, run, 3);
@@ -433,7 +433,7 @@ TEST_SUITE("run_service") {
       trace_before = json::stringify(
           f.call(*p, "runs.get_trace", R"({"run_id":")" + run + "\"}")["result"]);
     }
-    RunFixture g(runs_disabled_auth(), {}, dir.str());
+    RunFixture g(Fixture::disabled_auth(), {}, dir.str());
     auto q = g.peer();
     auto list = g.call(*q, "runs.list", R"({"agent_id":"a1"})");
     auto& runs = list["result"]["runs"];

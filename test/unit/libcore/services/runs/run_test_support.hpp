@@ -11,8 +11,8 @@
 #include <string>
 #include <vector>
 
-#include "car/runs/run_service.hpp"
 #include "../../../test_support.hpp"
+#include "car/runs/run_service.hpp"
 
 namespace car::test {
 // An inline namespace of its own: the host and runs helpers both define a Peer, and without it
@@ -111,20 +111,8 @@ struct Peer {
   std::vector<std::string> order;  // every frame, in arrival order
 };
 
-inline ServerConfig runs_disabled_auth() {
-  ServerConfig config;
-  config.require_auth = false;
-  return config;
-}
-
-inline ServerConfig runs_enabled_auth() {
-  ServerConfig config;
-  config.require_auth = true;
-  return config;
-}
-
 struct RunFixture {
-  explicit RunFixture(ServerConfig config = runs_disabled_auth(), RunConfig run_config = {},
+  explicit RunFixture(ServerConfig config = Fixture::disabled_auth(), RunConfig run_config = {},
                       std::string state_dir = {})
       : server(executor, std::move(config)),
         sessions(session::install_session_service(server, test_credentials())) {

@@ -283,7 +283,7 @@ TEST_SUITE("trace_subscriber") {
     TempDir dir;
     RunConfig rc;
     rc.store = std::make_shared<ThrowingStore>(make_jsonl_run_store(dir.str()), 3);
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto writer = f.peer();
     auto watcher = f.peer();
     auto run = f.start(*writer);  // append 1
@@ -347,7 +347,7 @@ TEST_SUITE("trace_subscriber") {
   TEST_CASE("DrainThread::loop (the benchmark baseline) drains on the loop, never on the pool") {
     RunConfig rc;
     rc.drain_thread = DrainThread::loop;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto writer = f.peer();
     auto watcher = f.peer();
     auto run = f.start(*writer);
@@ -369,7 +369,7 @@ TEST_SUITE("trace_subscriber") {
   TEST_CASE("bounded queue: drops for the full subscriber alone, then one gap notice") {
     RunConfig rc;
     rc.subscriber_queue = 4;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto writer = f.peer();
     auto slow = f.peer();
     auto healthy = f.peer();
@@ -421,7 +421,7 @@ TEST_SUITE("trace_subscriber") {
   TEST_CASE("the gap covers a dropped ended event") {
     RunConfig rc;
     rc.subscriber_queue = 2;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto writer = f.peer();
     auto slow = f.peer();
     auto run = f.start(*writer);
@@ -513,7 +513,7 @@ TEST_SUITE("trace_subscriber") {
   TEST_CASE("a write past the drain deadline ends the subscription and the connection (1008)") {
     RunConfig rc;
     rc.drain_timeout = 1000ms;
-    RunFixture f(runs_disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), rc);
     auto writer = f.peer();
     auto stuck = f.peer();
     auto healthy = f.peer();
@@ -636,7 +636,7 @@ TEST_SUITE("trace_subscriber") {
     LoopThread lt;
     UvExecutor* executor = lt.executor;
     TempDir dir;
-    auto server = std::make_unique<Server>(*executor, runs_disabled_auth());
+    auto server = std::make_unique<Server>(*executor, Fixture::disabled_auth());
     RunConfig rc;
     rc.state_dir = dir.str();
     auto runs = install_run_services(*server, rc);

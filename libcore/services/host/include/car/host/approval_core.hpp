@@ -7,8 +7,8 @@
 #include <vector>
 
 #include "car/error.hpp"
-#include "car/host/host_state.hpp"
 #include "car/export.hpp"
+#include "car/host/host_state.hpp"
 
 // ApprovalCore (PROTOCOL.md §5.3): the approval surface for channels other than the WebSocket host
 // methods — a chat bot, a CLI, a notification action. It sees the approvals such a channel may

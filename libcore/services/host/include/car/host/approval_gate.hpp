@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "car/executor.hpp"
+#include "car/export.hpp"
 #include "car/host/host_state.hpp"
 #include "car/method_gate.hpp"
-#include "car/export.hpp"
 
 // The high-risk approval gate (PROTOCOL.md §5.1): before the handler of a gated method runs, a
 // system-level approval "ws.method:<method>" is raised and the request waits — holding no thread

@@ -4,9 +4,9 @@
 #include <memory>
 #include <string_view>
 
+#include "car/export.hpp"
 #include "car/frame.hpp"
 #include "car/frame_sink.hpp"
-#include "car/export.hpp"
 
 // The receiving end of the host-event broadcast (PROTOCOL.md §10 "EventSubscriber").
 namespace car {

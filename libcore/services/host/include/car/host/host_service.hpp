@@ -3,11 +3,11 @@
 #include <chrono>
 #include <memory>
 
+#include "car/export.hpp"
 #include "car/host/approval_core.hpp"
 #include "car/host/approval_gate.hpp"
 #include "car/host/host_state.hpp"
 #include "car/host/tool_broker.hpp"
-#include "car/export.hpp"
 
 // One call wires the host side of the protocol into a Server: HostState and the host.* methods
 // (PROTOCOL.md §4), approvals and the high-risk gate (§5), the tool broker (§6) and their teardown

@@ -10,17 +10,17 @@
 #include <vector>
 
 #include "car/error.hpp"
+#include "car/export.hpp"
 #include "car/frame.hpp"
 #include "car/host/event_subscriber.hpp"
 #include "car/host/host_records.hpp"
-#include "car/result.hpp"
 #include "car/host/time_format.hpp"
 #include "car/json.hpp"
-#include "car/export.hpp"
+#include "car/result.hpp"
 
 // HostState (PROTOCOL.md §4): the agents, devices and approvals host shells watch and steer, the ring of
 // the most recent host events, and the broadcast of every event to subscribers. It knows nothing
-// about transports or JSON-RPC requests; the host.* methods (host_methods.hpp) are a thin layer
+// about transports or JSON-RPC requests; the host.* methods (host_service.cpp) are a thin layer
 // over it, and embedders may drive it directly.
 //
 // Ownership (PROTOCOL.md §4): every agent, device and session-owned approval is owned by the client_id

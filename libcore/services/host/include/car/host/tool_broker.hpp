@@ -11,9 +11,9 @@
 #include <vector>
 
 #include "car/executor.hpp"
-#include "car/result.hpp"
-#include "car/reply.hpp"
 #include "car/export.hpp"
+#include "car/reply.hpp"
+#include "car/result.hpp"
 
 // The tool broker (PROTOCOL.md §6): a connection registers tool names; another invokes one; the broker
 // forwards the call to the tool's host as a server→client `tools.execute` request (id "cb-N")

@@ -7,8 +7,8 @@
 #include <string>
 #include <string_view>
 
-#include "car/json.hpp"
 #include "car/export.hpp"
+#include "car/json.hpp"
 
 // The records of a run's trace (PROTOCOL.md §7.1) and the pure helpers that build them: no I/O, no
 // locks, callable from any thread. Records are kept and stored as compact JSON texts whose first

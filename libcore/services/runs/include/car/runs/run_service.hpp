@@ -10,10 +10,10 @@
 #include <string_view>
 #include <vector>
 
+#include "car/export.hpp"
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_store.hpp"
 #include "car/runs/trace_subscriber.hpp"
-#include "car/export.hpp"
 
 // Agent run tracing (PROTOCOL.md §7): the run lifecycle, persistence through a RunStore,
 // authorization of trace reads and the live fan-out to subscribers, installed into a Server as

@@ -7,8 +7,8 @@
 #include <string_view>
 #include <vector>
 
-#include "car/runs/run_record.hpp"
 #include "car/export.hpp"
+#include "car/runs/run_record.hpp"
 
 // Persistence of run traces (PROTOCOL.md §7.7). The service calls a store only from pool threads
 // (Executor::queue_work), never from the loop thread, and never runs two appends for the same run

@@ -11,9 +11,9 @@
 #include <string>
 
 #include "car/executor.hpp"
+#include "car/export.hpp"
 #include "car/frame.hpp"
 #include "car/frame_sink.hpp"
-#include "car/export.hpp"
 
 // The live fan-out of one run to one connection (PROTOCOL.md §7.4): a bounded queue the recorder pushes
 // into without ever waiting, drained on the thread pool in batches into the connection's sink.

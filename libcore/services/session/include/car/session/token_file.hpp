@@ -3,8 +3,8 @@
 #include <string>
 #include <string_view>
 
-#include "car/result.hpp"
 #include "car/export.hpp"
+#include "car/result.hpp"
 
 // Token files (PROTOCOL.md §9): a token read from a file has surrounding whitespace trimmed; a minted
 // token is 32 random bytes as 64 lowercase hex characters in a file of mode 0600.

@@ -48,8 +48,8 @@
 #include <string>
 #include <string_view>
 
-#include "car/stdio/framing_events.hpp"
 #include "car/export.hpp"
+#include "car/stdio/framing_events.hpp"
 
 namespace car::stdio {
 

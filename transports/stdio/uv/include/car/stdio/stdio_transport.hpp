@@ -5,8 +5,8 @@
 #include <functional>
 #include <memory>
 
-#include "car/frame_sink.hpp"
 #include "car/export.hpp"
+#include "car/frame_sink.hpp"
 
 // The stdio transport (PROTOCOL.md §1): one connection whose inbound messages come from a file
 // descriptor (stdin) split by the NDJSON or Content-Length framer, and whose outbound frames are

@@ -38,10 +38,10 @@
 #include <string>
 #include <string_view>
 
+#include "car/export.hpp"
 #include "car/ws/close_code.hpp"
 #include "car/ws/opcode.hpp"
 #include "car/ws/utf8_validator.hpp"
-#include "car/export.hpp"
 
 namespace car::ws {
 

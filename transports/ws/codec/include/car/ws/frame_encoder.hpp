@@ -23,8 +23,8 @@
 #include <string>
 #include <string_view>
 
-#include "car/ws/opcode.hpp"
 #include "car/export.hpp"
+#include "car/ws/opcode.hpp"
 
 namespace car::ws {
 

@@ -5,8 +5,8 @@
 #include <string>
 #include <vector>
 
-#include "car/frame_sink.hpp"
 #include "car/export.hpp"
+#include "car/frame_sink.hpp"
 
 // Settings shared by every WebSocket connection of a listener (PROTOCOL.md §1, §8).
 namespace car::ws {
