@@ -6,6 +6,7 @@
 #include <string_view>
 
 #include "car/carcore.hpp"
+#include "car/testing/loopback_sink.hpp"
 #include "car/testing/manual_executor.hpp"
 
 namespace {
@@ -33,7 +34,7 @@ extern "C" int LLVMFuzzerTestOneInput(const std::uint8_t* data, std::size_t size
                          const auto* v = car::param::member(req.params(), "value");
                          reply.ok(v ? car::json::stringify(*v) : "null");
                        });
-  auto sink = car::LoopbackSink::create(executor);
+  auto sink = car::testing::LoopbackSink::create(executor);
   auto connection = server.open_connection("fuzz", sink);
   // Treat NUL bytes as message separators so one input can hold a conversation.
   std::string_view input(reinterpret_cast<const char*>(data), size);

@@ -11,8 +11,9 @@ StreamSink::StreamSink(Executor& executor, Stream& stream, StreamSinkOptions opt
       options_(options),
       on_shut_down_(std::move(on_shut_down)) {
   write_req_.data = this;
-  fs_req_.data = this;
   if (stream.is_file()) {
+    fs_req_ = std::make_unique<uv_fs_t>();
+    fs_req_->data = this;
     file_loop_ = stream.loop();
     file_fd_ = stream.file_descriptor();
   }
@@ -114,7 +115,7 @@ void StreamSink::write_stream(uv_stream_t* stream) {
 void StreamSink::write_file_from(std::size_t first_buf) {
   file_first_buf_ = first_buf;
   in_flight_ = shared_from_this();  // the fs request lives in this object
-  int rc = uv_fs_write(file_loop_, &fs_req_, file_fd_, bufs_.data() + first_buf,
+  int rc = uv_fs_write(file_loop_, fs_req_.get(), file_fd_, bufs_.data() + first_buf,
                        static_cast<unsigned>(bufs_.size() - first_buf), -1, [](uv_fs_t* req) {
                          auto* self = static_cast<StreamSink*>(req->data);
                          auto keep = std::move(self->in_flight_);
@@ -125,7 +126,7 @@ void StreamSink::write_file_from(std::size_t first_buf) {
                        });
   if (rc != 0) {
     auto keep = std::move(in_flight_);
-    uv_fs_req_cleanup(&fs_req_);
+    uv_fs_req_cleanup(fs_req_.get());
     finished(rc);
   }
 }

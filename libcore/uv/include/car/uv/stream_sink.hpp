@@ -94,7 +94,8 @@ class CAR_API StreamSink final : public QueuedFrameSink {
   const StreamSinkOptions options_;
   ShutDown on_shut_down_;
   uv_write_t write_req_{};
-  uv_fs_t fs_req_{};
+  // Only for file output: a uv_fs_t is 440 bytes, which every socket connection would carry.
+  std::unique_ptr<uv_fs_t> fs_req_;
   uv_loop_t* file_loop_ = nullptr;
   int file_fd_ = -1;
   std::size_t file_first_buf_ = 0;
