@@ -21,6 +21,15 @@ class GrantsSlot final : public SessionSlot {
     std::lock_guard lock(mutex_);
     return grants_;
   }
+  // Single fields without copying the whole record (authorization checks read these per call).
+  bool host() const {
+    std::lock_guard lock(mutex_);
+    return grants_.host;
+  }
+  std::optional<std::string> agent_id() const {
+    std::lock_guard lock(mutex_);
+    return grants_.agent_id;
+  }
   void set(Grants grants) {
     std::lock_guard lock(mutex_);
     grants_ = std::move(grants);
@@ -156,12 +165,12 @@ Grants grants(const Session& session) {
 
 bool is_host(const Session& session) {
   const GrantsSlot* slot = find_grants(session);
-  return slot && slot->get().host;
+  return slot && slot->host();
 }
 
 std::optional<std::string> agent_id(const Session& session) {
   const GrantsSlot* slot = find_grants(session);
-  return slot ? slot->get().agent_id : std::nullopt;
+  return slot ? slot->agent_id() : std::nullopt;
 }
 
 }  // namespace car::session
