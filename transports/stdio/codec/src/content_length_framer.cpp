@@ -1,7 +1,9 @@
 #include "car/stdio/content_length_framer.hpp"
 
 #include <algorithm>
+#include <charconv>
 #include <cstdio>
+#include <cstring>
 #include <limits>
 #include <new>
 
@@ -304,10 +306,19 @@ void ContentLengthFramer::finish(FrameEvents& events) {
   }
 }
 
+std::size_t write_content_length_prefix(std::size_t body_size, char* out) noexcept {
+  constexpr std::string_view head = "Content-Length: ";
+  constexpr std::string_view tail = "\r\n\r\n";
+  static_assert(head.size() + 20 + tail.size() == max_content_length_prefix);
+  std::memcpy(out, head.data(), head.size());
+  char* end = std::to_chars(out + head.size(), out + max_content_length_prefix, body_size).ptr;
+  std::memcpy(end, tail.data(), tail.size());
+  return static_cast<std::size_t>(end - out) + tail.size();
+}
+
 std::string content_length_prefix(std::size_t body_size) {
-  char buffer[64];
-  const int n = std::snprintf(buffer, sizeof buffer, "Content-Length: %zu\r\n\r\n", body_size);
-  return std::string(buffer, static_cast<std::size_t>(n));
+  char buffer[max_content_length_prefix];
+  return std::string(buffer, write_content_length_prefix(body_size, buffer));
 }
 
 }  // namespace car::stdio

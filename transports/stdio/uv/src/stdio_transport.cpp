@@ -1,8 +1,5 @@
 #include "car/stdio/stdio_transport.hpp"
 
-#include <charconv>
-#include <cstring>
-
 #include "car/connection.hpp"
 #include "car/log.hpp"
 #include "car/server.hpp"
@@ -15,23 +12,16 @@ namespace car::stdio {
 namespace {
 
 // "Content-Length: N\r\n\r\n" before each frame, written into the sink's per-frame prefix room
-// (the same bytes as content_length_prefix(), without allocating a string per frame).
-constexpr std::string_view cl_head = "Content-Length: ";
-constexpr std::string_view cl_tail = "\r\n\r\n";
-constexpr std::size_t cl_max = cl_head.size() + 20 + cl_tail.size();  // 20 digits: any size_t
-
+// without allocating a string per frame.
 std::size_t content_length_header(std::string_view payload, char* out) {
-  std::memcpy(out, cl_head.data(), cl_head.size());
-  char* end = std::to_chars(out + cl_head.size(), out + cl_max, payload.size()).ptr;
-  std::memcpy(end, cl_tail.data(), cl_tail.size());
-  return static_cast<std::size_t>(end - out) + cl_tail.size();
+  return write_content_length_prefix(payload.size(), out);
 }
 
 uv::StreamSinkOptions sink_options(const StdioOptions& options) {
   uv::StreamSinkOptions sink;
   sink.limits = options.limits;
   if (options.framing == Framing::content_length) {
-    sink.framing.max_prefix = cl_max;
+    sink.framing.max_prefix = max_content_length_prefix;
     sink.framing.prefix = &content_length_header;
   } else {
     sink.framing.suffix = "\n";

@@ -83,6 +83,10 @@ TEST_SUITE("content_length_framer") {
           std::vector<Event>{msg("{\"a\":1}"), msg("{\"b\":2}")});
     CHECK(content_length_prefix(0) == "Content-Length: 0\r\n\r\n");
     CHECK(content_length_prefix(16777216) == "Content-Length: 16777216\r\n\r\n");
+    char room[car::stdio::max_content_length_prefix];
+    std::size_t n = car::stdio::write_content_length_prefix(SIZE_MAX, room);
+    CHECK(std::string(room, n) == "Content-Length: " + std::to_string(SIZE_MAX) + "\r\n\r\n");
+    CHECK(n == sizeof room);
   }
 
   TEST_CASE("other headers are ignored and the name is case-insensitive") {

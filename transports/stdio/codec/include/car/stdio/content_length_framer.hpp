@@ -110,8 +110,15 @@ class CAR_API ContentLengthFramer {
   std::size_t matched_ = 0;
 };
 
-// The header block for a body of `body_size` bytes: "Content-Length: N\r\n\r\n". Writers send it
-// followed by the body. May throw std::bad_alloc (it is not part of a framer).
+// The longest header block write_content_length_prefix writes (any size_t body size).
+inline constexpr std::size_t max_content_length_prefix = 16 + 20 + 4;
+
+// Writes the header block for a body of `body_size` bytes, "Content-Length: N\r\n\r\n", into
+// `out` (room for max_content_length_prefix bytes) and returns its length. Never allocates.
+CAR_API std::size_t write_content_length_prefix(std::size_t body_size, char* out) noexcept;
+
+// The same header block as a string. Writers send it followed by the body. May throw
+// std::bad_alloc (it is not part of a framer).
 CAR_API std::string content_length_prefix(std::size_t body_size);
 
 }  // namespace car::stdio
