@@ -162,7 +162,7 @@ void Daemon::install_services(session::AuthConfig auth) {
   if (options_.drain_timeout_ms) {
     run_config.drain_timeout = std::chrono::milliseconds(*options_.drain_timeout_ms);
   }
-  if (options_.drain_on_loop) run_config.drain_thread = runs::DrainThread::loop;
+  if (options_.drain_on_loop) run_config.drain_thread = DrainThread::loop;
   runs_ = runs::install_run_services(*server_, run_config);
 }
 

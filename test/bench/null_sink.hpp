@@ -2,6 +2,10 @@
 
 // Shared by the in-process micro-benchmarks: a sink that accepts and drops every frame (so they
 // measure the core, not a transport), and the calling thread's CPU clock.
+//
+// Every send completes at once, inside the call, as if the write had been instantaneous: a
+// subscription (StreamSubscriber) hands over its next batch only after the previous one
+// completed, so a sink that never completed would look like a peer that stopped reading.
 
 #include <ctime>
 #include <string>
@@ -12,9 +16,10 @@ namespace car::bench {
 
 class NullSink final : public FrameSink {
  public:
-  SinkError send(Frame frame, SendCompletion, std::chrono::milliseconds) override {
+  SinkError send(Frame frame, SendCompletion done, std::chrono::milliseconds) override {
     bytes += frame->size();
     ++frames;
+    if (done) done(SinkError::none);
     return SinkError::none;
   }
   void close(std::uint16_t, std::string) override {}

@@ -8,6 +8,8 @@
 // The engine (carcore-engine).
 #include "car/connection.hpp"
 #include "car/error.hpp"
+#include "car/event_stream.hpp"
+#include "car/event_subscriber.hpp"
 #include "car/executor.hpp"
 #include "car/export.hpp"
 #include "car/frame.hpp"
@@ -37,7 +39,6 @@
 // The CAR services (carcore-session, carcore-host, carcore-runs).
 #include "car/host/approval_core.hpp"
 #include "car/host/approval_gate.hpp"
-#include "car/host/event_subscriber.hpp"
 #include "car/host/host_records.hpp"
 #include "car/host/host_service.hpp"
 #include "car/host/host_state.hpp"
@@ -46,7 +47,6 @@
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_service.hpp"
 #include "car/runs/run_store.hpp"
-#include "car/runs/trace_subscriber.hpp"
 #include "car/session/agent_bindings.hpp"
 #include "car/session/auth.hpp"
 #include "car/session/session_service.hpp"

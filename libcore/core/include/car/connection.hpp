@@ -52,6 +52,8 @@ class CAR_API Connection : public std::enable_shared_from_this<Connection> {
   const std::string& peer_label() const { return peer_label_; }
   Server& server() const { return server_; }
   FrameSink& sink() const { return *sink_; }
+  // For what holds the sink weakly past this call (subscriptions: car/event_stream.hpp).
+  const std::shared_ptr<FrameSink>& sink_ptr() const { return sink_; }
   bool closed() const { return session_.closed(); }
 
   // ---- outbound ----

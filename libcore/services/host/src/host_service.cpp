@@ -8,6 +8,7 @@
 #include <algorithm>
 
 #include "car/connection.hpp"
+#include "car/event_stream.hpp"
 #include "car/server.hpp"
 
 namespace car::host {
@@ -67,15 +68,24 @@ using Service = std::shared_ptr<HostService>;
 
 void host_subscribe(const Service& s, const Request& req, const Reply& reply) {
   auto connection = req.connection_ptr();
-  auto subscriber = std::make_shared<ConnectionSubscriber>(connection,
-                                                           s->config().event_write_deadline);
+  StreamSubscriber::Options options;
+  options.capacity = s->config().subscriber_queue;
+  options.deadline = s->config().event_write_deadline;
+  // Host events are small and few; a pass that is not run by the recording thread itself (the
+  // first after the reply, or one after a batch completed) is cheapest on the loop, where the
+  // sink's completions already are.
+  options.drain_thread = DrainThread::loop;
+  // A host subscriber is never silently skipped: a full queue closes its connection.
+  options.overflow = OverflowPolicy::disconnect;
+  auto subscriber = std::make_shared<StreamSubscriber>(
+      s->server().executor(), connection->sink_ptr(), 0, options, nullptr, nullptr, nullptr);
   auto state = s->state_ptr();
-  Subscription sub = state->subscribe(connection->client_id(), std::move(subscriber));
+  Subscription sub = state->subscribe(connection->client_id(), subscriber);
   // Teardown marks the session closed before it unsubscribes: if it has not marked it yet, its
   // unsubscribe is still to come; if it has, it may already have run, so undo ours.
   if (connection->closed()) state->unsubscribe(connection->client_id());
   // Events start flowing only once the snapshot reply is queued ahead of them (PROTOCOL.md §2).
-  reply.ok(sub.snapshot_json, [state, ticket = sub.ticket] { state->activate(ticket); });
+  reply.ok(sub.snapshot_json, [subscriber] { subscriber->resume(); });
 }
 
 void host_events(const Service& s, const Request& req, const Reply& reply) {

@@ -14,28 +14,6 @@
 
 namespace car::host {
 
-namespace detail {
-
-// One registered subscriber. `client_id`, `subscriber` and `from_sequence` never change after
-// registration. `removed` and `activation_requested` are set from any thread. The rest belongs
-// to the delivering thread (only one at a time, handed over under HostState's mutex), so it needs
-// no lock of its own.
-struct SubscriberEntry {
-  SubscriberEntry(std::string id, std::shared_ptr<EventSubscriber> sub)
-      : client_id(std::move(id)), subscriber(std::move(sub)) {}
-
-  const std::string client_id;
-  const std::shared_ptr<EventSubscriber> subscriber;
-  std::uint64_t from_sequence = 0;  // set once, under the lock, before it is published
-  std::atomic<bool> removed{false};
-  std::atomic<bool> activation_requested{false};
-
-  bool active = false;
-  bool overflowed = false;
-  std::vector<Frame> held;  // events offered before activation, in order
-};
-
-}  // namespace detail
 
 namespace {
 
@@ -182,14 +160,14 @@ class HostState::Impl {
   std::optional<HostApproval> approval(std::string_view approval_id) const;
   std::string approvals_json() const;
   Subscription subscribe(std::string client_id, std::shared_ptr<EventSubscriber> subscriber);
-  void activate(const SubscriptionTicket& ticket);
   bool unsubscribe(std::string_view client_id);
   std::size_t subscriber_count() const;
 
   struct AgentRow;
   struct ApprovalRow;
   struct OutboxItem;
-  using SubscriberList = std::vector<std::shared_ptr<detail::SubscriberEntry>>;
+  struct SubscriberEntry;
+  using SubscriberList = std::vector<std::shared_ptr<SubscriberEntry>>;
 
   std::string now_locked() const;
   bool live_locked(std::string_view client_id) const;
@@ -199,6 +177,10 @@ class HostState::Impl {
                                std::optional<std::string> payload_json);
   void evict_resolved_locked();
   void deliver();  // drains the outbox; see the ordering note in host_state.hpp
+  // Unlists `client_id`'s subscriber (at most one) and returns it.
+  std::shared_ptr<SubscriberEntry> detach_locked(std::string_view client_id);
+  // Tells a detached subscriber it was dropped; no lock held.
+  static void end_subscriber(SubscriberEntry& entry);
 
   const HostStateOptions options_;
   WallClock clock_;
@@ -234,9 +216,19 @@ struct HostState::Impl::ApprovalRow {
 };
 
 struct HostState::Impl::OutboxItem {
-  Frame frame;  // an event, or
+  Frame frame;
   std::uint64_t sequence = 0;
-  SubscriptionTicket activate;  // an activation, queued in order with the events
+};
+
+// One registered subscriber; only `removed` changes after registration (from any thread).
+struct HostState::Impl::SubscriberEntry {
+  SubscriberEntry(std::string id, std::shared_ptr<EventSubscriber> sub, std::uint64_t from)
+      : client_id(std::move(id)), subscriber(std::move(sub)), from_sequence(from) {}
+
+  const std::string client_id;
+  const std::shared_ptr<EventSubscriber> subscriber;
+  const std::uint64_t from_sequence;  // the first event it is offered
+  std::atomic<bool> removed{false};
 };
 
 HostState::Impl::Impl(HostStateOptions options)
@@ -265,7 +257,7 @@ HostEventRecord HostState::Impl::record_locked(EventSpec event) {
 
   ring_.push_back(record);
   while (ring_.size() > options_.event_capacity) ring_.pop_front();
-  outbox_.push_back({record.frame, sequence, nullptr});
+  outbox_.push_back({record.frame, sequence});
   return record;
 }
 
@@ -277,20 +269,6 @@ void HostState::Impl::deliver() {
   }
   std::vector<OutboxItem> batch;
   std::shared_ptr<const SubscriberList> subscribers;
-  std::vector<std::shared_ptr<detail::SubscriberEntry>> overflowed;
-
-  // Calls into a subscriber never let an exception escape: a throwing subscriber must not leave
-  // `delivering_` set and silence the broadcast for everybody.
-  auto offer = [](detail::SubscriberEntry& entry, const Frame& frame) {
-    try {
-      entry.subscriber->send_text(frame);
-    } catch (const std::exception& e) {
-      log_warn("host event subscriber {} threw: {}", entry.client_id, e.what());
-    } catch (...) {
-      log_warn("host event subscriber {} threw", entry.client_id);
-    }
-  };
-
   for (;;) {
     {
       std::lock_guard lock(mutex_);
@@ -302,47 +280,21 @@ void HostState::Impl::deliver() {
       batch.swap(outbox_);
       subscribers = subscribers_;
     }
-    for (auto& item : batch) {
-      if (item.activate) {
-        auto& entry = *item.activate;
-        if (entry.active) continue;
-        entry.active = true;
-        if (!entry.removed.load(std::memory_order_acquire) && !entry.overflowed) {
-          for (auto& frame : entry.held) offer(entry, frame);
-        }
-        entry.held.clear();
-        entry.held.shrink_to_fit();
-        continue;
-      }
-      for (const auto& entry_ptr : *subscribers) {
-        auto& entry = *entry_ptr;
-        if (entry.removed.load(std::memory_order_acquire)) continue;
-        if (item.sequence < entry.from_sequence || entry.overflowed) continue;
-        if (entry.active) {
-          offer(entry, item.frame);
-        } else if (entry.held.size() < options_.max_pending_backlog) {
-          entry.held.push_back(item.frame);
-        } else {
-          entry.overflowed = true;
-          entry.held.clear();
-          overflowed.push_back(entry_ptr);
+    for (const auto& item : batch) {
+      for (const auto& entry : *subscribers) {
+        if (entry->removed.load(std::memory_order_acquire)) continue;
+        if (item.sequence < entry->from_sequence) continue;
+        // A throwing subscriber must not leave `delivering_` set and silence the broadcast for
+        // everybody.
+        try {
+          entry->subscriber->send_text(item.frame);
+        } catch (const std::exception& e) {
+          log_warn("host event subscriber {} threw: {}", entry->client_id, e.what());
+        } catch (...) {
+          log_warn("host event subscriber {} threw", entry->client_id);
         }
       }
     }
-  }
-  for (auto& entry : overflowed) {
-    try {
-      entry->subscriber->overflowed();
-    } catch (...) {
-      log_warn("host event subscriber {} threw in overflowed()", entry->client_id);
-    }
-    std::lock_guard lock(mutex_);
-    auto next = std::make_shared<SubscriberList>();
-    for (const auto& e : *subscribers_) {
-      if (e != entry) next->push_back(e);
-    }
-    subscribers_ = std::move(next);
-    entry->removed.store(true, std::memory_order_release);
   }
 }
 
@@ -729,78 +681,79 @@ std::string HostState::Impl::approvals_json() const {
 // ---- subscribers ----
 
 Subscription HostState::Impl::subscribe(std::string client_id,
-                                  std::shared_ptr<EventSubscriber> subscriber) {
-  auto entry = std::make_shared<detail::SubscriberEntry>(std::move(client_id),
-                                                         std::move(subscriber));
+                                        std::shared_ptr<EventSubscriber> subscriber) {
   Subscription out;
-  out.ticket = entry;
-  json::Builder snap;
-  std::lock_guard lock(mutex_);
-  // Snapshot and registration happen in this one critical section; every event is recorded under
-  // the same lock, so each is either in the snapshot or offered to the new entry, never both.
-  snap.begin_object().key("subscribed").boolean(true);
-  snap.key("agents").begin_array();
-  for (const auto& [id, row] : agents_) write_json(snap, row->agent);
-  snap.end_array().key("devices").begin_array();
-  for (const auto& [id, d] : devices_) write_json(snap, d);
-  snap.end_array().key("approvals").begin_array();
-  for (const auto& id : approval_order_) {
-    if (auto it = approvals_.find(id); it != approvals_.end()) {
-      write_json(snap, it->second->approval);
+  std::shared_ptr<SubscriberEntry> replaced;
+  {
+    json::Builder snap;
+    std::lock_guard lock(mutex_);
+    // Snapshot and registration happen in this one critical section; every event is recorded
+    // under the same lock, so each is either in the snapshot or offered to the new entry, never
+    // both.
+    snap.begin_object().key("subscribed").boolean(true);
+    snap.key("agents").begin_array();
+    for (const auto& [id, row] : agents_) write_json(snap, row->agent);
+    snap.end_array().key("devices").begin_array();
+    for (const auto& [id, d] : devices_) write_json(snap, d);
+    snap.end_array().key("approvals").begin_array();
+    for (const auto& id : approval_order_) {
+      if (auto it = approvals_.find(id); it != approvals_.end()) {
+        write_json(snap, it->second->approval);
+      }
     }
-  }
-  snap.end_array().key("events").begin_array();
-  std::size_t n = std::min(options_.subscribe_backlog, ring_.size());
-  for (auto it = ring_.end() - static_cast<std::ptrdiff_t>(n); it != ring_.end(); ++it) {
-    snap.raw(it->event_json());
-  }
-  snap.end_array().key("event_sequence").integer(static_cast<long long>(last_sequence_));
-  snap.end_object();
-  out.snapshot_json = snap.take();
-  out.event_sequence = last_sequence_;
+    snap.end_array().key("events").begin_array();
+    std::size_t n = std::min(options_.subscribe_backlog, ring_.size());
+    for (auto it = ring_.end() - static_cast<std::ptrdiff_t>(n); it != ring_.end(); ++it) {
+      snap.raw(it->event_json());
+    }
+    snap.end_array().key("event_sequence").integer(static_cast<long long>(last_sequence_));
+    snap.end_object();
+    out.snapshot_json = snap.take();
+    out.event_sequence = last_sequence_;
 
-  entry->from_sequence = last_sequence_ + 1;
-  auto next = std::make_shared<SubscriberList>();
-  next->reserve(subscribers_->size() + 1);
-  for (const auto& e : *subscribers_) {
-    if (e->client_id == entry->client_id) {
-      e->removed.store(true, std::memory_order_release);
-    } else {
-      next->push_back(e);
-    }
+    replaced = detach_locked(client_id);
+    auto next = std::make_shared<SubscriberList>(*subscribers_);
+    next->push_back(std::make_shared<SubscriberEntry>(std::move(client_id), std::move(subscriber),
+                                                      last_sequence_ + 1));
+    subscribers_ = std::move(next);
   }
-  next->push_back(entry);
-  subscribers_ = std::move(next);
+  if (replaced) end_subscriber(*replaced);
   return out;
 }
 
-void HostState::Impl::activate(const SubscriptionTicket& ticket) {
-  if (!ticket || ticket->activation_requested.exchange(true, std::memory_order_acq_rel)) return;
-  {
-    std::lock_guard lock(mutex_);
-    outbox_.push_back({nullptr, 0, ticket});
+std::shared_ptr<HostState::Impl::SubscriberEntry> HostState::Impl::detach_locked(
+    std::string_view client_id) {
+  auto it = std::find_if(subscribers_->begin(), subscribers_->end(),
+                         [&](const auto& e) { return e->client_id == client_id; });
+  if (it == subscribers_->end()) return nullptr;
+  auto found = *it;
+  found->removed.store(true, std::memory_order_release);
+  auto next = std::make_shared<SubscriberList>();
+  next->reserve(subscribers_->size() - 1);
+  for (const auto& e : *subscribers_) {
+    if (e != found) next->push_back(e);
   }
-  deliver();
+  subscribers_ = std::move(next);
+  return found;
+}
+
+void HostState::Impl::end_subscriber(SubscriberEntry& entry) {
+  try {
+    entry.subscriber->ended();
+  } catch (...) {
+    log_warn("host event subscriber {} threw in ended()", entry.client_id);
+  }
 }
 
 bool HostState::Impl::unsubscribe(std::string_view client_id) {
-  std::shared_ptr<const SubscriberList> old;  // released outside the lock
-  std::lock_guard lock(mutex_);
-  auto next = std::make_shared<SubscriberList>();
-  bool found = false;
-  for (const auto& e : *subscribers_) {
-    if (e->client_id == client_id) {
-      e->removed.store(true, std::memory_order_release);
-      found = true;
-    } else {
-      next->push_back(e);
-    }
+  std::shared_ptr<SubscriberEntry> removed;
+  {
+    std::lock_guard lock(mutex_);
+    removed = detach_locked(client_id);
   }
-  if (found) {
-    old = std::move(subscribers_);
-    subscribers_ = std::move(next);
-  }
-  return found;
+  if (!removed) return false;
+  end_subscriber(*removed);
+  return true;
 }
 
 std::size_t HostState::Impl::subscriber_count() const {
@@ -903,10 +856,6 @@ std::string HostState::approvals_json() const {
 Subscription HostState::subscribe(std::string client_id,
                                   std::shared_ptr<EventSubscriber> subscriber) {
   return impl_->subscribe(std::move(client_id), std::move(subscriber));
-}
-
-void HostState::activate(const SubscriptionTicket& ticket) {
-  return impl_->activate(ticket);
 }
 
 bool HostState::unsubscribe(std::string_view client_id) {

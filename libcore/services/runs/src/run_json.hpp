@@ -11,7 +11,7 @@
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_service.hpp"
 #include "car/runs/run_store.hpp"
-#include "car/runs/trace_subscriber.hpp"
+#include "car/event_stream.hpp"
 
 // Private to the runs layer: the JSON of every runs.* result and notification (PROTOCOL.md §7.2,
 // §7.4), in one place. The stored records themselves are built by run_record.hpp; here they are

@@ -17,7 +17,7 @@
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_service.hpp"
 #include "car/runs/run_store.hpp"
-#include "car/runs/trace_subscriber.hpp"
+#include "car/event_stream.hpp"
 #include "trace_fanout.hpp"
 
 // Private to the runs layer: the run ledger (PROTOCOL.md §7.1–§7.3, §7.7) — the lifecycle of every
@@ -101,7 +101,7 @@ struct TraceSnapshot {
   std::uint64_t cursor = 0;
   RunStatus status = RunStatus::in_progress;
   // Paused; resume it once the snapshot is queued. Null when the connection closed meanwhile.
-  std::shared_ptr<TraceSubscriber> subscriber;
+  std::shared_ptr<StreamSubscriber> subscriber;
 };
 
 // One page of a stored trace (runs.get_trace).

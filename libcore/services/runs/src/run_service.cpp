@@ -12,8 +12,12 @@ namespace car::runs {
 RunService::RunService(Server& server, RunConfig config) {
   // One mutex, "the runs lock", shared by the two: see trace_fanout.hpp for why.
   auto runs_lock = std::make_shared<std::mutex>();
-  TraceSubscriber::Options options{config.subscriber_queue, config.drain_timeout,
-                                   config.drain_thread};
+  StreamSubscriber::Options options;
+  options.capacity = config.subscriber_queue;
+  options.deadline = config.drain_timeout;
+  options.drain_thread = config.drain_thread;
+  // A trace may have holes; the subscriber is told where (runs.trace.gap, PROTOCOL.md §7.4).
+  options.overflow = OverflowPolicy::drop_with_gap;
   fanout_ = std::make_shared<detail::TraceFanout>(server.executor(), options, runs_lock);
   ledger_ =
       std::make_shared<detail::RunLedger>(server, std::move(config), std::move(runs_lock), fanout_);

@@ -7,11 +7,11 @@
 
 namespace car::runs::detail {
 
-TraceFanout::TraceFanout(Executor& executor, TraceSubscriber::Options options,
+TraceFanout::TraceFanout(Executor& executor, StreamSubscriber::Options options,
                          std::shared_ptr<std::mutex> runs_lock)
     : executor_(executor),
       options_(options),
-      totals_(std::make_shared<FanoutTotals>()),
+      totals_(std::make_shared<StreamTotals>()),
       lock_(std::move(runs_lock)) {}
 
 void TraceFanout::publish_locked(const std::string& run_id, std::string_view agent_id,
@@ -20,24 +20,28 @@ void TraceFanout::publish_locked(const std::string& run_id, std::string_view age
   auto it = subs_.find(run_id);
   if (it == subs_.end() || it->second.empty()) return;
   // Serialized once; every subscriber's queue holds the same Frame.
-  TraceEvent event{make_frame(trace_event_text(run_id, agent_id, record, cursor, status)), cursor};
+  StreamEvent event{make_frame(trace_event_text(run_id, agent_id, record, cursor, status)), cursor};
   events_published_ += 1;
   for (auto& [client, subscriber] : it->second) {
     if (subscriber->push_claiming(event)) ready.push_back(subscriber);
   }
 }
 
-std::shared_ptr<TraceSubscriber> TraceFanout::attach_locked(
+std::shared_ptr<StreamSubscriber> TraceFanout::attach_locked(
     const std::shared_ptr<Connection>& connection, const std::string& run_id,
     std::uint64_t cursor) {
   std::weak_ptr<TraceFanout> weak = shared_from_this();
   std::weak_ptr<Connection> weak_connection = connection;
-  auto subscriber = std::make_shared<TraceSubscriber>(
-      executor_, run_id, connection->client_id(), connection, cursor, options_, totals_,
-      [weak, weak_connection](TraceSubscriber& failed, SinkError) {
+  const std::string& client_id = connection->client_id();
+  auto gap_notice = [run_id](const StreamGap& gap) {
+    return make_frame(trace_gap_text(run_id, gap.from, gap.to, gap.dropped));
+  };
+  auto subscriber = std::make_shared<StreamSubscriber>(
+      executor_, connection->sink_ptr(), cursor, options_, totals_, std::move(gap_notice),
+      [weak, weak_connection, run_id, client_id](StreamSubscriber& failed, SinkError) {
         if (auto self = weak.lock()) {
           std::lock_guard lock(*self->lock_);
-          self->remove_locked(failed.run_id(), failed.client_id(), &failed);
+          self->remove_locked(run_id, client_id, &failed);
         }
         // The sink has failed, so the core is already ending the connection; make sure of it
         // (idempotent), from the loop rather than inside the sink's completion.
@@ -48,12 +52,12 @@ std::shared_ptr<TraceSubscriber> TraceFanout::attach_locked(
         }
       });
   auto& by_client = subs_[run_id];
-  auto [it, inserted] = by_client.try_emplace(subscriber->client_id(), subscriber);
+  auto [it, inserted] = by_client.try_emplace(client_id, subscriber);
   if (!inserted) {
     it->second->stop();  // a re-subscribe replaces the previous subscription
     it->second = subscriber;
   }
-  subs_by_client_[subscriber->client_id()].insert(run_id);
+  subs_by_client_[client_id].insert(run_id);
   return subscriber;
 }
 
@@ -93,7 +97,7 @@ bool TraceFanout::unsubscribe(const std::string& run_id, const std::string& clie
 }
 
 bool TraceFanout::remove_locked(const std::string& run_id, const std::string& client_id,
-                                const TraceSubscriber* only) {
+                                const StreamSubscriber* only) {
   auto it = subs_.find(run_id);
   if (it == subs_.end()) return false;
   auto sub = it->second.find(client_id);
@@ -129,18 +133,29 @@ void TraceFanout::remove_client(const std::string& client_id) {
 }
 
 std::vector<SubscriberStats> TraceFanout::stats(std::optional<std::string_view> run_id) const {
-  std::vector<std::shared_ptr<TraceSubscriber>> subs;
+  struct Listed {
+    std::string run_id;
+    std::string client_id;
+    std::shared_ptr<StreamSubscriber> subscriber;
+  };
+  std::vector<Listed> subs;
   {
     std::lock_guard lock(*lock_);
     for (const auto& [id, by_client] : subs_) {
       if (run_id && id != *run_id) continue;
-      for (const auto& [client, sub] : by_client) subs.push_back(sub);
+      for (const auto& [client, sub] : by_client) subs.push_back({id, client, sub});
     }
   }
   // Each subscriber's own lock, outside the runs lock.
   std::vector<SubscriberStats> out;
   out.reserve(subs.size());
-  for (const auto& s : subs) out.push_back(s->stats());
+  for (auto& s : subs) {
+    SubscriberStats stats;
+    static_cast<StreamStats&>(stats) = s.subscriber->stats();
+    stats.run_id = std::move(s.run_id);
+    stats.client_id = std::move(s.client_id);
+    out.push_back(std::move(stats));
+  }
   return out;
 }
 

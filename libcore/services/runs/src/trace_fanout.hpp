@@ -14,7 +14,7 @@
 #include "car/executor.hpp"
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_service.hpp"
-#include "car/runs/trace_subscriber.hpp"
+#include "car/event_stream.hpp"
 
 // Private to the runs layer: the live fan-out of every run's trace (PROTOCOL.md §7.4) — who is
 // subscribed to which run, the publish of a durable record to them, and the drain passes a
@@ -38,11 +38,11 @@ namespace car::runs::detail {
 
 class TraceFanout : public std::enable_shared_from_this<TraceFanout> {
  public:
-  // Subscribers whose next drain pass a publish claimed (TraceSubscriber::push_claiming): the
+  // Subscribers whose next drain pass a publish claimed (StreamSubscriber::push_claiming): the
   // caller owes each one a drain_claimed(), which run_claimed() does.
-  using Claimed = std::vector<std::shared_ptr<TraceSubscriber>>;
+  using Claimed = std::vector<std::shared_ptr<StreamSubscriber>>;
 
-  TraceFanout(Executor& executor, TraceSubscriber::Options options,
+  TraceFanout(Executor& executor, StreamSubscriber::Options options,
               std::shared_ptr<std::mutex> runs_lock);
   TraceFanout(const TraceFanout&) = delete;
   TraceFanout& operator=(const TraceFanout&) = delete;
@@ -57,7 +57,7 @@ class TraceFanout : public std::enable_shared_from_this<TraceFanout> {
   // and registers it (replacing that connection's previous subscription to the run). The caller
   // has checked that the connection is not closed, so its teardown is still to remove it; it
   // calls resume() once the snapshot reply is queued.
-  std::shared_ptr<TraceSubscriber> attach_locked(const std::shared_ptr<Connection>& connection,
+  std::shared_ptr<StreamSubscriber> attach_locked(const std::shared_ptr<Connection>& connection,
                                                  const std::string& run_id, std::uint64_t cursor);
   // Adds the fan-out's counters (drain_* events_* gaps_sent) to `out`.
   void add_counters_locked(RunCounters& out) const;
@@ -84,15 +84,15 @@ class TraceFanout : public std::enable_shared_from_this<TraceFanout> {
  private:
   // Removes the subscription of `client_id` to `run_id` (only if it is `only`, when given).
   bool remove_locked(const std::string& run_id, const std::string& client_id,
-                     const TraceSubscriber* only = nullptr);
+                     const StreamSubscriber* only = nullptr);
 
   Executor& executor_;
-  const TraceSubscriber::Options options_;
-  const std::shared_ptr<FanoutTotals> totals_;
+  const StreamSubscriber::Options options_;
+  const std::shared_ptr<StreamTotals> totals_;
   const std::shared_ptr<std::mutex> lock_;  // the runs lock
 
   // Subscriptions by run, then by client; and the runs each client is subscribed to.
-  std::unordered_map<std::string, std::map<std::string, std::shared_ptr<TraceSubscriber>>> subs_;
+  std::unordered_map<std::string, std::map<std::string, std::shared_ptr<StreamSubscriber>>> subs_;
   std::unordered_map<std::string, std::set<std::string>> subs_by_client_;
   std::uint64_t events_published_ = 0;  // records fanned out to at least one subscriber
 };

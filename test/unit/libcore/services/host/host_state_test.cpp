@@ -4,6 +4,7 @@
 #include <set>
 #include <thread>
 
+#include "car/event_stream.hpp"
 #include "car/host/host_state.hpp"
 #include "host_test_support.hpp"
 
@@ -20,7 +21,7 @@ struct RecordingSubscriber : EventSubscriber {
     std::lock_guard lock(mutex);
     frames.push_back(std::move(frame));
   }
-  void overflowed() override { overflow_calls.fetch_add(1); }
+  void ended() override { ended_calls.fetch_add(1); }
   std::vector<Frame> snapshot() const {
     std::lock_guard lock(mutex);
     return frames;
@@ -35,8 +36,26 @@ struct RecordingSubscriber : EventSubscriber {
   }
   mutable std::mutex mutex;
   std::vector<Frame> frames;
-  std::atomic<int> overflow_calls{0};
+  std::atomic<int> ended_calls{0};
 };
+
+// The sequence numbers of the host.event frames a sink wrote, in order.
+std::vector<std::uint64_t> written_sequences(const LoopbackSink& sink) {
+  std::vector<std::uint64_t> out;
+  for (const auto& text : sink.written()) out.push_back(parse_json(text)["params"]["sequence"].GetUint64());
+  return out;
+}
+
+// What host.subscribe registers: a paused StreamSubscriber that disconnects when full.
+std::shared_ptr<StreamSubscriber> stream_over(Executor& executor,
+                                              const std::shared_ptr<LoopbackSink>& sink,
+                                              std::size_t capacity) {
+  StreamSubscriber::Options options;
+  options.capacity = capacity;
+  options.drain_thread = DrainThread::loop;
+  options.overflow = OverflowPolicy::disconnect;
+  return std::make_shared<StreamSubscriber>(executor, sink, 0, options, nullptr, nullptr, nullptr);
+}
 
 // A fixed wall clock the test moves by hand.
 struct TestClock {
@@ -248,8 +267,8 @@ TEST_SUITE("host_state") {
     HostState state;
     auto a = std::make_shared<RecordingSubscriber>();
     auto b = std::make_shared<RecordingSubscriber>();
-    state.activate(state.subscribe("a", a).ticket);
-    state.activate(state.subscribe("b", b).ticket);
+    state.subscribe("a", a);
+    state.subscribe("b", b);
     auto record = state.record(note("hello"));
     REQUIRE(a->snapshot().size() == 1);
     REQUIRE(b->snapshot().size() == 1);
@@ -266,22 +285,33 @@ TEST_SUITE("host_state") {
     auto healthy = LoopbackSink::create(executor);
     stalled->set_stalled(true);
     HostState state;
-    state.activate(state.subscribe("stalled", std::make_shared<SinkSubscriber>(stalled)).ticket);
-    state.activate(state.subscribe("healthy", std::make_shared<SinkSubscriber>(healthy)).ticket);
+    auto stalled_stream = stream_over(executor, stalled, 64);
+    auto healthy_stream = stream_over(executor, healthy, 64);
+    state.subscribe("stalled", stalled_stream);
+    state.subscribe("healthy", healthy_stream);
+    stalled_stream->resume();
+    healthy_stream->resume();
+    executor.run_until_idle();  // both caught up: live
     auto spy = std::make_shared<RecordingSubscriber>();
-    state.activate(state.subscribe("spy", spy).ticket);
+    state.subscribe("spy", spy);
     for (int i = 0; i < 20; ++i) {
       state.record(note(std::to_string(i)));
       // The recorder returned and the healthy subscriber already has the event queued.
       CHECK(spy->snapshot().size() == static_cast<std::size_t>(i + 1));
     }
     executor.run_until_idle();
-    CHECK(healthy->written().size() == 20);
+    CHECK(written_sequences(*healthy) == [] {
+      std::vector<std::uint64_t> all;
+      for (std::uint64_t i = 1; i <= 20; ++i) all.push_back(i);
+      return all;
+    }());
     CHECK(healthy->is_open());
-    // The stalled sink refused once full: it was aborted, not silently skipped.
+    // The stalled sink refused once full: the peer was disconnected, not silently skipped.
     CHECK_FALSE(stalled->is_open());
     REQUIRE(stalled->transport_end().has_value());
     CHECK(stalled->transport_end()->error == SinkError::full);
+    CHECK(stalled_stream->stopped());
+    CHECK(stalled_stream->stats().dropped >= 1);
   }
 
   TEST_CASE("a subscriber that throws does not stop the broadcast") {
@@ -289,19 +319,21 @@ TEST_SUITE("host_state") {
       void send_text(Frame) override { throw std::runtime_error("nope"); }
     };
     HostState state;
-    state.activate(state.subscribe("bad", std::make_shared<Throwing>()).ticket);
+    state.subscribe("bad", std::make_shared<Throwing>());
     auto good = std::make_shared<RecordingSubscriber>();
-    state.activate(state.subscribe("good", good).ticket);
+    state.subscribe("good", good);
     state.record(note("1"));
     state.record(note("2"));
     CHECK(good->sequences() == std::vector<std::uint64_t>{1, 2});
   }
 
-  TEST_CASE("subscribe: snapshot, then held events flushed in order on activation") {
+  TEST_CASE("subscribe: snapshot, then held events flushed in order on resume") {
+    ManualExecutor executor;
+    auto sink = LoopbackSink::create(executor);
     HostState state;
     REQUIRE(state.register_agent("A", agent_spec("X")).ok());
     for (int i = 0; i < 150; ++i) state.record(note(std::to_string(i)));
-    auto sub = std::make_shared<RecordingSubscriber>();
+    auto sub = stream_over(executor, sink, 64);
     auto s = state.subscribe("h", sub);
     CHECK(s.event_sequence == 151);
     auto snap = parse_json(s.snapshot_json);
@@ -312,43 +344,56 @@ TEST_SUITE("host_state") {
     REQUIRE(snap["events"].Size() == 100);
     CHECK(snap["events"][99]["sequence"].GetUint64() == 151);
     CHECK(snap["event_sequence"].GetUint64() == 151);
-    // Before activation nothing is sent; events are held in order.
+    // Before resume nothing is sent; events are held in order.
     state.record(note("held 1"));
     state.record(note("held 2"));
-    CHECK(sub->snapshot().empty());
-    state.activate(s.ticket);
-    state.activate(s.ticket);  // idempotent
+    executor.run_until_idle();
+    CHECK(sink->written().empty());
+    CHECK(sub->stats().queued == 2);
+    sub->resume();
+    sub->resume();  // idempotent
+    executor.run_until_idle();
     state.record(note("live"));
-    CHECK(sub->sequences() == std::vector<std::uint64_t>{152, 153, 154});
-    // Unsubscribe stops delivery; it is idempotent.
+    executor.run_until_idle();
+    CHECK(written_sequences(*sink) == std::vector<std::uint64_t>{152, 153, 154});
+    // Unsubscribe stops delivery (and the subscriber: ended()); it is idempotent.
     CHECK(state.unsubscribe("h"));
     CHECK_FALSE(state.unsubscribe("h"));
+    CHECK(sub->stopped());
     state.record(note("after"));
-    CHECK(sub->snapshot().size() == 3);
+    executor.run_until_idle();
+    CHECK(sink->written().size() == 3);
     CHECK(state.subscriber_count() == 0);
   }
 
-  TEST_CASE("re-subscribing replaces the previous subscription; an unactivated one overflows") {
-    HostStateOptions options;
-    options.max_pending_backlog = 3;
-    HostState state(options);
+  TEST_CASE("re-subscribing replaces the previous subscription; a paused one overflows") {
+    HostState state;
     auto first = std::make_shared<RecordingSubscriber>();
     auto second = std::make_shared<RecordingSubscriber>();
-    state.activate(state.subscribe("h", first).ticket);
+    state.subscribe("h", first);
     state.record(note("1"));
-    state.activate(state.subscribe("h", second).ticket);
+    state.subscribe("h", second);
+    CHECK(first->ended_calls.load() == 1);  // told it was replaced
     state.record(note("2"));
     CHECK(first->sequences() == std::vector<std::uint64_t>{1});
     CHECK(second->sequences() == std::vector<std::uint64_t>{2});
+    CHECK(second->ended_calls.load() == 0);
     CHECK(state.subscriber_count() == 1);
 
-    auto slow = std::make_shared<RecordingSubscriber>();
-    auto s = state.subscribe("slow", slow);
+    // More events than its queue holds arrive before the reply is out: the connection closes.
+    ManualExecutor executor;
+    auto sink = LoopbackSink::create(executor);
+    auto slow = stream_over(executor, sink, 3);
+    state.subscribe("slow", slow);
     for (int i = 0; i < 4; ++i) state.record(note("x"));
-    CHECK(slow->overflow_calls.load() == 1);
-    state.activate(s.ticket);
-    CHECK(slow->snapshot().empty());
-    CHECK(state.subscriber_count() == 1);
+    CHECK(slow->stopped());
+    executor.run_until_idle();
+    CHECK_FALSE(sink->is_open());
+    REQUIRE(sink->transport_end().has_value());
+    CHECK(sink->transport_end()->error == SinkError::full);
+    slow->resume();
+    executor.run_until_idle();
+    CHECK(sink->written().empty());
   }
 
   TEST_CASE("subscribe is atomic with concurrent recording; every subscriber sees order") {
@@ -372,7 +417,6 @@ TEST_SUITE("host_state") {
         auto sub = std::make_shared<RecordingSubscriber>();
         auto s = state.subscribe("s" + std::to_string(i), sub);
         std::this_thread::yield();
-        state.activate(s.ticket);
         subs.push_back(sub);
         snapshots.push_back(std::move(s));
       }

@@ -1,7 +1,7 @@
 #pragma once
 
 // Shared by the runs tests (run_service, run_methods, run_record, jsonl_run_store,
-// trace_subscriber): a Server with the run services on a ManualExecutor, in-process peers on
+// trace_fanout): a Server with the run services on a ManualExecutor, in-process peers on
 // loopback sinks, and a temporary state directory.
 
 #include <atomic>

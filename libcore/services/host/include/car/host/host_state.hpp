@@ -10,9 +10,9 @@
 #include <vector>
 
 #include "car/error.hpp"
+#include "car/event_subscriber.hpp"
 #include "car/export.hpp"
 #include "car/frame.hpp"
-#include "car/host/event_subscriber.hpp"
 #include "car/host/host_records.hpp"
 #include "car/host/time_format.hpp"
 #include "car/json.hpp"
@@ -113,28 +113,17 @@ struct CAR_API HostStateOptions {
   // Resolved approval rows kept (oldest resolved dropped beyond it); pending rows are never
   // dropped. The spec keeps resolved rows; this bounds a long-running daemon.
   std::size_t max_resolved_approvals = 1000;
-  // Events held for one subscriber whose subscribe reply is not out yet; beyond it the
-  // subscriber is told it overflowed (EventSubscriber::overflowed) and dropped.
-  std::size_t max_pending_backlog = 4096;
   WallClock clock;  // empty: the system clock
   // Whether the session `client_id` is still connected. Called with the HostState lock held, so
   // it must not call back into HostState. Empty: every owner counts as live.
   std::function<bool(std::string_view client_id)> is_live;
 };
 
-namespace detail {
-struct SubscriberEntry;
-}
-
-// Returned by subscribe(); pass it to activate() once the snapshot has been delivered.
-using SubscriptionTicket = std::shared_ptr<detail::SubscriberEntry>;
-
 struct CAR_API Subscription {
   // {"subscribed":true,"agents":[..],"devices":[..],"approvals":[..],"events":[..],
   //  "event_sequence":N} — the host.subscribe result (PROTOCOL.md §4.2).
   std::string snapshot_json;
   std::uint64_t event_sequence = 0;
-  SubscriptionTicket ticket;
 };
 
 class CAR_API HostState {
@@ -197,13 +186,12 @@ class CAR_API HostState {
 
   // ---- subscribers ----
   // Takes the snapshot and registers `subscriber` under `client_id` in one critical section:
-  // every event after `event_sequence` will be offered to it, none at or before. Events are
-  // held for it until activate(ticket) — call that once the snapshot has reached the peer (the
-  // host.subscribe reply's after_queued), so the reply precedes every event. Re-subscribing
-  // replaces the client's previous subscription.
+  // every event after `event_sequence` will be offered to it, none at or before, from the
+  // moment this returns. Holding events until the snapshot has reached the peer is the
+  // subscriber's job: host.subscribe registers a paused StreamSubscriber (car/event_stream.hpp)
+  // and resumes it from the reply's after_queued. Re-subscribing replaces the client's previous
+  // subscription.
   Subscription subscribe(std::string client_id, std::shared_ptr<EventSubscriber> subscriber);
-  // Starts delivery: held events first, in order. Any thread; idempotent.
-  void activate(const SubscriptionTicket& ticket);
   // Returns whether the client had a subscription. Idempotent.
   bool unsubscribe(std::string_view client_id);
   std::size_t subscriber_count() const;

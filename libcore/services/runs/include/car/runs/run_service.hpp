@@ -13,7 +13,7 @@
 #include "car/export.hpp"
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_store.hpp"
-#include "car/runs/trace_subscriber.hpp"
+#include "car/event_stream.hpp"
 
 // Agent run tracing (PROTOCOL.md §7): the run lifecycle, persistence through a RunStore,
 // authorization of trace reads and the live fan-out to subscribers, installed into a Server as
@@ -55,6 +55,12 @@ struct CAR_API RunConfig {
   std::size_t max_trace_page_bytes = 4 * 1024 * 1024;
   // The store; null means make_jsonl_run_store(state_dir).
   std::shared_ptr<RunStore> store;
+};
+
+// One subscription's counters (runs.stats, RunService::subscriber_stats).
+struct CAR_API SubscriberStats : StreamStats {
+  std::string run_id;
+  std::string client_id;
 };
 
 // Monotonic counters for tests and benchmarks.

@@ -1,4 +1,4 @@
-// TraceSubscriber, the live fan-out (PROTOCOL.md §7.4): bounded per-subscriber queues with drops
+// The trace fan-out (trace_fanout.cpp over StreamSubscriber) (PROTOCOL.md §7.4): bounded per-subscriber queues with drops
 // and gap notices, batch drains on the pool, one serialization per record, reply-before-events,
 // failure isolation, and a threaded run on a real libuv loop and pool (for TSan).
 #include <future>
@@ -120,7 +120,7 @@ struct LoopThread {
 
 }  // namespace
 
-TEST_SUITE("trace_subscriber") {
+TEST_SUITE("trace_fanout") {
   TEST_CASE("case 31: subscribe after 7 turns; the next turn arrives once with cursor 8") {
     RunFixture f;
     auto writer = f.peer();
