@@ -27,8 +27,9 @@ struct CAR_API HostConfig {
   // A host.event frame not written to a subscriber within this fails its sink (connection
   // closed); zero means the sink's default write deadline.
   std::chrono::milliseconds event_write_deadline{10000};
-  // host.event frames queued for one subscriber, before its subscribe reply is out or while its
-  // peer reads slowly; beyond it the subscriber's connection is closed (PROTOCOL.md §4.1).
+  // host.event frames held for one subscriber until its subscribe reply is out; beyond it the
+  // subscriber's connection is closed (PROTOCOL.md §4.1). Afterwards events go straight to the
+  // connection's sink, whose own bound applies.
   std::size_t subscriber_queue = 4096;
   // Ring size, clock, ... . `is_live` is filled in from the Server when left empty.
   HostStateOptions state;
