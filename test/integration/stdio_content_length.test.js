@@ -35,10 +35,13 @@ module.exports = {
         assert.strictEqual(e.message, 'method not found: no.such');
         return true;
       });
+      // -32006 names the version it got (JSON text; "none" when missing), PROTOCOL.md §2.
       await assert.rejects(c.sendRequest('server.handshake', { protocol_version: 7 }),
-        (e) => e.code === -32006 && e.message === 'unsupported protocol version');
+        (e) => e.code === -32006 && e.message === 'protocol version mismatch: expected 2, got 7');
       await assert.rejects(c.sendRequest('server.handshake', {}),
-        (e) => e.code === -32602 && /protocol_version/.test(e.message));
+        (e) => e.code === -32006 && e.message === 'protocol version mismatch: expected 2, got none');
+      await assert.rejects(c.sendRequest('server.handshake', { protocol_version: '2' }),
+        (e) => e.code === -32006 && e.message === 'protocol version mismatch: expected 2, got "2"');
     });
   },
 
@@ -58,6 +61,9 @@ module.exports = {
         (e) => e.code === -32603 && e.message === 'auth failed: token mismatch');
       const ok = await c.sendRequest('session.auth', { token: 'tok' });
       assert.deepStrictEqual(ok, { ok: true, auth_enabled: true });
+      // memory_namespace is echoed when given (PROTOCOL.md §3).
+      const ns = await c.sendRequest('session.auth', { token: 'tok', memory_namespace: 'proj-1' });
+      assert.deepStrictEqual(ns, { ok: true, auth_enabled: true, memory_namespace: 'proj-1' });
     });
   },
 

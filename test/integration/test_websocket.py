@@ -1,6 +1,7 @@
 """WebSocket transport against the real car-daemon: Debian's python3-websockets client over TCP and
 the Unix socket, and raw-socket frames for every protocol-violation path (PROTOCOL.md §1; acceptance 7,
-41–43, 45, 46; the framing/ping/close/UTF-8/limit ground of Autobahn groups 1–7 and 9)."""
+41–43, 45, 46, and 48's handshake behind auth and -32006; the session.auth echo of §3; the
+framing/ping/close/UTF-8/limit ground of Autobahn groups 1–7 and 9)."""
 
 import asyncio
 import json
@@ -55,6 +56,46 @@ def test_auth_over_unix_socket_behaves_like_tcp():
         assert ws.expect_close() == 1008
         ws2 = RawWs(d.unix_path())
         assert rpc(ws2, "session.auth", {"token": "t"})["result"]["ok"] is True
+
+
+def test_48_handshake_is_behind_auth_and_names_a_bad_version():
+    with Daemon("--token", "t", "--host-token", "h", "--listen", "127.0.0.1:0") as d:
+        address = RawWs.url_address(d.ws_url())
+        # Before session.auth: -32001, then close 1008 (a notification gets no reply, still closes).
+        ws = RawWs(address)
+        r = rpc(ws, "server.handshake", {"protocol_version": 2})
+        assert r["error"] == {"code": -32001, "message": "auth required: call session.auth first"}
+        assert ws.expect_close() == 1008
+        ws = RawWs(address)
+        ws.send_text(json.dumps({"jsonrpc": "2.0", "method": "server.handshake",
+                                 "params": {"protocol_version": 2}}))
+        assert ws.expect_close() == 1008
+        # After it: a missing or string protocol_version is -32006 naming what came.
+        ws = RawWs(address)
+        assert rpc(ws, "session.auth", {"token": "t"})["result"]["ok"] is True
+        for i, (params, got) in enumerate((({}, "none"), ({"protocol_version": "2"}, '"2"'),
+                                           ({"protocol_version": 3}, "3")), start=2):
+            r = rpc(ws, "server.handshake", params, id=i)
+            assert r["error"] == {"code": -32006,
+                                  "message": "protocol version mismatch: expected 2, got " + got}, r
+        ok = rpc(ws, "server.handshake", {"protocol_version": 2}, id=9)["result"]
+        assert ok["protocol_version"] == 2 and ok["client_protocol_version"] == 2
+
+
+def test_session_auth_echoes_memory_namespace():
+    with Daemon("--token", "t", "--host-token", "h", "--listen", "127.0.0.1:0") as d:
+        address = RawWs.url_address(d.ws_url())
+        ws = RawWs(address)
+        r = rpc(ws, "session.auth", {"token": "t", "agent_id": "ns-agent", "memory_namespace": "m1"})
+        assert r["result"] == {"ok": True, "auth_enabled": True, "agent_id": "ns-agent",
+                               "memory_namespace": "m1"}
+        r = rpc(RawWs(address), "session.auth", {"host_token": "h", "memory_namespace": "m2"})
+        assert r["result"] == {"ok": True, "auth_enabled": True, "role": "host",
+                               "memory_namespace": "m2"}
+        assert "memory_namespace" not in rpc(RawWs(address), "session.auth", {"token": "t"})["result"]
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        r = rpc(RawWs(RawWs.url_address(d.ws_url())), "session.auth", {"memory_namespace": "m3"})
+        assert r["result"] == {"ok": True, "auth_enabled": False, "memory_namespace": "m3"}
 
 
 def test_invalid_utf8_closes_1007():

@@ -11,7 +11,8 @@
 
 namespace car {
 
-// The dispatcher: parse → classify → auth → in-flight cap → gate → route → validate → handler.
+// The dispatcher: parse → classify → auth → in-flight cap → handshake gate → approval gate →
+// route → validate → handler.
 // Kept as a friend struct so Connection's header stays small.
 struct Dispatch {
   using Batch = detail::BatchCollector;
@@ -139,6 +140,14 @@ void Dispatch::request(Connection& c, const detail::Envelope& env, const json::V
     c.inflight_.fetch_add(1, std::memory_order_acq_rel);
     state->counted = true;
   }
+  // The handshake gate (PROTOCOL.md §2) comes before the approval gate and params validation: a
+  // call that is refused anyway must neither raise an approval nor be judged on its params.
+  if (method != nullptr && method->options.requires_handshake &&
+      server.config().require_handshake && !c.session_.handshake_done()) {
+    reply.error(ErrorCode::handshake_required,
+                fmt::format("protocol handshake required: {} needs server.handshake", env.method));
+    return;
+  }
   MethodGate* gate = server.method_gate();
   if (gate != nullptr && gate->gates(env.method)) {
     // The handler runs after the gate decides, so it needs its own copy of the params.
@@ -178,11 +187,6 @@ void Dispatch::invoke(Connection& c, const Method* method, std::string_view name
   }
   if (auto error = validate_params(params, method->params)) {
     reply.error(std::move(*error));
-    return;
-  }
-  if (c.server_.config().require_handshake && method->options.requires_handshake &&
-      !c.session_.handshake_done()) {
-    reply.error(ErrorCode::handshake_required, std::string(messages::handshake_required));
     return;
   }
   try {

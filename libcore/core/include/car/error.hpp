@@ -54,8 +54,8 @@ inline constexpr std::string_view parse_error = "parse error";
 inline constexpr std::string_view invalid_request = "invalid request";
 inline constexpr std::string_view auth_required = "auth required: call session.auth first";
 inline constexpr std::string_view server_busy = "server busy: too many requests in flight";
-inline constexpr std::string_view handshake_required = "protocol handshake required";
-inline constexpr std::string_view unsupported_protocol = "unsupported protocol version";
+// -32005 and -32006 name the method or the version they are about; their texts are built where
+// they are raised (connection.cpp, session_service.cpp) from the formats in PROTOCOL.md §2.
 }  // namespace messages
 
 }  // namespace car

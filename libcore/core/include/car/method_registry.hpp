@@ -42,9 +42,10 @@ class CAR_API Request {
 using Handler = std::function<void(const Request&, Reply)>;
 
 struct CAR_API MethodOptions {
-  // False for the few methods callable before session.auth (session.auth, server.handshake).
+  // False for the methods callable before session.auth (the session service's session.auth).
   bool requires_auth = true;
-  // With ServerConfig::require_handshake, answer -32005 until server.handshake (host.subscribe).
+  // With ServerConfig::require_handshake, answer -32005 until server.handshake (host.subscribe),
+  // before the approval gate and params validation.
   bool requires_handshake = false;
 };
 

@@ -34,7 +34,9 @@ struct CAR_API ServerConfig {
   // Largest inbound message; transports enforce it before buffering.
   std::size_t max_message = 16 * 1024 * 1024;
   std::size_t max_json_depth = json::default_max_depth;
-  // When true, methods marked requires_handshake answer -32005 before server.handshake.
+  // When true, methods marked requires_handshake answer -32005 on a connection that has not
+  // completed server.handshake; they are refused before params validation and never run
+  // (PROTOCOL.md §2; car-daemon --require-handshake).
   bool require_handshake = false;
   std::string server_version = version_string;
 };

@@ -46,6 +46,10 @@ const GrantsSlot* find_grants(const Session& session) {
   return static_cast<const GrantsSlot*>(session.find_slot(grants_key));
 }
 
+Error auth_failed(std::string_view why) {
+  return {ErrorCode::internal_error, fmt::format("auth failed: {}", why)};
+}
+
 void session_auth(Server& server, SessionService& service, const Request& req,
                   const Reply& reply) {
   const AuthConfig& config = service.auth();
@@ -62,11 +66,13 @@ void session_auth(Server& server, SessionService& service, const Request& req,
   Session& session = req.session();
   // Work on a copy: a failure must change nothing (PROTOCOL.md §3).
   Grants next = grants(session);
+  // Whether the credential presented proves the identity of `agent` itself (its own token).
+  bool agent_proven = false;
   if (!enabled) {
     // Every session already counts as authenticated; session.auth only binds and records.
   } else if (host_token) {
     if (!config.host_token || !constant_time_equal(*host_token, *config.host_token)) {
-      reply.error(ErrorCode::internal_error, "auth failed: token mismatch");
+      reply.error(auth_failed("token mismatch"));
       return;
     }
     next.host = true;
@@ -75,14 +81,22 @@ void session_auth(Server& server, SessionService& service, const Request& req,
     if (agent) {
       if (auto it = config.agent_tokens.find(*agent); it != config.agent_tokens.end()) {
         expected = it->second;
+        agent_proven = true;
       }
     }
     if (!constant_time_equal(*token, expected)) {
-      reply.error(ErrorCode::internal_error, "auth failed: token mismatch");
+      reply.error(auth_failed("token mismatch"));
       return;
     }
   } else {
     reply.error(Error::invalid_params("token", "or host_token is required"));
+    return;
+  }
+  // agent_tokens_only: the daemon token (or the host token) admits the session but no longer
+  // vouches for an agent id. Checked after the credential, so only a caller that already holds a
+  // valid token learns which agent ids have tokens of their own.
+  if (enabled && agent && config.agent_tokens_only && !agent_proven) {
+    reply.error(auth_failed(fmt::format("agent '{}' needs its own agent token", *agent)));
     return;
   }
   if (agent) {
@@ -111,14 +125,35 @@ void session_auth(Server& server, SessionService& service, const Request& req,
   out.begin_object().key("ok").boolean(true).key("auth_enabled").boolean(enabled);
   if (enabled && host) out.key("role").str("host");
   if (bound) out.key("agent_id").str(*bound);
+  // Echoed whenever this call gave one, whatever the credential (PROTOCOL.md §3): upstream SDKs
+  // read it back to confirm the namespace they asked for.
+  if (memory_namespace) out.key("memory_namespace").str(*memory_namespace);
   out.end_object();
   reply.ok(out.view());
 }
 
+// How a refused protocol_version is shown in -32006: its compact JSON (so the string "2" reads
+// `"2"` and is told apart from the integer), cut to a bounded length on a UTF-8 boundary so a
+// huge value does not come back in the error; `none` when it is missing or null.
+std::string describe_version(const json::Value* value) {
+  constexpr std::size_t max_bytes = 64;
+  if (value == nullptr || value->IsNull()) return "none";
+  std::string text = json::stringify(*value);
+  if (text.size() <= max_bytes) return text;
+  std::size_t cut = max_bytes;
+  while (cut > 0 && (static_cast<unsigned char>(text[cut]) & 0xC0) == 0x80) --cut;
+  text.resize(cut);
+  text.append("\xE2\x80\xA6");  // "…"
+  return text;
+}
+
 void server_handshake(Server& server, const Request& req, const Reply& reply) {
-  long long version = *param::integer(req.params(), "protocol_version");
-  if (version != protocol_version) {
-    reply.error(ErrorCode::unsupported_protocol, std::string(messages::unsupported_protocol));
+  const json::Value* value = param::member(req.params(), "protocol_version");
+  if (value == nullptr || !value->IsInt64() || value->GetInt64() != protocol_version) {
+    // The session keeps whatever it had: a connection that negotiated stays negotiated.
+    reply.error(ErrorCode::unsupported_protocol,
+                fmt::format("protocol version mismatch: expected {}, got {}", protocol_version,
+                            describe_version(value)));
     return;
   }
   req.session().set_handshake_done();
@@ -126,7 +161,7 @@ void server_handshake(Server& server, const Request& req, const Reply& reply) {
   out.begin_object()
       .key("protocol_version").integer(protocol_version)
       .key("server_version").str(server.config().server_version)
-      .key("client_protocol_version").integer(version)
+      .key("client_protocol_version").integer(value->GetInt64())
       .end_object();
   reply.ok(out.view());
 }
@@ -146,9 +181,12 @@ std::shared_ptr<SessionService> install_session_service(Server& server, AuthConf
         session_auth(server, *service, req, reply);
       },
       open);
+  // server.handshake is behind the auth gate like every other method (PROTOCOL.md §3). Its
+  // protocol_version is checked by the handler, not the schema: a missing or ill-typed one is a
+  // version mismatch (-32006), not -32602.
   server.methods().add(
-      "server.handshake", {required("protocol_version", ParamType::integer)},
-      [&server](const Request& req, Reply reply) { server_handshake(server, req, reply); }, open);
+      "server.handshake", {optional("protocol_version", ParamType::any)},
+      [&server](const Request& req, Reply reply) { server_handshake(server, req, reply); });
   std::weak_ptr<SessionService> weak = service;
   server.add_teardown_step(teardown_order::release_agent_binding, [weak](Connection& c) {
     auto live = weak.lock();

@@ -1,6 +1,6 @@
 // Connection, the JSON-RPC engine (connection.cpp): parse errors, envelope validation, batches,
-// routing, params validation, concurrency, the in-flight cap, the gate hook and handler failures
-// (PROTOCOL.md §2).
+// routing, params validation, concurrency, the in-flight cap, the handshake gate, the gate hook and
+// handler failures (PROTOCOL.md §2).
 #include <thread>
 
 #include "../../test_support.hpp"
@@ -337,6 +337,60 @@ TEST_SUITE("connection") {
     CHECK(by_id[1].find("\"result\":42") != std::string::npos);
     CHECK(by_id[2].find("-32601") != std::string::npos);
     CHECK(by_id[3].find("approval denied") != std::string::npos);
+  }
+
+  TEST_CASE("the handshake gate: -32005 naming the method, before the approval gate and params") {
+    struct CountingGate : MethodGate {
+      bool gates(std::string_view) const override { return true; }
+      void admit(Connection&, std::string_view, const json::Value&, Decision decide) override {
+        ++admitted;
+        decide(std::nullopt);
+      }
+      int admitted = 0;
+    };
+    ServerConfig config = Fixture::disabled_auth();
+    config.require_handshake = true;
+    Fixture f(config);
+    auto gate = std::make_shared<CountingGate>();
+    f.server.set_method_gate(gate);
+    int runs = 0;
+    MethodOptions marked;
+    marked.requires_handshake = true;
+    f.server.methods().add("watch.sub", {required("topic", ParamType::non_empty_string)},
+                           [&runs](const Request&, Reply reply) {
+                             ++runs;
+                             reply.ok("true");
+                           },
+                           marked);
+    f.server.methods().add("plain", {}, [](const Request&, Reply reply) { reply.ok("1"); });
+    // Missing and ill-typed params: still -32005, the params are not even looked at.
+    for (const char* params : {"", R"(,"params":{})", R"(,"params":{"topic":5})",
+                               R"(,"params":[1])", R"(,"params":{"topic":"t"})"}) {
+      CAPTURE(params);
+      auto r = f.call(std::string(R"({"jsonrpc":"2.0","id":1,"method":"watch.sub")") + params + "}");
+      CHECK(error_code(r) == -32005);
+      CHECK(error_message(r) == "protocol handshake required: watch.sub needs server.handshake");
+    }
+    CHECK(runs == 0);
+    CHECK(gate->admitted == 0);  // refused before an approval was asked for
+    CHECK(f.client().connection->inflight() == 0);
+    CHECK_FALSE(f.client().connection->closed());
+    // Unmarked methods are not gated.
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":2,"method":"plain"})")["result"].GetInt() == 1);
+    // Negotiated: params are validated as usual and the method runs.
+    f.client().connection->session().set_handshake_done();
+    CHECK(error_code(f.call(R"({"jsonrpc":"2.0","id":3,"method":"watch.sub"})")) == -32602);
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":4,"method":"watch.sub","params":{"topic":"t"}})")
+              ["result"].GetBool());
+    CHECK(runs == 1);
+  }
+
+  TEST_CASE("without require_handshake a marked method runs on an unnegotiated connection") {
+    Fixture f;
+    MethodOptions marked;
+    marked.requires_handshake = true;
+    f.server.methods().add("watch.sub", {}, [](const Request&, Reply r) { r.ok("7"); }, marked);
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":1,"method":"watch.sub"})")["result"].GetInt() == 7);
   }
 
   TEST_CASE("a message above the maximum is refused before parsing") {

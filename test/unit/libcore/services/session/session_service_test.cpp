@@ -131,29 +131,219 @@ TEST_SUITE("session_service") {
     CHECK(f.client().connection->closed());
   }
 
-  TEST_CASE("server.handshake") {
+  TEST_CASE("case 48: server.handshake before session.auth is -32001 and closes") {
     Fixture f(enabled_auth());
-    auto ok = f.call(
+    auto r = f.call(
         R"({"jsonrpc":"2.0","id":1,"method":"server.handshake","params":{"protocol_version":2}})");
+    CHECK(error_code(r) == -32001);
+    CHECK(error_message(r) == "auth required: call session.auth first");
+    REQUIRE(f.client().sink->transport_end().has_value());
+    CHECK(f.client().sink->transport_end()->code == 1008);
+    CHECK(f.client().connection->closed());
+    CHECK_FALSE(f.client().connection->session().handshake_done());
+  }
+
+  TEST_CASE("case 48: a server.handshake notification before session.auth closes silently") {
+    Fixture f(enabled_auth());
+    CHECK(f.exchange(R"({"jsonrpc":"2.0","method":"server.handshake","params":{"protocol_version":2}})")
+              .empty());
+    CHECK(f.client().connection->closed());
+    CHECK_FALSE(f.client().connection->session().handshake_done());
+  }
+
+  TEST_CASE("server.handshake after auth, and with auth disabled") {
+    Fixture f(enabled_auth());
+    f.call(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret"}})");
+    auto ok = f.call(
+        R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":2,"client_version":"x/1"}})");
     CHECK(ok["result"]["protocol_version"].GetInt() == 2);
     CHECK(ok["result"]["client_protocol_version"].GetInt() == 2);
     CHECK(std::string(ok["result"]["server_version"].GetString()) == version_string);
-    auto bad = f.call(
-        R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":3}})");
-    CHECK(error_code(bad) == -32006);
-    CHECK(error_message(bad) == "unsupported protocol version");
-    CHECK_FALSE(f.client().connection->closed());  // allowed before auth
+    CHECK(f.client().connection->session().handshake_done());
+    // A repeat with 2 is harmless.
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":3,"method":"server.handshake","params":{"protocol_version":2}})")
+              ["result"]["protocol_version"].GetInt() == 2);
+
+    Fixture open;  // auth disabled: callable at once
+    CHECK(open.call(R"({"jsonrpc":"2.0","id":1,"method":"server.handshake","params":{"protocol_version":2}})")
+              ["result"]["protocol_version"].GetInt() == 2);
   }
 
-  TEST_CASE("require_handshake gates marked methods with -32005") {
-    ServerConfig config = Fixture::disabled_auth();
+  TEST_CASE("case 48: -32006 for a missing, non-integer or other protocol_version") {
+    Fixture f(enabled_auth());
+    f.call(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret"}})");
+    struct Bad {
+      std::string params;
+      std::string got;
+    };
+    const std::string long_text(200, 'v');
+    const Bad cases[] = {
+        {"", "none"},  // no params at all
+        {R"(,"params":{})", "none"},
+        {R"(,"params":{"client_version":"1"})", "none"},
+        {R"(,"params":{"protocol_version":null})", "none"},
+        {R"(,"params":{"protocol_version":"2"})", R"("2")"},
+        {R"(,"params":{"protocol_version":3})", "3"},
+        {R"(,"params":{"protocol_version":1})", "1"},
+        {R"(,"params":{"protocol_version":-2})", "-2"},
+        {R"(,"params":{"protocol_version":2.5})", "2.5"},
+        {R"(,"params":{"protocol_version":true})", "true"},
+        {R"(,"params":{"protocol_version":[2]})", "[2]"},
+        {R"(,"params":{"protocol_version":{"major":2}})", R"({"major":2})"},
+        {R"(,"params":{"protocol_version":18446744073709551615})", "18446744073709551615"},
+        // A long value is cut to 64 bytes and marked, not echoed whole.
+        {R"(,"params":{"protocol_version":")" + long_text + "\"}",
+         "\"" + std::string(63, 'v') + "\xE2\x80\xA6"},
+    };
+    int id = 10;
+    for (const auto& c : cases) {
+      CAPTURE(c.params);
+      auto r = f.call(R"({"jsonrpc":"2.0","id":)" + std::to_string(++id) +
+                      R"(,"method":"server.handshake")" + c.params + "}");
+      CHECK(error_code(r) == -32006);
+      CHECK(error_message(r) == "protocol version mismatch: expected 2, got " + c.got);
+      CHECK_FALSE(f.client().connection->session().handshake_done());
+    }
+    CHECK_FALSE(f.client().connection->closed());
+    // A failure after a success leaves the connection negotiated.
+    f.call(R"({"jsonrpc":"2.0","id":90,"method":"server.handshake","params":{"protocol_version":2}})");
+    auto late = f.call(
+        R"({"jsonrpc":"2.0","id":91,"method":"server.handshake","params":{"protocol_version":3}})");
+    CHECK(error_code(late) == -32006);
+    CHECK(f.client().connection->session().handshake_done());
+  }
+
+  TEST_CASE("the cut of a long version keeps UTF-8 whole") {
+    Fixture f;
+    // 62 ASCII bytes after the opening quote put a 2-byte character across the 64-byte cut.
+    std::string value = std::string(62, 'a') + "\xC3\xA9" + "zz";
+    auto r = f.call(R"({"jsonrpc":"2.0","id":1,"method":"server.handshake","params":{"protocol_version":")" +
+                    value + "\"}}");
+    CHECK(error_message(r) ==
+          "protocol version mismatch: expected 2, got \"" + std::string(62, 'a') + "\xE2\x80\xA6");
+  }
+
+  TEST_CASE("case 48: require_handshake gates marked methods with -32005 until the handshake") {
+    ServerConfig config = enabled_auth();
     config.require_handshake = true;
     Fixture f(config);
     MethodOptions options;
     options.requires_handshake = true;
-    f.server.methods().add("gated.sub", {}, [](const Request&, Reply r) { r.ok("1"); }, options);
-    CHECK(error_code(f.call(R"({"jsonrpc":"2.0","id":1,"method":"gated.sub"})")) == -32005);
-    f.call(R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":2}})");
-    CHECK(f.call(R"({"jsonrpc":"2.0","id":3,"method":"gated.sub"})")["result"].GetInt() == 1);
+    f.server.methods().add("gated.sub", {required("x", ParamType::integer)},
+                           [](const Request&, Reply r) { r.ok("1"); }, options);
+    f.call(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret"}})");
+    auto early = f.call(R"({"jsonrpc":"2.0","id":2,"method":"gated.sub"})");
+    CHECK(error_code(early) == -32005);
+    CHECK(error_message(early) == "protocol handshake required: gated.sub needs server.handshake");
+    // A failed handshake does not negotiate.
+    f.call(R"({"jsonrpc":"2.0","id":3,"method":"server.handshake","params":{"protocol_version":"2"}})");
+    CHECK(error_code(f.call(R"({"jsonrpc":"2.0","id":4,"method":"gated.sub","params":{"x":1}})")) ==
+          -32005);
+    f.call(R"({"jsonrpc":"2.0","id":5,"method":"server.handshake","params":{"protocol_version":2}})");
+    CHECK(f.call(R"({"jsonrpc":"2.0","id":6,"method":"gated.sub","params":{"x":1}})")["result"].GetInt() ==
+          1);
+    // Negotiation is per connection.
+    Client other(f.server, f.executor);
+    other.send(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret"}})");
+    other.send(R"({"jsonrpc":"2.0","id":2,"method":"gated.sub","params":{"x":1}})");
+    f.executor.run_until_idle();
+    auto frames = other.sink->take_written();
+    REQUIRE(frames.size() == 2);
+    CHECK(error_code(parse_json(frames[1])) == -32005);
+  }
+
+  TEST_CASE("memory_namespace is echoed whenever it is given") {
+    SUBCASE("daemon token") {
+      Fixture f(enabled_auth());
+      auto r = f.call(
+          R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","memory_namespace":"ns-1"}})");
+      CHECK(std::string(r["result"]["memory_namespace"].GetString()) == "ns-1");
+      CHECK(*session::grants(f.client().connection->session()).memory_namespace == "ns-1");
+      // Not given: not echoed, and the namespace already granted stays.
+      auto again = f.call(R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"secret"}})");
+      CHECK_FALSE(again["result"].HasMember("memory_namespace"));
+      CHECK(*session::grants(f.client().connection->session()).memory_namespace == "ns-1");
+    }
+    SUBCASE("bound agent") {
+      Fixture f(enabled_auth());
+      auto r = f.call(
+          R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","agent_id":"a1","memory_namespace":""}})");
+      CHECK(std::string(r["result"]["agent_id"].GetString()) == "a1");
+      CHECK(std::string(r["result"]["memory_namespace"].GetString()).empty());
+    }
+    SUBCASE("host token") {
+      Fixture f(enabled_auth());
+      auto r = f.call(
+          R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"host_token":"host-secret","memory_namespace":"shell"}})");
+      CHECK(std::string(r["result"]["role"].GetString()) == "host");
+      CHECK(std::string(r["result"]["memory_namespace"].GetString()) == "shell");
+    }
+    SUBCASE("auth disabled") {
+      Fixture f;
+      auto r = f.call(
+          R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"memory_namespace":"ns-2"}})");
+      CHECK_FALSE(r["result"]["auth_enabled"].GetBool());
+      CHECK(std::string(r["result"]["memory_namespace"].GetString()) == "ns-2");
+    }
+    SUBCASE("a failed auth echoes nothing and records nothing") {
+      Fixture f(enabled_auth());
+      auto r = f.call(
+          R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"nope","memory_namespace":"ns"}})");
+      CHECK(error_code(r) == -32603);
+      CHECK_FALSE(session::grants(f.client().connection->session()).memory_namespace.has_value());
+    }
+  }
+
+  TEST_CASE("agent_tokens_only: the daemon token authenticates but binds no agent") {
+    session::AuthConfig auth = test_credentials();
+    auth.agent_tokens_only = true;
+    Fixture f(enabled_auth(), auth);
+    const std::string refused = "auth failed: agent 'a1' needs its own agent token";
+    auto r = f.call(
+        R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","agent_id":"a1"}})");
+    CHECK(error_code(r) == -32603);
+    CHECK(error_message(r) == refused);
+    // A failure changes nothing: not authenticated, no binding taken.
+    CHECK_FALSE(f.client().connection->session().authenticated());
+    CHECK_FALSE(f.sessions->agent_bindings().holder("a1").has_value());
+    // A wrong token is still a token mismatch (the rule is only told to token holders).
+    auto wrong = f.call(
+        R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"nope","agent_id":"a1"}})");
+    CHECK(error_message(wrong) == "auth failed: token mismatch");
+    // Without agent_id the daemon token still authenticates.
+    auto plain = f.call(R"({"jsonrpc":"2.0","id":3,"method":"session.auth","params":{"token":"secret"}})");
+    CHECK(plain["result"]["ok"].GetBool());
+    CHECK_FALSE(plain["result"].HasMember("agent_id"));
+    // Re-auth of an authenticated session with the daemon token cannot add a binding either.
+    auto later = f.call(
+        R"({"jsonrpc":"2.0","id":4,"method":"session.auth","params":{"token":"secret","agent_id":"a1"}})");
+    CHECK(error_message(later) == refused);
+    CHECK_FALSE(session::agent_id(f.client().connection->session()).has_value());
+    // The host token does not vouch for an agent id.
+    auto host = f.call(
+        R"({"jsonrpc":"2.0","id":5,"method":"session.auth","params":{"host_token":"host-secret","agent_id":"a1"}})");
+    CHECK(error_message(host) == refused);
+    CHECK_FALSE(session::is_host(f.client().connection->session()));
+    // An agent with its own token binds.
+    auto own = f.call(
+        R"({"jsonrpc":"2.0","id":6,"method":"session.auth","params":{"token":"special-token","agent_id":"special"}})");
+    CHECK(std::string(own["result"]["agent_id"].GetString()) == "special");
+    CHECK(*f.sessions->agent_bindings().holder("special") == f.client().connection->client_id());
+  }
+
+  TEST_CASE("agent_tokens_only has no effect while auth is disabled") {
+    session::AuthConfig auth = test_credentials();
+    auth.agent_tokens_only = true;
+    Fixture f(Fixture::disabled_auth(), auth);
+    auto r = f.call(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"agent_id":"a1"}})");
+    CHECK(std::string(r["result"]["agent_id"].GetString()) == "a1");
+  }
+
+  TEST_CASE("without agent_tokens_only the daemon token binds any agent id") {
+    Fixture f(enabled_auth());
+    CHECK_FALSE(f.sessions->auth().agent_tokens_only);
+    auto r = f.call(
+        R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"secret","agent_id":"a1"}})");
+    CHECK(std::string(r["result"]["agent_id"].GetString()) == "a1");
   }
 }

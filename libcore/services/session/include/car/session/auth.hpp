@@ -19,6 +19,11 @@ struct CAR_API AuthConfig {
   std::optional<std::string> host_token;
   // Per-agent tokens: `{token, agent_id: ID}` is checked against agent_tokens[ID] when present.
   std::map<std::string, std::string, std::less<>> agent_tokens;
+  // When set (car-daemon --agent-tokens-only), only an agent's own token binds its agent_id: the
+  // daemon token and the host token still authenticate, but `{token, agent_id}` for an agent
+  // without an entry above, or `{host_token, agent_id}`, is refused with -32603
+  // `auth failed: agent '<id>' needs its own agent token`. No effect while auth is disabled.
+  bool agent_tokens_only = false;
 };
 
 // Compares secrets in time that depends only on their lengths (the length check is not secret).

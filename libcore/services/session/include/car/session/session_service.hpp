@@ -44,8 +44,9 @@ class CAR_API SessionService {
   AgentBindings bindings_;
 };
 
-// Registers session.auth and server.handshake on `server` and adds the teardown step that releases
-// a closing session's agent binding. Call once, before serving; the service lives as long as the
+// Registers session.auth (callable before authentication) and server.handshake (behind the auth
+// gate, PROTOCOL.md §3) on `server` and adds the teardown step that releases a closing session's
+// agent binding. Call once, before serving; the service lives as long as the
 // returned pointer or the server's method table, whichever is longer.
 CAR_API std::shared_ptr<SessionService> install_session_service(Server& server, AuthConfig auth);
 
