@@ -15,7 +15,8 @@ os.environ.pop("CAR_AGENT_ID", None)
 
 UUID_V4 = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-4[0-9a-f]{3}-[89ab][0-9a-f]{3}-[0-9a-f]{12}$")
 MARK = "\u2026[truncated]"  # appended to a cut string, not counted in its 16384 bytes
-OMITTED = "[omitted: too large]"
+OVERSIZE = "\u2026[truncated: turn exceeded 256 KiB]"  # replaces prompt, parameters, output
+USAGE = "runs.record_turns requires { run_id, turns: [RunTurn] }: "  # every params failure
 OK = {"status": "ok"}
 
 
@@ -179,11 +180,18 @@ def test_39_record_turns_refusals_in_spec_order():
         # A connection bound to the run's agent may write.
         bound = Peer(d, token="t", agent_id="agent-39")
         assert record(bound, run, turns(2, 3)) == accepted(run, 3, 2)
-        # Params come first: 257 turns, empty, non-object, empty run_id => -32602 naming the field.
-        for run_id, batch, field in ((run, turns(257), "turns"), ("missing", turns(257), "turns"),
-                                     (run, [], "turns"), (run, [1], "turns"), ("", turns(1), "run_id")):
+        # Params come first: 257 turns, empty, non-object, empty run_id => -32602 in upstream's
+        # words, naming the field.
+        for run_id, batch, detail in ((run, turns(257), "turns must hold at most 256 turns"),
+                                      ("missing", turns(257), "turns must hold at most 256 turns"),
+                                      (run, [], "turns must be a non-empty array"),
+                                      (run, [1], "turns[0] must be an object"),
+                                      (run, {}, "turns must be an array"),
+                                      ("", turns(1), "run_id must be a non-empty string")):
             code, msg = error_of(w.call("runs.record_turns", {"run_id": run_id, "turns": batch}))
-            assert code == -32602 and msg.startswith("invalid params: " + field), (run_id, msg)
+            assert (code, msg) == (-32602, USAGE + detail), (run_id, msg)
+        code, msg = error_of(w.call("runs.record_turns", {"turns": turns(1)}))
+        assert (code, msg) == (-32602, USAGE + "run_id is required")
         # 256 per call is allowed; fill to 1990 in batches of at most 256 (5 recorded so far).
         count = 5
         while count < 1990:
@@ -215,7 +223,7 @@ def test_39_record_turns_refusals_in_spec_order():
         assert error_of(w.call("runs.record_turns", {"run_id": small, "turns": turns(257)}))[0] == -32602
 
 
-def test_turn_strings_are_truncated_and_large_turns_omitted_or_refused():
+def test_turn_strings_are_truncated_and_large_turns_marked_or_refused():
     with Daemon("--no-auth", *listen()) as d:
         w = Peer(d)
         run = start_run(w)
@@ -233,16 +241,17 @@ def test_turn_strings_are_truncated_and_large_turns_omitted_or_refused():
         assert trace_turns(w, run) == [turn0]
         # 15 strings of 20000 bytes exceed 256 KiB as sent but fit once cut: kept, truncated.
         fits = {"prompt": "p", "output": ["q" * 20000] * 15}
-        # 20 strings of 16000 bytes (not cut) exceed 256 KiB: parameters and output are replaced.
-        omitted = {"prompt": "keep", "parameters": {"a": "b"}, "output": ["y" * 16000] * 20,
-                   "verifier_verdict": "passed"}
-        assert record(w, run, [fits, omitted]) == accepted(run, 1, 2)
+        # 20 strings of 16000 bytes (not cut) exceed 256 KiB: prompt, parameters and output are
+        # replaced by the marker (PROTOCOL.md §7.3), every other member is kept.
+        oversized = {"prompt": "short", "tool": "keep", "parameters": {"a": "b"},
+                   "output": ["y" * 16000] * 20, "verifier_verdict": "passed"}
+        assert record(w, run, [fits, oversized]) == accepted(run, 1, 2)
         turn1 = {"record": "turn", "index": 1, "prompt": "p", "output": ["q" * 16384 + MARK] * 15,
                  "verifier_verdict": "not_run"}
-        turn2 = {"record": "turn", "index": 2, "prompt": "keep", "parameters": OMITTED, "output": OMITTED,
-                 "verifier_verdict": "passed"}
+        turn2 = {"record": "turn", "index": 2, "prompt": OVERSIZE, "tool": "keep",
+                 "parameters": OVERSIZE, "output": OVERSIZE, "verifier_verdict": "passed"}
         assert trace_turns(w, run) == [turn0, turn1, turn2]
-        # Still over 256 KiB without parameters/output: the whole batch is refused...
+        # Still over 256 KiB with prompt/parameters/output replaced: the whole batch is refused...
         too_large = {"prompt": "p", "cli_outcome": ["z" * 16000] * 20}
         assert record(w, run, turns(1) + [too_large]) == refusal(run, "turn_too_large")
         # ...and nothing of it was appended.

@@ -258,15 +258,20 @@ bool RunLedger::is_stored_writer(std::string_view run_id, const Connection& conn
 
 // ---- runs.record_turns ----
 
+Error record_turns_params_error(std::string_view detail) {
+  return {ErrorCode::invalid_params,
+          fmt::format("runs.record_turns requires {{ run_id, turns: [RunTurn] }}: {}", detail)};
+}
+
 Result<TurnBatch> RunLedger::prepare_turns(const json::Value& turns) const {
-  if (turns.Empty()) return Error::invalid_params("turns", "must be a non-empty array");
+  if (turns.Empty()) return record_turns_params_error("turns must be a non-empty array");
   if (turns.Size() > config_.max_turns_per_call) {
-    return Error::invalid_params(
-        "turns", fmt::format("must hold at most {} turns", config_.max_turns_per_call));
+    return record_turns_params_error(
+        fmt::format("turns must hold at most {} turns", config_.max_turns_per_call));
   }
   for (rapidjson::SizeType i = 0; i < turns.Size(); ++i) {
     if (!turns[i].IsObject()) {
-      return Error::invalid_params(fmt::format("turns[{}]", i), "must be an object");
+      return record_turns_params_error(fmt::format("turns[{}] must be an object", i));
     }
   }
   // Truncation and serialization, before any lock; a turn that is too large is reported later,

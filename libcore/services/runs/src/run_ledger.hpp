@@ -72,6 +72,11 @@ struct StartedRun {
   std::string agent_id;
 };
 
+// The -32602 of every runs.record_turns params failure (PROTOCOL.md §7.3), in upstream's words so
+// its clients recognise it: `runs.record_turns requires { run_id, turns: [RunTurn] }: <detail>`,
+// where `detail` names the field, e.g. `turns[3] must be an object`.
+Error record_turns_params_error(std::string_view detail);
+
 // Turns prepared for runs.record_turns before any lock is taken (the costly part).
 struct TurnBatch {
   std::vector<std::string> tails;  // make_turn_tail of each turn, up to the first too large
@@ -135,8 +140,8 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
                 Finished done);
 
   // Validates and prepares runs.record_turns' `turns` (an array, already type-checked) without
-  // taking any lock. Errors: -32602 for an empty array, more than max_turns_per_call, or a turn
-  // that is not an object.
+  // taking any lock. Errors: record_turns_params_error for an empty array, more than
+  // max_turns_per_call, or a turn that is not an object.
   Result<TurnBatch> prepare_turns(const json::Value& turns) const;
   // Stamps and records `batch`. A refusal is a value (RecordedTurns::refused); the only error is
   // -32603 when the store write failed.

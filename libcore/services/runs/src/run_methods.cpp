@@ -64,8 +64,26 @@ void runs_complete(const Services& s, const Request& request, Reply reply) {
                      });
 }
 
+// runs.record_turns checks its own params (it is registered without a schema) so that every
+// failure carries the method's usage text (PROTOCOL.md §7.3) instead of the generic §2 one.
+std::optional<Error> check_record_turns_params(const json::Value& p) {
+  const json::Value* id = param::member(p, "run_id");
+  if (id == nullptr || id->IsNull()) return detail::record_turns_params_error("run_id is required");
+  if (!id->IsString() || id->GetStringLength() == 0) {
+    return detail::record_turns_params_error("run_id must be a non-empty string");
+  }
+  const json::Value* turns = param::member(p, "turns");
+  if (turns == nullptr || turns->IsNull()) return detail::record_turns_params_error("turns is required");
+  if (!turns->IsArray()) return detail::record_turns_params_error("turns must be an array");
+  return std::nullopt;
+}
+
 void runs_record_turns(const Services& s, const Request& request, Reply reply) {
   const json::Value& p = request.params();
+  if (auto error = check_record_turns_params(p)) {
+    reply.error(std::move(*error));
+    return;
+  }
   std::string run_id = *opt_string(p, "run_id");
   auto batch = s.ledger->prepare_turns(*param::member(p, "turns"));
   if (!batch) {
@@ -172,10 +190,7 @@ std::shared_ptr<RunService> install_run_services(Server& server, RunConfig confi
       "runs.complete",
       {required("run_id", ParamType::non_empty_string), required("outcome", ParamType::object)},
       bind(runs_complete));
-  methods.add(
-      "runs.record_turns",
-      {required("run_id", ParamType::non_empty_string), required("turns", ParamType::array)},
-      bind(runs_record_turns));
+  methods.add("runs.record_turns", {}, bind(runs_record_turns));  // checks its own params
   methods.add("runs.subscribe", {required("run_id", ParamType::non_empty_string)},
               bind(runs_subscribe));
   methods.add("runs.unsubscribe", {required("run_id", ParamType::non_empty_string)},

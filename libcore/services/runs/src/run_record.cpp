@@ -139,8 +139,15 @@ void write_truncated(json::Writer& w, const json::Value& v, std::size_t max_stri
   }
 }
 
-// Everything of the turn record after its stamp: `,"member":value,...}`.
-std::string build_tail(const json::Value& turn, std::size_t max_string, bool omit_large) {
+// The members that give way to the oversize marker: the bulky free-form ones (PROTOCOL.md §7.3).
+bool is_bulk_member(std::string_view name) {
+  return name == "prompt" || name == "parameters" || name == "output";
+}
+
+// Everything of the turn record after its stamp: `,"member":value,...}`. With `bulk_marker`, the
+// bulk members are written as that string instead of their values.
+std::string build_tail(const json::Value& turn, std::size_t max_string,
+                       std::optional<std::string_view> bulk_marker) {
   json::Builder b;
   auto& w = b.w();
   // Written as an object so the writer tracks commas; the leading '{' is cut off below.
@@ -151,8 +158,8 @@ std::string build_tail(const json::Value& turn, std::size_t max_string, bool omi
     if (name == "record" || name == "index") continue;
     if (name == "verifier_verdict") has_verdict = true;
     b.key(name);
-    if (omit_large && (name == "parameters" || name == "output")) {
-      b.str(omitted_marker);
+    if (bulk_marker && is_bulk_member(name)) {
+      b.str(*bulk_marker);
     } else {
       write_truncated(w, m.value, max_string);
     }
@@ -169,6 +176,13 @@ constexpr std::string_view turn_prefix = R"({"record":"turn","index":)";
 
 }  // namespace
 
+std::string oversize_marker_for(const TurnLimits& limits) {
+  if (limits.max_turn_bytes == TurnLimits{}.max_turn_bytes) return std::string(oversize_marker);
+  const std::size_t n = limits.max_turn_bytes;
+  std::string size = n % 1024 == 0 ? fmt::format("{} KiB", n / 1024) : fmt::format("{} bytes", n);
+  return fmt::format("{}[truncated: turn exceeded {}]", std::string_view("\xE2\x80\xA6"), size);
+}
+
 std::string stamp_turn(std::string_view tail, std::uint64_t index) {
   std::string digits = std::to_string(index);
   std::string out;
@@ -184,9 +198,10 @@ std::optional<std::string> make_turn_tail(const json::Value& turn, const TurnLim
   // The size that counts is the stamped record's; indices stay below 10^4 (2000 turns per run),
   // so measure with four digits.
   constexpr std::size_t stamp = turn_prefix.size() + 4;
-  std::string tail = build_tail(turn, limits.max_string_bytes, false);
+  std::string tail = build_tail(turn, limits.max_string_bytes, std::nullopt);
   if (stamp + tail.size() <= limits.max_turn_bytes) return tail;
-  tail = build_tail(turn, limits.max_string_bytes, true);
+  const std::string marker = oversize_marker_for(limits);
+  tail = build_tail(turn, limits.max_string_bytes, marker);
   if (stamp + tail.size() <= limits.max_turn_bytes) return tail;
   return std::nullopt;
 }

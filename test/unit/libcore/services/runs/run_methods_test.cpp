@@ -203,4 +203,34 @@ TEST_SUITE("run_methods") {
     CHECK(error_code(f.call(*p, "runs.complete", R"({"run_id":"x","outcome":"done"})")) ==
           -32602);
   }
+
+  TEST_CASE("record_turns params failures carry its usage text, checked before the run") {
+    RunFixture f;
+    auto p = f.peer();
+    const std::string usage = "runs.record_turns requires { run_id, turns: [RunTurn] }: ";
+    struct Bad {
+      const char* params;
+      const char* detail;
+    };
+    // Run "nope" does not exist: a params failure still wins over run_not_found.
+    const Bad cases[] = {
+        {R"({})", "run_id is required"},
+        {R"({"turns":[{}]})", "run_id is required"},
+        {R"({"run_id":null,"turns":[{}]})", "run_id is required"},
+        {R"({"run_id":7,"turns":[{}]})", "run_id must be a non-empty string"},
+        {R"({"run_id":"nope"})", "turns is required"},
+        {R"({"run_id":"nope","turns":null})", "turns is required"},
+        {R"({"run_id":"nope","turns":"x"})", "turns must be an array"},
+        {R"({"run_id":"nope","turns":[]})", "turns must be a non-empty array"},
+    };
+    for (const auto& c : cases) {
+      CAPTURE(c.params);
+      auto r = f.call(*p, "runs.record_turns", c.params);
+      CHECK(error_code(r) == -32602);
+      CHECK(error_message(r) == usage + c.detail);
+    }
+    // Well-formed params on an unknown run reach the run checks.
+    auto missing = f.call(*p, "runs.record_turns", R"({"run_id":"nope","turns":[{}]})");
+    CHECK(std::string(missing["result"]["dropped"].GetString()) == "run_not_found");
+  }
 }

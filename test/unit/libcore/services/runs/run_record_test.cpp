@@ -32,7 +32,7 @@ TEST_SUITE("run_record") {
     CHECK_FALSE(ended.HasMember("outcome"));
   }
 
-  TEST_CASE("turn records: stamped index, truncation on a UTF-8 boundary, omission, too large") {
+  TEST_CASE("turn records: stamped index, truncation on a UTF-8 boundary, oversize marker, too large") {
     json::Document turn;
     SUBCASE("stamp replaces a client index; verifier_verdict defaults to not_run") {
       turn.Parse(R"({"index":99,"record":"x","prompt":"hi","tool":"t"})");
@@ -60,22 +60,52 @@ TEST_SUITE("run_record") {
       turn.Parse((R"({"prompt":")" + exact + R"("})").c_str());
       CHECK(std::string(parse_json(*make_turn_record(turn, 0))["prompt"].GetString()) == exact);
     }
-    SUBCASE("still above 256 KiB: parameters and output are omitted") {
+    SUBCASE("still above 256 KiB: prompt, parameters and output give way to the marker") {
+      CHECK(oversize_marker == "\xE2\x80\xA6[truncated: turn exceeded 256 KiB]");
       json::Builder b;
-      b.begin_object().key("prompt").str("keep").key("output").begin_array();
+      b.begin_object().key("prompt").str("short").key("tool").str("keep").key("output").begin_array();
       for (int i = 0; i < 20; ++i) b.str(std::string(16000, 'x'));
       b.end_array().key("parameters").str("p").end_object();
       turn.Parse(b.take().c_str());
       auto record = make_turn_record(turn, 0);
       REQUIRE(record);
       auto r = parse_json(*record);
-      CHECK(std::string(r["output"].GetString()) == omitted_marker);
-      CHECK(std::string(r["parameters"].GetString()) == omitted_marker);
-      CHECK(std::string(r["prompt"].GetString()) == "keep");
+      CHECK(std::string(r["output"].GetString()) == oversize_marker);
+      CHECK(std::string(r["parameters"].GetString()) == oversize_marker);
+      // Replaced even though it was short: the contract replaces all three (PROTOCOL.md §7.3).
+      CHECK(std::string(r["prompt"].GetString()) == oversize_marker);
+      CHECK(std::string(r["tool"].GetString()) == "keep");
+    }
+    SUBCASE("only the bulk members present are replaced; none is added") {
+      json::Builder b;
+      b.begin_object().key("tool").str("t").key("prompt").begin_array();
+      for (int i = 0; i < 20; ++i) b.str(std::string(16000, 'x'));
+      b.end_array().end_object();
+      turn.Parse(b.take().c_str());
+      auto r = parse_json(*make_turn_record(turn, 3));
+      CHECK(std::string(r["prompt"].GetString()) == oversize_marker);
+      CHECK_FALSE(r.HasMember("parameters"));
+      CHECK_FALSE(r.HasMember("output"));
+      CHECK(r["index"].GetInt() == 3);
+    }
+    SUBCASE("the marker names the limit in force") {
+      CHECK(oversize_marker_for(TurnLimits{}) == oversize_marker);
+      TurnLimits kib;
+      kib.max_turn_bytes = 8 * 1024;
+      CHECK(oversize_marker_for(kib) == "\xE2\x80\xA6[truncated: turn exceeded 8 KiB]");
+      TurnLimits odd;
+      odd.max_turn_bytes = 5000;
+      CHECK(oversize_marker_for(odd) == "\xE2\x80\xA6[truncated: turn exceeded 5000 bytes]");
+      json::Builder b;
+      b.begin_object().key("output").str(std::string(6000, 'y')).end_object();
+      turn.Parse(b.take().c_str());
+      auto r = parse_json(*make_turn_record(turn, 0, odd));
+      CHECK(std::string(r["output"].GetString()) == oversize_marker_for(odd));
     }
     SUBCASE("too large even then: nothing") {
+      // The bulk is in a member that is not replaced, so the turn cannot be shrunk enough.
       json::Builder b;
-      b.begin_object().key("prompt").begin_array();
+      b.begin_object().key("prompt").str("p").key("cli_outcome").begin_array();
       for (int i = 0; i < 20; ++i) b.str(std::string(16000, 'x'));
       b.end_array().end_object();
       turn.Parse(b.take().c_str());

@@ -168,10 +168,17 @@ TEST_SUITE("run_service") {
     auto rt = [&](Peer& who, const std::string& turns) {
       return f.call(who, "runs.record_turns", R"({"run_id":")" + run + R"(","turns":)" + turns + "}");
     };
-    CHECK(error_message(rt(*p, "[]")) == "invalid params: turns must be a non-empty array");
-    CHECK(error_code(rt(*p, "{}")) == -32602);
-    CHECK(error_message(rt(*p, "[1]")) == "invalid params: turns[0] must be an object");
-    CHECK(error_code(f.call(*p, "runs.record_turns", R"({"run_id":"","turns":[{}]})")) == -32602);
+    // Params come first, in upstream's words (PROTOCOL.md §7.3).
+    const std::string usage = "runs.record_turns requires { run_id, turns: [RunTurn] }: ";
+    auto empty = rt(*p, "[]");
+    CHECK(error_code(empty) == -32602);
+    CHECK(error_message(empty) == usage + "turns must be a non-empty array");
+    CHECK(error_message(rt(*p, "{}")) == usage + "turns must be an array");
+    CHECK(error_message(rt(*p, "[1]")) == usage + "turns[0] must be an object");
+    CHECK(error_message(rt(*p, R"([{},{},"x"])")) == usage + "turns[2] must be an object");
+    auto no_id = f.call(*p, "runs.record_turns", R"({"run_id":"","turns":[{}]})");
+    CHECK(error_code(no_id) == -32602);
+    CHECK(error_message(no_id) == usage + "run_id must be a non-empty string");
     // Unknown run and non-writer look the same.
     auto missing = f.call(*p, "runs.record_turns", R"({"run_id":"nope","turns":[{}]})");
     CHECK(dropped_of(missing) == "run_not_found");
@@ -207,7 +214,7 @@ TEST_SUITE("run_service") {
     auto run = f.start(*p);
     auto r = f.record(*p, run, 257, "{}");
     CHECK(error_code(r) == -32602);
-    CHECK(error_message(r) == "invalid params: turns must hold at most 256 turns");
+    CHECK(error_message(r) == "runs.record_turns requires { run_id, turns: [RunTurn] }: turns must hold at most 256 turns");
     for (int i = 0; i < 7; ++i) CHECK(f.record(*p, run, 256, "{}")["result"]["ok"].GetBool());
     CHECK(f.record(*p, run, 208, "{}")["result"]["base_index"].GetInt() == 1792);
     CHECK(dropped_of(f.record(*p, run, 1, "{}")) == "run_turn_limit");
@@ -218,7 +225,9 @@ TEST_SUITE("run_service") {
     auto p = f.peer();
     auto stranger = f.peer();
     auto run = f.start(*p);
-    std::string big = "{\"prompt\":[";
+    // Bulk in a member the oversize step leaves alone (it replaces only prompt, parameters and
+    // output), so the turn stays too large.
+    std::string big = "{\"cli_outcome\":[";
     for (int i = 0; i < 20; ++i) big += (i ? "," : "") + ("\"" + std::string(16000, 'x') + "\"");
     big += "]}";
     auto r = f.call(*p, "runs.record_turns",

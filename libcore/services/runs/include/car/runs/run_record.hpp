@@ -26,7 +26,13 @@ struct CAR_API TurnLimits {
 };
 
 inline constexpr std::string_view truncation_marker = "\xE2\x80\xA6[truncated]";  // "…[truncated]"
-inline constexpr std::string_view omitted_marker = "[omitted: too large]";
+// What replaces `prompt`, `parameters` and `output` of a turn still over max_turn_bytes after
+// the string cut (PROTOCOL.md §7.3), for the default limit: "…[truncated: turn exceeded 256 KiB]".
+inline constexpr std::string_view oversize_marker =
+    "\xE2\x80\xA6[truncated: turn exceeded 256 KiB]";
+// The same marker for `limits`: it states the limit in force ("<n> KiB", or "<n> bytes" when the
+// limit is not a whole number of KiB), so an embedder's own limit is reported truthfully.
+CAR_API std::string oversize_marker_for(const TurnLimits& limits);
 
 // RFC 3339 UTC with milliseconds, e.g. "2026-11-24T10:00:00.123Z".
 CAR_API std::string format_timestamp(std::chrono::system_clock::time_point at);
@@ -48,8 +54,9 @@ CAR_API std::string_view utf8_prefix(std::string_view text, std::size_t max_byte
 // Builds the stamped `turn` record from a client's turn object: `record` and `index` first, then
 // the client's members in their order except `record` and `index` (a client-sent index is
 // ignored), then `verifier_verdict:"not_run"` when the client sent none. Strings longer than the
-// limit are cut (PROTOCOL.md §7.3); if the record is still too large, `parameters` and `output` become
-// omitted_marker. Returns nothing when it is too large even then (turn_too_large).
+// limit are cut (PROTOCOL.md §7.3); if the record is still too large, `prompt`, `parameters` and
+// `output` (those present) become oversize_marker_for(limits). Returns nothing when it is too
+// large even then (turn_too_large).
 CAR_API std::optional<std::string> make_turn_record(const json::Value& turn, std::uint64_t index,
                                             const TurnLimits& limits = {});
 
