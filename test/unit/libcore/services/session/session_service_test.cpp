@@ -252,6 +252,26 @@ TEST_SUITE("session_service") {
     CHECK(error_code(parse_json(frames[1])) == -32005);
   }
 
+  TEST_CASE("a handshake earlier in a batch counts for the members after it") {
+    ServerConfig config = Fixture::disabled_auth();
+    config.require_handshake = true;
+    Fixture f(config);
+    MethodOptions options;
+    options.requires_handshake = true;
+    f.server.methods().add("gated.sub", {}, [](const Request&, Reply r) { r.ok("1"); }, options);
+    auto r = f.call(
+        R"([{"jsonrpc":"2.0","id":1,"method":"gated.sub"},)"
+        R"({"jsonrpc":"2.0","id":2,"method":"server.handshake","params":{"protocol_version":2}},)"
+        R"({"jsonrpc":"2.0","id":3,"method":"gated.sub"}])");
+    REQUIRE(r.IsArray());
+    REQUIRE(r.Size() == 3);
+    std::map<int, const json::Value*> by_id;
+    for (const auto& entry : r.GetArray()) by_id[entry["id"].GetInt()] = &entry;
+    CHECK(error_code(*by_id[1]) == -32005);
+    CHECK((*by_id[2])["result"]["protocol_version"].GetInt() == 2);
+    CHECK((*by_id[3])["result"].GetInt() == 1);
+  }
+
   TEST_CASE("memory_namespace is echoed whenever it is given") {
     SUBCASE("daemon token") {
       Fixture f(enabled_auth());
