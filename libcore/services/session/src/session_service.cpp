@@ -125,8 +125,8 @@ void session_auth(Server& server, SessionService& service, const Request& req,
   out.begin_object().key("ok").boolean(true).key("auth_enabled").boolean(enabled);
   if (enabled && host) out.key("role").str("host");
   if (bound) out.key("agent_id").str(*bound);
-  // Echoed whenever this call gave one, whatever the credential (PROTOCOL.md §3): upstream SDKs
-  // read it back to confirm the namespace they asked for.
+  // Echoed whenever this call gave one, whatever the credential (PROTOCOL.md §3), so a client can
+  // see which namespace this session now carries without a second call.
   if (memory_namespace) out.key("memory_namespace").str(*memory_namespace);
   out.end_object();
   reply.ok(out.view());
