@@ -91,9 +91,18 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
          return std::nullopt;
        }},
       {"--token", text(o.token)},
+      // An alias, as the contract names it: both set the same token (the last one given wins).
+      {"--auth-token",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         if (v.empty()) return "expects a non-empty value";
+         o.token = v;
+         o.token_origin = "--auth-token";
+         return std::nullopt;
+       }},
       {"--token-file", text(o.token_file)},
       {"--host-token", text(o.host_token)},
       {"--host-token-file", text(o.host_token_file)},
+      {"--token-dir", text(o.token_dir)},
       {"--agent-token",
        [&o](const std::string& v) -> std::optional<std::string> {
          auto eq = v.find('=');
@@ -107,6 +116,7 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--approval-timeout", integer(o.approval_timeout_s, 1, 86400)},
       {"--grace-ms", integer(o.grace_ms, 0, big)},
       {"--tool-timeout", integer(o.tool_timeout_s, 1, 86400)},
+      {"--tool-grace-ms", integer(o.tool_grace_ms, 0, 86400000)},
       {"--drain-timeout-ms", integer(o.drain_timeout_ms, 1, big)},
       {"--ping-interval-ms", integer(o.ping_interval_ms, 0, big)},
       {"--allow-origin", append(o.allow_origins)},
@@ -122,9 +132,16 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
        }},
   };
   std::map<std::string, bool*> switches = {
-      {"--stdio", &o.stdio},         {"--no-auth", &o.no_auth}, {"--no-approvals", &o.no_approvals},
-      {"--help", &o.help},           {"-h", &o.help},          {"--version", &o.version},
+      {"--stdio", &o.stdio},
+      {"--no-auth", &o.no_auth},
+      {"--no-approvals", &o.no_approvals},
+      {"--help", &o.help},
+      {"-h", &o.help},
+      {"--version", &o.version},
       {"--drain-on-loop", &o.drain_on_loop},
+      {"--no-host-token", &o.no_host_token},
+      {"--require-handshake", &o.require_handshake},
+      {"--agent-tokens-only", &o.agent_tokens_only},
   };
 
   for (std::size_t i = 0; i < args.size(); ++i) {
@@ -151,12 +168,16 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
     if (auto problem = v->second(value)) {
       return CliError{fmt::format("{} {}: '{}'", arg, *problem, value)};
     }
+    if (arg == "--token") o.token_origin = "--token";
   }
 
   int auth_modes = (o.token ? 1 : 0) + (o.token_file ? 1 : 0) + (o.no_auth ? 1 : 0);
-  if (auth_modes > 1) return CliError{"give only one of --token, --token-file and --no-auth"};
-  if (o.host_token && o.host_token_file) {
-    return CliError{"give only one of --host-token and --host-token-file"};
+  if (auth_modes > 1) {
+    return CliError{"give only one of --token (or --auth-token), --token-file and --no-auth"};
+  }
+  int host_modes = (o.host_token ? 1 : 0) + (o.host_token_file ? 1 : 0) + (o.no_host_token ? 1 : 0);
+  if (host_modes > 1) {
+    return CliError{"give only one of --host-token, --host-token-file and --no-host-token"};
   }
   if (o.no_approvals && !o.approval_methods.empty()) {
     return CliError{"--no-approvals and --approval-method contradict each other"};
@@ -165,6 +186,59 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   for (const auto& a : args) framing_given = framing_given || a.rfind("--stdio-framing", 0) == 0;
   if (framing_given && !o.stdio) return CliError{"--stdio-framing needs --stdio"};
   return o;
+}
+
+std::optional<CliError> apply_environment(Options& o, const EnvLookup& lookup) {
+  auto get = [&lookup](const char* name) -> std::optional<std::string> {
+    const char* value = lookup(name);
+    if (value == nullptr || *value == '\0') return std::nullopt;  // empty = unset
+    return std::string(value);
+  };
+  // A switch variable is 1 (on) or 0 (off); anything else is refused rather than guessed at.
+  auto switch_on = [](const char* name, const std::string& value) -> std::variant<bool, CliError> {
+    if (value == "1") return true;
+    if (value == "0") return false;
+    return CliError{fmt::format("{} expects 1 or 0: '{}'", name, value)};
+  };
+
+  // Any auth flag decides authentication alone; only without one do the two variables count,
+  // and then they must not contradict each other.
+  if (!o.token && !o.token_file && !o.no_auth) {
+    auto token = get("CAR_AUTH_TOKEN");
+    bool no_auth = false;
+    if (auto value = get("CAR_NO_AUTH")) {
+      auto on = switch_on("CAR_NO_AUTH", *value);
+      if (auto* error = std::get_if<CliError>(&on)) return *error;
+      no_auth = std::get<bool>(on);
+    }
+    if (token && no_auth) return CliError{"CAR_AUTH_TOKEN and CAR_NO_AUTH=1 contradict each other"};
+    if (token) {
+      o.token = *token;
+      o.token_origin = "CAR_AUTH_TOKEN";
+    }
+    o.no_auth = no_auth;
+  }
+  // --no-approvals is the flag of CAR_NO_APPROVALS, and --approval-method (a gate with these
+  // methods) is its opposite: either one given means the variable is not consulted.
+  if (!o.no_approvals && o.approval_methods.empty()) {
+    if (auto value = get("CAR_NO_APPROVALS")) {
+      auto on = switch_on("CAR_NO_APPROVALS", *value);
+      if (auto* error = std::get_if<CliError>(&on)) return *error;
+      o.no_approvals = std::get<bool>(on);
+    }
+  }
+  if (!o.tool_timeout_s) {
+    if (auto value = get("CAR_TOOL_TIMEOUT")) {
+      auto seconds = parse_integer(*value, 1, 86400);
+      if (!seconds) {
+        return CliError{fmt::format(
+            "CAR_TOOL_TIMEOUT expects an integer from 1 to 86400 (seconds): '{}'", *value)};
+      }
+      o.tool_timeout_s = seconds;
+    }
+  }
+  if (!o.agent_id) o.agent_id = get("CAR_AGENT_ID");
+  return std::nullopt;
 }
 
 std::string usage_text() {
@@ -178,19 +252,28 @@ Listeners (none given => --listen 127.0.0.1:9100):
   --stdio                     JSON-RPC on stdin/stdout; exit 0 at EOF once replies are flushed
   --stdio-framing ndjson|content-length   (default ndjson)
 
-Authentication (neither => token in <state-dir>/auth-token, minted if missing):
-  --token TOKEN | --token-file PATH | --no-auth
-  --host-token TOKEN | --host-token-file PATH    grants the host role
+Authentication (none given => fresh tokens minted at each launch into the token directory,
+files auth-token and host-token, mode 0600, removed at shutdown):
+  --token TOKEN | --auth-token TOKEN | --token-file PATH | --no-auth    (env CAR_AUTH_TOKEN,
+                              CAR_NO_AUTH=1)
+  --host-token TOKEN | --host-token-file PATH | --no-host-token
+                              the host-role token; --no-host-token: mint none
+  --token-dir DIR             where tokens are minted (and locked: one daemon per directory);
+                              default $XDG_RUNTIME_DIR/ai.parslee.car, else ~/.config/ai.parslee.car
   --agent-token ID=TOKEN      per-agent token (repeatable)
-  --agent-id ID               default agent id for runs.start (else env CAR_AGENT_ID)
-  --state-dir DIR             default $XDG_STATE_HOME/car, else ~/.local/state/car
+  --agent-tokens-only         the daemon token no longer binds an agent_id; only agents with
+                              their own --agent-token may bind
+  --require-handshake         refuse host.subscribe (-32005) until server.handshake
+  --agent-id ID               default agent id for runs.start (env CAR_AGENT_ID)
+  --state-dir DIR             run store; default $XDG_STATE_HOME/car, else ~/.local/state/car
 
 Approval gate and timeouts:
-  --no-approvals              disable the high-risk approval gate
+  --no-approvals              disable the high-risk approval gate (env CAR_NO_APPROVALS=1)
   --approval-method NAME      gate this method (repeatable; replaces the default set)
   --approval-timeout SECONDS  default 60
   --grace-ms MS               run disconnect grace window, default 2000
-  --tool-timeout SECONDS      default 300
+  --tool-timeout SECONDS      default 300 (env CAR_TOOL_TIMEOUT)
+  --tool-grace-ms MS          wait this long past a tool call's deadline, default 5000
   --drain-timeout-ms MS       run-trace drain write deadline, default 10000
   --drain-on-loop             run-trace drains on the event loop, not the thread pool
                               (a baseline for benchmarks; not for production)
@@ -205,7 +288,9 @@ Limits:
   --log-level trace|debug|info|warn|error   (default info; logs go to stderr)
   --version, --help
 
-Exit status: 0 after a normal shutdown, 1 on a runtime failure, 2 on a bad command line.
+A flag wins over its environment variable.
+Exit status: 0 after a normal shutdown, 1 on a runtime failure (e.g. the token directory is in
+use by another daemon), 2 on a bad command line or environment variable.
 )";
 }
 

@@ -1,6 +1,7 @@
 #pragma once
 
 #include <cstdint>
+#include <functional>
 #include <optional>
 #include <string>
 #include <utility>
@@ -26,10 +27,17 @@ struct Options {
   StdioFramingOption stdio_framing = StdioFramingOption::ndjson;
 
   std::optional<std::string> token;
+  // Where `token` came from, for messages: "--token", "--auth-token" or "CAR_AUTH_TOKEN".
+  std::string token_origin = "--token";
   std::optional<std::string> token_file;
   bool no_auth = false;
   std::optional<std::string> host_token;
   std::optional<std::string> host_token_file;
+  bool no_host_token = false;
+  // Where minted tokens go (PROTOCOL.md §9); unset = the well-known default (daemon.cpp).
+  std::optional<std::string> token_dir;
+  bool require_handshake = false;
+  bool agent_tokens_only = false;
   std::vector<std::pair<std::string, std::string>> agent_tokens;
   std::optional<std::string> agent_id;
   std::optional<std::string> state_dir;
@@ -39,6 +47,7 @@ struct Options {
   std::optional<std::int64_t> approval_timeout_s;
   std::optional<std::int64_t> grace_ms;
   std::optional<std::int64_t> tool_timeout_s;
+  std::optional<std::int64_t> tool_grace_ms;
   std::optional<std::int64_t> drain_timeout_ms;
   bool drain_on_loop = false;  // benchmark baseline: run-trace drains on the loop thread
   std::optional<std::int64_t> ping_interval_ms;
@@ -57,6 +66,15 @@ struct CliError {
 };
 
 std::variant<Options, CliError> parse_command_line(const std::vector<std::string>& args);
+
+// Reads a variable of the environment; nullptr when it is unset. main() passes std::getenv.
+using EnvLookup = std::function<const char*(const char*)>;
+
+// Fills what the command line left unset from CAR_AUTH_TOKEN, CAR_NO_AUTH, CAR_NO_APPROVALS,
+// CAR_TOOL_TIMEOUT and CAR_AGENT_ID (PROTOCOL.md §9): a flag always wins over its variable, and
+// an empty variable counts as unset. A value that is unusable is a CliError naming the variable
+// (exit 2, like a bad flag).
+std::optional<CliError> apply_environment(Options& options, const EnvLookup& lookup);
 
 // Parses "HOST:PORT" ("[::1]:9100" for IPv6). Port 0 means ephemeral.
 std::optional<ListenAddress> parse_listen_address(const std::string& text);

@@ -2,18 +2,45 @@
 #define DOCTEST_CONFIG_IMPLEMENT_WITH_MAIN
 #include <doctest/doctest.h>
 
+#include <map>
+
 #include "cli.hpp"
 
 using namespace car::daemon;
 
 namespace {
 
-Options parse_ok(std::vector<std::string> args) {
+Options parse_ok_impl(std::vector<std::string> args) {
   auto result = parse_command_line(args);
   REQUIRE_MESSAGE(std::holds_alternative<Options>(result),
                   (std::holds_alternative<CliError>(result) ? std::get<CliError>(result).message : ""));
   return std::get<Options>(result);
 }
+
+// A fake environment for apply_environment.
+EnvLookup env_of(const std::map<std::string, std::string>& vars) {
+  return [vars](const char* name) -> const char* {
+    auto it = vars.find(name);
+    return it == vars.end() ? nullptr : it->second.c_str();
+  };
+}
+
+Options with_env(std::vector<std::string> args, const std::map<std::string, std::string>& vars) {
+  auto o = parse_ok_impl(std::move(args));
+  auto error = apply_environment(o, env_of(vars));
+  REQUIRE_MESSAGE(!error, (error ? error->message : ""));
+  return o;
+}
+
+std::string env_error(std::vector<std::string> args,
+                      const std::map<std::string, std::string>& vars) {
+  auto o = parse_ok_impl(std::move(args));
+  auto error = apply_environment(o, env_of(vars));
+  REQUIRE(error);
+  return error->message;
+}
+
+Options parse_ok(std::vector<std::string> args) { return parse_ok_impl(std::move(args)); }
 
 std::string parse_error(std::vector<std::string> args) {
   auto result = parse_command_line(args);
@@ -31,6 +58,121 @@ TEST_SUITE("cli") {
     CHECK_FALSE(o.no_auth);
     CHECK_FALSE(o.drain_on_loop);
     CHECK(o.log_level == car::LogLevel::info);
+    CHECK_FALSE(o.token);
+    CHECK_FALSE(o.token_dir);
+    CHECK_FALSE(o.no_host_token);
+    CHECK_FALSE(o.require_handshake);
+    CHECK_FALSE(o.agent_tokens_only);
+    CHECK_FALSE(o.tool_grace_ms);
+  }
+
+  TEST_CASE("revision 2 flags: --auth-token alias, --token-dir, --no-host-token and the rest") {
+    auto o = parse_ok({"--auth-token", "a", "--token-dir", "/run/t", "--no-host-token",
+                       "--require-handshake", "--agent-tokens-only", "--tool-grace-ms", "0"});
+    CHECK(*o.token == "a");
+    CHECK(o.token_origin == "--auth-token");
+    CHECK(*o.token_dir == "/run/t");
+    CHECK(o.no_host_token);
+    CHECK(o.require_handshake);
+    CHECK(o.agent_tokens_only);
+    CHECK(*o.tool_grace_ms == 0);
+    CHECK(*parse_ok({"--auth-token=b"}).token == "b");
+    CHECK(*parse_ok({"--tool-grace-ms=86400000"}).tool_grace_ms == 86400000);
+    // The alias and the flag are one option: the last one given wins, and names where it came from.
+    auto both = parse_ok({"--auth-token", "a", "--token", "t"});
+    CHECK(*both.token == "t");
+    CHECK(both.token_origin == "--token");
+    CHECK(parse_ok({"--token", "t"}).token_origin == "--token");
+  }
+
+  TEST_CASE("revision 2 flags: bad values and contradictions are bad command lines") {
+    CHECK(parse_error({"--auth-token", "a", "--no-auth"}).find("only one") != std::string::npos);
+    CHECK(parse_error({"--auth-token", "a", "--token-file", "f"}).find("--auth-token") !=
+          std::string::npos);
+    CHECK(parse_error({"--auth-token", ""}).find("--auth-token") != std::string::npos);
+    CHECK(parse_error({"--token-dir", ""}).find("--token-dir") != std::string::npos);
+    CHECK(parse_error({"--token-dir"}).find("needs a value") != std::string::npos);
+    CHECK(parse_error({"--tool-grace-ms", "-1"}).find("--tool-grace-ms") != std::string::npos);
+    CHECK(parse_error({"--tool-grace-ms", "86400001"}).find("--tool-grace-ms") !=
+          std::string::npos);
+    CHECK(parse_error({"--require-handshake=1"}).find("takes no value") != std::string::npos);
+    CHECK(parse_error({"--no-host-token", "--host-token", "h"}).find("--no-host-token") !=
+          std::string::npos);
+    CHECK(parse_error({"--no-host-token", "--host-token-file", "f"}).find("only one") !=
+          std::string::npos);
+    CHECK(parse_error({"--host-token", "h", "--host-token-file", "f"}).find("only one") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("environment: each variable fills its option when the flag is absent") {
+    auto o = with_env({}, {{"CAR_AUTH_TOKEN", "envtok"},
+                           {"CAR_NO_APPROVALS", "1"},
+                           {"CAR_TOOL_TIMEOUT", "7"},
+                           {"CAR_AGENT_ID", "bot"}});
+    CHECK(*o.token == "envtok");
+    CHECK(o.token_origin == "CAR_AUTH_TOKEN");
+    CHECK_FALSE(o.no_auth);
+    CHECK(o.no_approvals);
+    CHECK(*o.tool_timeout_s == 7);
+    CHECK(*o.agent_id == "bot");
+    CHECK(with_env({}, {{"CAR_NO_AUTH", "1"}}).no_auth);
+    // 0 and empty mean off / unset.
+    auto off = with_env({}, {{"CAR_NO_AUTH", "0"},
+                             {"CAR_NO_APPROVALS", "0"},
+                             {"CAR_AUTH_TOKEN", ""},
+                             {"CAR_AGENT_ID", ""},
+                             {"CAR_TOOL_TIMEOUT", ""}});
+    CHECK_FALSE(off.no_auth);
+    CHECK_FALSE(off.no_approvals);
+    CHECK_FALSE(off.token);
+    CHECK_FALSE(off.agent_id);
+    CHECK_FALSE(off.tool_timeout_s);
+    // No variables at all: nothing changes.
+    auto none = with_env({}, {});
+    CHECK_FALSE(none.token);
+    CHECK_FALSE(none.no_auth);
+  }
+
+  TEST_CASE("environment: a flag wins over its variable") {
+    auto token = with_env({"--token", "flag"}, {{"CAR_AUTH_TOKEN", "env"}, {"CAR_NO_AUTH", "1"}});
+    CHECK(*token.token == "flag");
+    CHECK(token.token_origin == "--token");
+    CHECK_FALSE(token.no_auth);
+    auto file = with_env({"--token-file", "/f"}, {{"CAR_AUTH_TOKEN", "env"}});
+    CHECK_FALSE(file.token);
+    CHECK(*file.token_file == "/f");
+    auto no_auth = with_env({"--no-auth"}, {{"CAR_AUTH_TOKEN", "env"}});
+    CHECK(no_auth.no_auth);
+    CHECK_FALSE(no_auth.token);
+    // --approval-method is the opposite flag of CAR_NO_APPROVALS: the gate stays on.
+    auto gate = with_env({"--approval-method", "tools.invoke"}, {{"CAR_NO_APPROVALS", "1"}});
+    CHECK_FALSE(gate.no_approvals);
+    CHECK(*with_env({"--tool-timeout", "3"}, {{"CAR_TOOL_TIMEOUT", "9"}}).tool_timeout_s == 3);
+    CHECK(*with_env({"--agent-id", "a"}, {{"CAR_AGENT_ID", "b"}}).agent_id == "a");
+    // A variable whose flag won is not even checked.
+    CHECK(with_env({"--tool-timeout", "3"}, {{"CAR_TOOL_TIMEOUT", "soon"}}).tool_timeout_s == 3);
+    CHECK(with_env({"--no-auth"}, {{"CAR_NO_AUTH", "yes"}}).no_auth);
+  }
+
+  TEST_CASE("environment: unusable values are refused naming the variable") {
+    CHECK(env_error({}, {{"CAR_NO_AUTH", "yes"}}).find("CAR_NO_AUTH expects 1 or 0") !=
+          std::string::npos);
+    CHECK(env_error({}, {{"CAR_NO_APPROVALS", "true"}}).find("CAR_NO_APPROVALS") !=
+          std::string::npos);
+    CHECK(env_error({}, {{"CAR_TOOL_TIMEOUT", "0"}}).find("CAR_TOOL_TIMEOUT") != std::string::npos);
+    CHECK(env_error({}, {{"CAR_TOOL_TIMEOUT", "5s"}}).find("'5s'") != std::string::npos);
+    CHECK(env_error({}, {{"CAR_AUTH_TOKEN", "t"}, {"CAR_NO_AUTH", "1"}}).find("contradict") !=
+          std::string::npos);
+  }
+
+  TEST_CASE("--help documents every revision 2 flag and variable") {
+    auto help = usage_text();
+    for (const char* needle :
+         {"--auth-token", "--token-dir", "--no-host-token", "--require-handshake",
+          "--agent-tokens-only", "--tool-grace-ms", "CAR_AUTH_TOKEN", "CAR_NO_AUTH",
+          "CAR_NO_APPROVALS", "CAR_TOOL_TIMEOUT", "CAR_AGENT_ID", "ai.parslee.car"}) {
+      CHECK_MESSAGE(help.find(needle) != std::string::npos, needle);
+    }
   }
 
   TEST_CASE("every flag of the spec parses") {

@@ -1,5 +1,8 @@
 #include "daemon.hpp"
 
+#include <pwd.h>
+#include <unistd.h>
+
 #include <csignal>
 #include <cstdlib>
 #include <variant>
@@ -17,18 +20,21 @@ namespace {
 // Every shutdown path waits at most this long for connections to flush (PROTOCOL.md §1: 2 s).
 constexpr std::uint64_t shutdown_flush_ms = 2000;
 
+// The well-known directory's name under $XDG_RUNTIME_DIR or ~/.config (PROTOCOL.md §9).
+constexpr const char* token_dir_name = "ai.parslee.car";
+
 std::optional<std::string> resolve_token(const std::optional<std::string>& literal,
                                          const std::optional<std::string>& file,
-                                         const char* flag) {
+                                         const std::string& literal_origin, const char* file_flag) {
   if (literal) {
     std::string token = session::trim_token(*literal);  // PROTOCOL.md §9: surrounding whitespace trimmed
-    if (token.empty()) log_error("{}: the token is empty", flag);
+    if (token.empty()) log_error("{}: the token is empty", literal_origin);
     return token;  // empty = failure, reported
   }
   if (!file) return std::nullopt;
   auto result = session::read_token_file(*file);
   if (!result) {
-    log_error("{}-file: {}", flag, result.error().message);
+    log_error("{}: {}", file_flag, result.error().message);
     return std::string();  // empty = failure, reported
   }
   return std::move(result.value());
@@ -46,6 +52,31 @@ std::string default_state_dir() {
   return ".car-state";
 }
 
+Result<std::string> default_token_dir() {
+  // The XDG base-directory spec says a relative XDG_RUNTIME_DIR is to be ignored.
+  if (const char* runtime = std::getenv("XDG_RUNTIME_DIR"); runtime != nullptr && *runtime == '/') {
+    return fmt::format("{}/{}", runtime, token_dir_name);
+  }
+  std::string home;
+  if (const char* env = std::getenv("HOME"); env != nullptr && *env != '\0') {
+    home = env;
+  } else {
+    // No HOME (a service manager's bare environment): the account's home directory.
+    std::vector<char> buf(16384);
+    passwd entry{};
+    passwd* found = nullptr;
+    if (::getpwuid_r(::getuid(), &entry, buf.data(), buf.size(), &found) == 0 && found != nullptr &&
+        found->pw_dir != nullptr && *found->pw_dir != '\0') {
+      home = found->pw_dir;
+    }
+  }
+  if (home.empty()) {
+    return Error::internal(
+        "no token directory: XDG_RUNTIME_DIR and HOME are unset; give --token-dir");
+  }
+  return fmt::format("{}/.config/{}", home, token_dir_name);
+}
+
 Daemon::Daemon(Options options) : options_(std::move(options)) {
   state_dir_ = options_.state_dir ? *options_.state_dir : default_state_dir();
   uv_loop_init(&loop_);
@@ -61,30 +92,71 @@ Daemon::~Daemon() {
 }
 
 bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
-  if (options_.no_auth) {
-    config.require_auth = false;
-    log_warn("authentication is disabled (--no-auth)");
-  } else {
-    auto token = resolve_token(options_.token, options_.token_file, "--token");
-    if (token && token->empty()) return false;
-    if (!token) {
-      std::string path = state_dir_ + "/auth-token";
-      auto minted = session::load_or_mint_token_file(path);
-      if (!minted) {
-        log_error("{}", minted.error().message);
-        return false;
-      }
-      token = minted.value();
-      // PROTOCOL.md §9: printed as a plain line (scripts read it), not as a log record.
-      StderrWriter::process().write(fmt::format("auth token file: {}\n", path));
-    }
-    config.require_auth = true;
-    auth.token = *token;
-  }
-  auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token");
+  auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token",
+                            "--host-token-file");
   if (host && host->empty()) return false;
   auth.host_token = host;
   for (const auto& [id, token] : options_.agent_tokens) auth.agent_tokens[id] = token;
+  // --agent-tokens-only: AuthConfig::agent_tokens_only is being added in parallel.
+  auth.agent_tokens_only = options_.agent_tokens_only;
+  if (options_.no_auth) {
+    config.require_auth = false;
+    log_warn("authentication is disabled (--no-auth)");
+    return true;
+  }
+  config.require_auth = true;
+  auto token =
+      resolve_token(options_.token, options_.token_file, options_.token_origin, "--token-file");
+  if (token && token->empty()) return false;
+  if (token) {
+    auth.token = *token;
+    return true;
+  }
+  // No token given: mint one, and a host token beside it unless the host token was settled by a
+  // flag (PROTOCOL.md §9). A daemon given its own token mints nothing and takes no lock.
+  return mint_tokens(auth, !host && !options_.no_host_token);
+}
+
+bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_host) {
+  std::string dir;
+  if (options_.token_dir) {
+    dir = *options_.token_dir;
+  } else {
+    auto found = default_token_dir();
+    if (!found) {
+      log_error("{}", found.error().message);
+      return false;
+    }
+    dir = found.value();
+  }
+  auto locked = session::TokenDirectory::lock(dir);
+  if (!locked) {
+    log_error(
+        "{}; give this daemon its own --token-dir, or its token (--token, --token-file or "
+        "--no-auth)",
+        locked.error().message);
+    return false;
+  }
+  token_dir_ = std::move(locked.value());
+  auto minted = token_dir_->mint("auth-token");
+  if (!minted) {
+    log_error("{}", minted.error().message);
+    return false;
+  }
+  auth.token = minted.value();
+  // PROTOCOL.md §9: printed as plain lines (scripts read them), not as log records.
+  StderrWriter::process().write(
+      fmt::format("auth token file: {}/auth-token\n", token_dir_->path()));
+  if (mint_host) {
+    auto host = token_dir_->mint("host-token");
+    if (!host) {
+      log_error("{}", host.error().message);
+      return false;
+    }
+    auth.host_token = host.value();
+    StderrWriter::process().write(
+        fmt::format("host token file: {}/host-token\n", token_dir_->path()));
+  }
   return true;
 }
 
@@ -149,15 +221,16 @@ void Daemon::install_services(session::AuthConfig auth) {
     host_config.gate.timeout = std::chrono::seconds(*options_.approval_timeout_s);
   }
   if (options_.tool_timeout_s) host_config.tool_timeout = std::chrono::seconds(*options_.tool_timeout_s);
+  // --tool-grace-ms: HostConfig::tool_grace is being added in parallel.
+  // WIRE: if (options_.tool_grace_ms) {
+  // WIRE:   host_config.tool_grace = std::chrono::milliseconds(*options_.tool_grace_ms);
+  // WIRE: }
   host_ = host::install_host_services(*server_, host_config);
 
   runs::RunConfig run_config;
   run_config.state_dir = state_dir_;
-  if (options_.agent_id) {
-    run_config.default_agent_id = options_.agent_id;
-  } else if (const char* env = std::getenv("CAR_AGENT_ID"); env != nullptr && *env != '\0') {
-    run_config.default_agent_id = std::string(env);
-  }
+  // --agent-id, else CAR_AGENT_ID (filled in by apply_environment).
+  run_config.default_agent_id = options_.agent_id;
   if (options_.grace_ms) run_config.grace = std::chrono::milliseconds(*options_.grace_ms);
   if (options_.drain_timeout_ms) {
     run_config.drain_timeout = std::chrono::milliseconds(*options_.drain_timeout_ms);
@@ -170,6 +243,7 @@ int Daemon::run() {
   ServerConfig config;
   session::AuthConfig auth;
   if (!configure_auth(config, auth)) return 1;
+  config.require_handshake = options_.require_handshake;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
   server_ = std::make_unique<Server>(*executor_, config);
   install_services(std::move(auth));
@@ -192,6 +266,8 @@ int Daemon::run() {
     begin_shutdown("startup failed");
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
+  // Every connection is gone: the minted token files and the lock go too (PROTOCOL.md §9).
+  token_dir_.reset();
   return exit_status_;
 }
 

@@ -12,6 +12,7 @@
 #include "car/runs/run_service.hpp"
 #include "car/server.hpp"
 #include "car/session/session_service.hpp"
+#include "car/session/token_file.hpp"
 #include "car/stdio/stdio_transport.hpp"
 #include "car/unix_socket/unix_listener.hpp"
 #include "car/uv/uv_executor.hpp"
@@ -32,6 +33,7 @@ class Daemon {
 
  private:
   bool configure_auth(ServerConfig& config, session::AuthConfig& auth);
+  bool mint_tokens(session::AuthConfig& auth, bool mint_host);
   void install_services(session::AuthConfig auth);
   bool start_listeners();
   void begin_shutdown(const char* why);
@@ -39,6 +41,8 @@ class Daemon {
 
   Options options_;
   std::string state_dir_;
+  // Held while the daemon runs when it minted tokens: the lock, and the files it removes.
+  std::unique_ptr<session::TokenDirectory> token_dir_;
   uv_loop_t loop_{};
   std::unique_ptr<uv::UvExecutor> executor_;
   std::unique_ptr<Server> server_;
@@ -60,5 +64,9 @@ class Daemon {
 
 // The state directory from --state-dir, $XDG_STATE_HOME/car or ~/.local/state/car.
 std::string default_state_dir();
+
+// Where tokens are minted without --token-dir (PROTOCOL.md §9): $XDG_RUNTIME_DIR/ai.parslee.car,
+// else ~/.config/ai.parslee.car; an error when there is neither a runtime nor a home directory.
+Result<std::string> default_token_dir();
 
 }  // namespace car::daemon

@@ -29,6 +29,12 @@ int main(int argc, char** argv) {
     fmt::print("car-daemon {} (protocol {})\n", car::version_string, car::protocol_version);
     return 0;
   }
+  // PROTOCOL.md §9: CAR_* variables fill what the flags left unset; a bad one is a bad invocation.
+  if (auto error = car::daemon::apply_environment(
+          options, [](const char* name) { return std::getenv(name); })) {
+    fmt::print(stderr, "car-daemon: {}\nTry 'car-daemon --help'.\n", error->message);
+    return 2;
+  }
   car::set_log_level(options.log_level);
   // Every log record goes through the stderr writer thread (see stderr_writer.hpp).
   auto& err = car::daemon::StderrWriter::process();

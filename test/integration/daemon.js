@@ -8,9 +8,18 @@ const path = require('path');
 const ROOT = path.resolve(__dirname, '..', '..');
 const DAEMON = process.env.CAR_DAEMON || path.join(ROOT, 'build', 'examples', 'car-daemon', 'car-daemon');
 
+// The variables car-daemon reads (PROTOCOL.md §9): whatever the calling shell has set must not
+// leak into the daemons.
+const CAR_VARIABLES = ['CAR_AUTH_TOKEN', 'CAR_NO_AUTH', 'CAR_NO_APPROVALS', 'CAR_TOOL_TIMEOUT', 'CAR_AGENT_ID'];
+
 function startDaemon(args, { listeners = 1 } = {}) {
   const stateDir = fs.mkdtempSync(path.join(os.tmpdir(), 'car-node-'));
-  const child = spawn(DAEMON, ['--state-dir', stateDir, ...args], { stdio: ['pipe', 'pipe', 'pipe'] });
+  // A private XDG_RUNTIME_DIR: a daemon that mints tokens writes them there, never into the real
+  // runtime or home directory, and two daemons never contend for one token directory.
+  const runtimeDir = fs.mkdtempSync(path.join(os.tmpdir(), 'car-node-run-'));
+  const env = { ...process.env, XDG_RUNTIME_DIR: runtimeDir };
+  for (const name of CAR_VARIABLES) delete env[name];
+  const child = spawn(DAEMON, ['--state-dir', stateDir, ...args], { stdio: ['pipe', 'pipe', 'pipe'], env });
   const listening = [];
   let stderr = '';
   const ready = new Promise((resolve, reject) => {
@@ -29,7 +38,10 @@ function startDaemon(args, { listeners = 1 } = {}) {
     child.on('exit', (code) => reject(new Error(`daemon exited ${code}: ${stderr}`)));
   });
   const exited = new Promise((resolve) => child.on('exit', (code) => resolve(code)));
-  return { child, ready, exited, listening, stateDir, stderr: () => stderr };
+  // Whatever a killed daemon left. On 'close', which comes after 'exit', so a test's own 'exit'
+  // handler still sees the directory as the daemon left it.
+  child.on('close', () => fs.rmSync(runtimeDir, { recursive: true, force: true }));
+  return { child, ready, exited, listening, stateDir, runtimeDir, stderr: () => stderr };
 }
 
 module.exports = { startDaemon, DAEMON };

@@ -6,6 +6,7 @@ import json
 import os
 import re
 import select
+import shutil
 import subprocess
 import tempfile
 import time
@@ -13,17 +14,53 @@ import time
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DAEMON = os.environ.get("CAR_DAEMON", os.path.join(ROOT, "build", "examples", "car-daemon", "car-daemon"))
 
+# The variables car-daemon reads (PROTOCOL.md §9). A test names the ones it wants; whatever the
+# calling shell has set must not leak into the daemons.
+CAR_VARIABLES = ("CAR_AUTH_TOKEN", "CAR_NO_AUTH", "CAR_NO_APPROVALS", "CAR_TOOL_TIMEOUT", "CAR_AGENT_ID")
+
+
+def daemon_env(env=None, runtime_dir=None):
+    """The environment for one daemon: this process's, without CAR_* variables, with
+    XDG_RUNTIME_DIR pointing at a fresh private directory (so a daemon that mints tokens never
+    writes into the real runtime or home directory, and two daemons never share a token
+    directory by accident), then `env` on top; a value of None unsets that variable."""
+    full = {k: v for k, v in os.environ.items() if k not in CAR_VARIABLES}
+    full["XDG_RUNTIME_DIR"] = runtime_dir or tempfile.mkdtemp(prefix="car-it-run-")
+    for key, value in (env or {}).items():
+        if value is None:
+            full.pop(key, None)
+        else:
+            full[key] = value
+    return full
+
+
+def run_to_exit(*args, env=None, runtime_dir=None, state_dir=None, timeout=10):
+    """Runs car-daemon expecting it to exit by itself (a refused start); returns (code, stderr)."""
+    state = state_dir or tempfile.mkdtemp(prefix="car-it-")
+    full_env = daemon_env(env, runtime_dir)
+    try:
+        r = subprocess.run([DAEMON, "--state-dir", state, *args], stdin=subprocess.DEVNULL,
+                           capture_output=True, timeout=timeout, env=full_env)
+    finally:
+        if runtime_dir is None and "XDG_RUNTIME_DIR" not in (env or {}):
+            shutil.rmtree(full_env["XDG_RUNTIME_DIR"], ignore_errors=True)
+    return r.returncode, r.stderr.decode("utf-8", "replace")
+
 
 class Daemon:
     """A running car-daemon. Use as a context manager; it is killed on exit if still running."""
 
-    def __init__(self, *args, stdio=False, state_dir=None, env=None, wait_listening=None):
+    def __init__(self, *args, stdio=False, state_dir=None, env=None, runtime_dir=None,
+                 wait_listening=None):
         self.state_dir = state_dir or tempfile.mkdtemp(prefix="car-it-")
         self.args = [DAEMON, "--state-dir", self.state_dir, *args]
         if stdio:
             self.args.append("--stdio")
-        full_env = dict(os.environ)
-        full_env.update(env or {})
+        full_env = daemon_env(env, runtime_dir)
+        self.runtime_dir = full_env.get("XDG_RUNTIME_DIR")
+        # A runtime directory the harness made is removed with the daemon; one the test passed
+        # (to share it between daemons, or to look into it afterwards) is the test's.
+        self._owns_runtime_dir = runtime_dir is None and "XDG_RUNTIME_DIR" not in (env or {})
         self.proc = subprocess.Popen(
             self.args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
             env=full_env)
@@ -83,8 +120,27 @@ class Daemon:
                 return entry[len("unix:"):]
         raise RuntimeError("no unix listener")
 
+    def printed_path(self, label):
+        """The PATH of the `<label> file: PATH` line the daemon printed, or None."""
+        prefix = label + " file: "
+        for line in self.stderr_lines:
+            if line.startswith(prefix):
+                return line[len(prefix):].strip()
+        return None
+
+    def token_file(self):
+        return self.printed_path("auth token")
+
+    def host_token_file(self):
+        return self.printed_path("host token")
+
     def token(self):
-        with open(os.path.join(self.state_dir, "auth-token")) as f:
+        """The minted daemon token, read from the file the daemon named."""
+        with open(self.token_file()) as f:
+            return f.read().strip()
+
+    def host_token(self):
+        with open(self.host_token_file()) as f:
             return f.read().strip()
 
     def wait(self, timeout=10):
@@ -102,6 +158,8 @@ class Daemon:
                 stream.close()
             except Exception:
                 pass
+        if self._owns_runtime_dir:
+            shutil.rmtree(self.runtime_dir, ignore_errors=True)
 
 
 class StdioClient:

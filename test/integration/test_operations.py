@@ -3,6 +3,7 @@ and the minted token file."""
 
 import os
 import signal
+import tempfile
 import time
 
 from harness import Daemon
@@ -56,14 +57,24 @@ def test_token_flag_is_trimmed():
         assert q.call("session.auth", {"token": "  tok-1\t"})["error"]["code"] == -32603
 
 
-def test_an_empty_token_file_is_replaced_by_a_minted_token():
-    with Daemon("--listen", "127.0.0.1:0") as first:
-        state = first.state_dir
-    path = os.path.join(state, "auth-token")
+def test_token_files_left_by_a_killed_daemon_are_replaced_at_the_next_launch():
+    # Was: an empty <state-dir>/auth-token is replaced by a minted token. Revision 2 mints at every
+    # launch, so what a crash leaves behind — the old tokens, or an emptied file — never counts.
+    runtime = tempfile.mkdtemp(prefix="car-it-run-")
+    with Daemon("--listen", "127.0.0.1:0", runtime_dir=runtime) as first:
+        old_token, old_host = first.token(), first.host_token()
+        first.proc.kill()  # SIGKILL: no graceful shutdown, so the files stay
+        first.wait()
+    path = os.path.join(runtime, "ai.parslee.car", "auth-token")
+    assert os.path.exists(path) and os.path.exists(os.path.join(runtime, "ai.parslee.car", "host-token"))
     with open(path, "w") as f:
         f.write("  \n")
-    with Daemon("--listen", "127.0.0.1:0", state_dir=state) as d:
+    os.chmod(path, 0o644)
+    with Daemon("--listen", "127.0.0.1:0", runtime_dir=runtime) as d:
+        assert d.token_file() == path
         token = d.token()
-        assert len(token) == 64 and all(c in "0123456789abcdef" for c in token)
+        assert len(token) == 43 and token != old_token and d.host_token() != old_host
         assert os.stat(path).st_mode & 0o777 == 0o600
         assert Peer(d).call("session.auth", {"token": token})["result"]["ok"] is True
+        assert Peer(d).call("session.auth", {"token": old_token})["error"]["code"] == -32603
+        assert Peer(d).call("session.auth", {"host_token": old_host})["error"]["code"] == -32603

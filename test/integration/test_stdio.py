@@ -1,6 +1,7 @@
 """car-daemon --stdio driven over NDJSON by /usr/bin/python3 (PROTOCOL.md §1, §2; acceptance 1–4, 6–9, 44)."""
 
 import json
+import os
 
 from harness import Daemon, StdioClient, request
 
@@ -113,6 +114,11 @@ def test_minted_token_file_is_used():
         assert any(l.startswith("auth token file: ") for l in d.stderr_lines)
         c = StdioClient(d)
         assert c.call("session.auth", {"token": d.token()})["result"]["ok"] is True
+        assert c.call("session.auth", {"host_token": d.host_token()}, id=2)["result"]["role"] == "host"
+        # stdio EOF is a graceful shutdown too: the minted files go with the daemon.
+        c.close_input()
+        assert d.wait() == 0
+        assert not os.path.exists(d.token_file()) and not os.path.exists(d.host_token_file())
 
 
 def test_eof_flushes_every_pipelined_reply():

@@ -2,6 +2,7 @@
 // against car-daemon over TCP (PROTOCOL.md §1; acceptance 41, 43).
 'use strict';
 const assert = require('assert');
+const fs = require('fs');
 const path = require('path');
 const { execFile } = require('child_process');
 const WebSocket = require('ws');
@@ -86,6 +87,38 @@ module.exports = {
       assert.strictEqual((await reply).error.code, -32001);
       assert.strictEqual(await closed, 1008);
     });
+  },
+
+  // A local client reads the token where the README says, from the well-known token directory
+  // (PROTOCOL.md §9); both minted files are gone once the daemon has shut down (case 49).
+  async ws_client_reads_the_minted_token() {
+    const d = startDaemon(['--listen', '127.0.0.1:0']);
+    await d.ready;
+    try {
+      const dir = path.join(d.runtimeDir, 'ai.parslee.car');
+      assert.ok(d.stderr().includes(`auth token file: ${path.join(dir, 'auth-token')}\n`), d.stderr());
+      assert.ok(d.stderr().includes(`host token file: ${path.join(dir, 'host-token')}\n`), d.stderr());
+      const token = fs.readFileSync(path.join(dir, 'auth-token'), 'utf8').trim();
+      const hostToken = fs.readFileSync(path.join(dir, 'host-token'), 'utf8').trim();
+      assert.match(token, /^[A-Za-z0-9_-]{43}$/);
+      const ws = await open(d.listening[0]);
+      let reply = nextMessage(ws);
+      ws.send(JSON.stringify({ jsonrpc: '2.0', id: 1, method: 'session.auth', params: { token } }));
+      assert.deepStrictEqual((await reply).result, { ok: true, auth_enabled: true });
+      reply = nextMessage(ws);
+      ws.send(JSON.stringify({ jsonrpc: '2.0', id: 2, method: 'session.auth', params: { host_token: hostToken } }));
+      assert.strictEqual((await reply).result.role, 'host');
+      // Check the files before the exit handler clears the runtime directory.
+      const gone = new Promise((resolve) => d.child.once('exit', (code) => resolve({
+        code, left: fs.existsSync(path.join(dir, 'auth-token')) || fs.existsSync(path.join(dir, 'host-token')),
+      })));
+      d.child.kill('SIGTERM');
+      const { code, left } = await gone;
+      assert.strictEqual(code, 0);
+      assert.strictEqual(left, false);
+    } finally {
+      if (d.child.exitCode === null) d.child.kill('SIGKILL');
+    }
   },
 
   async ws_origin_allowlist() {

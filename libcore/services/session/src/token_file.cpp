@@ -1,20 +1,24 @@
 #include "car/session/token_file.hpp"
 
 #include <fcntl.h>
+#include <sys/file.h>
 #include <sys/stat.h>
 #include <unistd.h>
 
 #include <cerrno>
+#include <chrono>
 #include <cstring>
-#include <filesystem>
 #include <fstream>
 #include <sstream>
+#include <thread>
 
 #include <fmt/format.h>
 
+#include "car/detail/hex_value.hpp"
 #include "car/random.hpp"
 
 namespace car::session {
+
 std::string trim_token(std::string_view s) {
   const char* ws = " \t\r\n\f\v";
   auto begin = s.find_first_not_of(ws);
@@ -23,34 +27,12 @@ std::string trim_token(std::string_view s) {
   return std::string(s.substr(begin, end - begin + 1));
 }
 
-namespace {
-
-// Writes a fresh token into `path` (mode 0600): exclusively created, or — `replace` — written
-// to a private temporary file that is then renamed over `path`.
-TokenResult mint_token_file(const std::string& path, bool replace) {
-  std::string token = random_hex(32);
-  std::string target = replace ? path + ".new" : path;
-  int flags = O_WRONLY | O_CREAT | O_CLOEXEC | (replace ? O_TRUNC : O_EXCL);
-  int fd = ::open(target.c_str(), flags, 0600);
-  if (fd < 0) {
-    if (!replace && errno == EEXIST) return read_token_file(path);  // another process won
-    return Error::internal(fmt::format("cannot create token file {}: {}", target, std::strerror(errno)));
-  }
-  ::fchmod(fd, 0600);
-  std::string line = token + "\n";
-  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
-  ok = (::fsync(fd) == 0) && ok;
-  ::close(fd);
-  if (ok && replace) ok = ::rename(target.c_str(), path.c_str()) == 0;
-  if (!ok) return Error::internal(fmt::format("cannot write token file {}", path));
-  return token;
-}
-
-}  // namespace
-
 TokenResult read_token_file(const std::string& path) {
   std::ifstream in(path, std::ios::binary);
-  if (!in) return Error::internal(fmt::format("cannot read token file {}: {}", path, std::strerror(errno)));
+  if (!in) {
+    return Error::internal(
+        fmt::format("cannot read token file {}: {}", path, std::strerror(errno)));
+  }
   std::stringstream content;
   content << in.rdbuf();
   std::string token = trim_token(content.str());
@@ -58,24 +40,178 @@ TokenResult read_token_file(const std::string& path) {
   return token;
 }
 
-TokenResult load_or_mint_token_file(const std::string& path) {
-  std::error_code ec;
-  if (std::filesystem::exists(path, ec)) {
-    auto existing = read_token_file(path);
-    if (existing) return existing;
-    // Readable but empty (or only whitespace): it holds no token, so one is minted in its place
-    // (PROTOCOL.md §9: "if there is none"). An unreadable file is reported, never overwritten.
-    std::ifstream in(path, std::ios::binary);
-    if (!in || !std::filesystem::is_regular_file(path, ec)) return existing;
-    return mint_token_file(path, true);
+std::string base64url_unpadded(std::string_view bytes) {
+  static constexpr char alphabet[] =
+      "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-_";
+  std::string out;
+  out.reserve((bytes.size() * 4 + 2) / 3);
+  std::size_t i = 0;
+  auto at = [&bytes](std::size_t k) { return static_cast<unsigned char>(bytes[k]); };
+  for (; i + 3 <= bytes.size(); i += 3) {
+    unsigned v = (at(i) << 16) | (at(i + 1) << 8) | at(i + 2);
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    out.push_back(alphabet[(v >> 6) & 63]);
+    out.push_back(alphabet[v & 63]);
   }
-  auto parent = std::filesystem::path(path).parent_path();
-  if (!parent.empty()) {
-    std::filesystem::create_directories(parent, ec);
-    if (ec) return Error::internal(fmt::format("cannot create {}: {}", parent.string(), ec.message()));
-    ::chmod(parent.c_str(), 0700);
+  // The tail: 1 byte => 2 characters, 2 bytes => 3 characters, and no '=' padding.
+  if (std::size_t rest = bytes.size() - i; rest > 0) {
+    unsigned v = at(i) << 16;
+    if (rest == 2) v |= at(i + 1) << 8;
+    out.push_back(alphabet[(v >> 18) & 63]);
+    out.push_back(alphabet[(v >> 12) & 63]);
+    if (rest == 2) out.push_back(alphabet[(v >> 6) & 63]);
   }
-  return mint_token_file(path, false);
+  return out;
+}
+
+std::string mint_token() {
+  // random_hex is the engine's one door to the kernel CSPRNG; decode its hex back to the bytes.
+  std::string hex = random_hex(32);
+  std::string bytes;
+  bytes.reserve(32);
+  for (std::size_t i = 0; i + 1 < hex.size(); i += 2) {
+    bytes.push_back(
+        static_cast<char>(detail::hex_value(hex[i]) * 16 + detail::hex_value(hex[i + 1])));
+  }
+  return base64url_unpadded(bytes);
+}
+
+std::optional<Error> write_token_file(const std::string& path, std::string_view token) {
+  // mkstemp creates the file 0600 and exclusively, so nobody can open it before the rename.
+  std::string temp = path + ".XXXXXX";
+  int fd = ::mkostemp(temp.data(), O_CLOEXEC);
+  if (fd < 0) {
+    return Error::internal(
+        fmt::format("cannot create token file {}: {}", path, std::strerror(errno)));
+  }
+  ::fchmod(fd, 0600);
+  std::string line = std::string(token) + "\n";
+  bool ok = ::write(fd, line.data(), line.size()) == static_cast<ssize_t>(line.size());
+  ok = (::fsync(fd) == 0) && ok;
+  ok = (::close(fd) == 0) && ok;
+  if (ok) ok = ::rename(temp.c_str(), path.c_str()) == 0;
+  if (!ok) {
+    int saved = errno;
+    ::unlink(temp.c_str());
+    return Error::internal(
+        fmt::format("cannot write token file {}: {}", path, std::strerror(saved)));
+  }
+  return std::nullopt;
+}
+
+namespace {
+
+constexpr const char* lock_name = "daemon.lock";
+
+// mkdir -p with mode 0700 for every directory it creates; existing ones are left as they are.
+std::optional<Error> make_private_dirs(const std::string& dir) {
+  for (std::size_t pos = 1; pos <= dir.size(); ++pos) {
+    if (pos != dir.size() && dir[pos] != '/') continue;
+    std::string prefix = dir.substr(0, pos);
+    if (::mkdir(prefix.c_str(), 0700) == 0) {
+      ::chmod(prefix.c_str(), 0700);  // a umask may have taken bits the owner needs
+      continue;
+    }
+    int saved = errno;
+    // Some file systems answer EACCES or EROFS for a directory that exists: only a real absence
+    // fails here (a non-directory is refused by the caller's check).
+    struct stat st {};
+    if (saved != EEXIST && ::stat(prefix.c_str(), &st) != 0) {
+      return Error::internal(
+          fmt::format("cannot create token directory {}: {}", prefix, std::strerror(saved)));
+    }
+  }
+  return std::nullopt;
+}
+
+// The holder's pid as written in the lock file. The holder writes it right after locking, so an
+// empty file is retried for a bounded 200 ms before the pid is reported as unknown.
+std::string read_holder_pid(int fd) {
+  for (int attempt = 0; attempt < 20; ++attempt) {
+    char buf[32] = {};
+    ssize_t n = ::pread(fd, buf, sizeof buf - 1, 0);
+    std::string pid = n > 0 ? trim_token(std::string_view(buf, static_cast<std::size_t>(n))) : "";
+    if (!pid.empty()) return pid;
+    std::this_thread::sleep_for(std::chrono::milliseconds(10));
+  }
+  return "unknown";
+}
+
+}  // namespace
+
+Result<std::unique_ptr<TokenDirectory>> TokenDirectory::lock(const std::string& dir_in) {
+  std::string dir = dir_in;
+  while (dir.size() > 1 && dir.back() == '/') dir.pop_back();
+  if (dir.empty()) return Error::internal("the token directory is empty");
+  if (auto error = make_private_dirs(dir)) return *error;
+  struct stat st {};
+  if (::stat(dir.c_str(), &st) != 0 || !S_ISDIR(st.st_mode)) {
+    return Error::internal(fmt::format("token directory {} is not a directory", dir));
+  }
+  // Tokens are secrets: a directory someone else owns could have its files swapped under us.
+  if (st.st_uid != ::geteuid()) {
+    return Error::internal(
+        fmt::format("token directory {} is owned by uid {}, not by this user ({})", dir, st.st_uid,
+                    ::geteuid()));
+  }
+  std::string lock = dir + "/" + lock_name;
+  // A holder removes the lock file at shutdown. If it does so between our open and our flock, we
+  // hold a lock on a file nobody else can find: detect that (the path names another inode, or
+  // none) and start again. Bounded: each retry needs another daemon to come and go.
+  for (int attempt = 0; attempt < 16; ++attempt) {
+    int fd = ::open(lock.c_str(), O_RDWR | O_CREAT | O_CLOEXEC | O_NOFOLLOW, 0600);
+    if (fd < 0) {
+      return Error::internal(
+          fmt::format("cannot open lock file {}: {}", lock, std::strerror(errno)));
+    }
+    if (::flock(fd, LOCK_EX | LOCK_NB) != 0) {
+      int saved = errno;
+      if (saved == EWOULDBLOCK) {
+        std::string pid = read_holder_pid(fd);
+        ::close(fd);
+        return Error::internal(fmt::format(
+            "token directory {} is in use by another daemon (pid {}, lock {})", dir, pid, lock));
+      }
+      ::close(fd);
+      return Error::internal(fmt::format("cannot lock {}: {}", lock, std::strerror(saved)));
+    }
+    struct stat held {};
+    struct stat named {};
+    if (::fstat(fd, &held) == 0 && ::stat(lock.c_str(), &named) == 0 &&
+        held.st_dev == named.st_dev && held.st_ino == named.st_ino) {
+      std::string pid = fmt::format("{}\n", ::getpid());
+      bool ok = ::ftruncate(fd, 0) == 0;
+      ok = ok && ::pwrite(fd, pid.data(), pid.size(), 0) == static_cast<ssize_t>(pid.size());
+      if (!ok) {
+        int saved = errno;
+        ::close(fd);
+        return Error::internal(
+            fmt::format("cannot write lock file {}: {}", lock, std::strerror(saved)));
+      }
+      return std::unique_ptr<TokenDirectory>(new TokenDirectory(dir, fd));
+    }
+    ::close(fd);
+  }
+  return Error::internal(fmt::format("cannot lock {}: it keeps being replaced", lock));
+}
+
+TokenDirectory::~TokenDirectory() {
+  for (const auto& file : minted_) ::unlink(file.c_str());
+  // Unlink before unlocking: a process that opened the old inode and locks it after our close
+  // sees that the path no longer names it and retries (see lock()).
+  ::unlink(lock_path().c_str());
+  ::close(fd_);
+}
+
+std::string TokenDirectory::lock_path() const { return dir_ + "/" + lock_name; }
+
+TokenResult TokenDirectory::mint(std::string_view name) {
+  std::string file = dir_ + "/" + std::string(name);
+  std::string token = mint_token();
+  if (auto error = write_token_file(file, token)) return *error;
+  minted_.push_back(file);
+  return token;
 }
 
 }  // namespace car::session
