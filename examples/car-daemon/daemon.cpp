@@ -97,7 +97,6 @@ bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
   if (host && host->empty()) return false;
   auth.host_token = host;
   for (const auto& [id, token] : options_.agent_tokens) auth.agent_tokens[id] = token;
-  // --agent-tokens-only: AuthConfig::agent_tokens_only is being added in parallel.
   auth.agent_tokens_only = options_.agent_tokens_only;
   if (options_.no_auth) {
     config.require_auth = false;
