@@ -236,7 +236,9 @@ void host_resolve_approval(const Service& s, const Request& req, const Reply& re
 Result<ToolDefinition> read_tool_definition(const json::Value& item, const std::string& where) {
   ToolDefinition tool;
   if (item.IsString()) {
-    if (item.GetStringLength() == 0) return Error::invalid_params(where, "must be a non-empty string");
+    if (item.GetStringLength() == 0) {
+      return Error::invalid_params(where, "must be a non-empty string");
+    }
     tool.name = std::string(json::view(item));
     return tool;
   }
@@ -244,7 +246,9 @@ Result<ToolDefinition> read_tool_definition(const json::Value& item, const std::
     return Error::invalid_params(where, "must be a string or a ToolDefinition object");
   }
   const json::Value* name = param::member(item, "name");
-  if (name == nullptr || name->IsNull()) return Error::invalid_params(where + ".name", "is required");
+  if (name == nullptr || name->IsNull()) {
+    return Error::invalid_params(where + ".name", "is required");
+  }
   if (!name->IsString() || name->GetStringLength() == 0) {
     return Error::invalid_params(where + ".name", "must be a non-empty string");
   }

@@ -112,8 +112,8 @@ TEST_SUITE("host_service") {
     for (const char* name : {"tools.register", "tools.list", "tools.unregister", "tools.invoke"}) {
       const Method* method = f.server.methods().find(name);
       REQUIRE_MESSAGE(method != nullptr, name);
-      CHECK_MESSAGE(method->options.accepts_array_params == (std::string_view(name) == "tools.register"),
-                    name);
+      bool array = std::string_view(name) == "tools.register";
+      CHECK_MESSAGE(method->options.accepts_array_params == array, name);
     }
     CHECK(f.service->tools().default_timeout() == 1234ms);
     CHECK(f.service->tools().grace() == 77ms);

@@ -178,7 +178,8 @@ TEST_SUITE("tool_broker") {
       const char* message;
     };
     for (const auto& c : {
-             Case{R"(["ok",1])", "invalid params: params[1] must be a string or a ToolDefinition object"},
+             Case{R"(["ok",1])",
+                  "invalid params: params[1] must be a string or a ToolDefinition object"},
              Case{R"(["ok",""])", "invalid params: params[1] must be a non-empty string"},
              Case{R"(["ok",{}])", "invalid params: params[1].name is required"},
              Case{R"(["ok",{"name":null}])", "invalid params: params[1].name is required"},

@@ -67,7 +67,7 @@ class CAR_API ToolBroker : public std::enable_shared_from_this<ToolBroker> {
 
   // tools.register: all or nothing. Each definition is added to `host`'s table or replaces the
   // one of the same name there (a name repeated in `tools` keeps its last definition); other
-  // connections' tools are not affected. Error: -32603 "too many tools: ..." / "tool
+  // connections' tools are not affected. Error: -32602 "too many tools: ..." / "tool
   // definitions too large: ..." when the table would pass its bound (nothing registered then).
   // Returns the names registered by this call (duplicates folded, first-seen order).
   Result<std::vector<std::string>> register_tools(Connection& host,
