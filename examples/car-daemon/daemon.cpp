@@ -221,9 +221,9 @@ void Daemon::install_services(session::AuthConfig auth) {
   }
   if (options_.tool_timeout_s) host_config.tool_timeout = std::chrono::seconds(*options_.tool_timeout_s);
   // --tool-grace-ms: HostConfig::tool_grace is being added in parallel.
-  // WIRE: if (options_.tool_grace_ms) {
-  // WIRE:   host_config.tool_grace = std::chrono::milliseconds(*options_.tool_grace_ms);
-  // WIRE: }
+  if (options_.tool_grace_ms) {
+    host_config.tool_grace = std::chrono::milliseconds(*options_.tool_grace_ms);
+  }
   host_ = host::install_host_services(*server_, host_config);
 
   runs::RunConfig run_config;

@@ -1,5 +1,5 @@
 """Host state, approvals, the gate, the tool broker and run tracing across several real WebSocket
-connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24, 31–35, 38–40)."""
+connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24, 31–35, 38–40, 47)."""
 
 import json
 import socket
@@ -39,12 +39,23 @@ def test_tool_broker_round_trip_timeout_and_disconnects():
         b.send({"jsonrpc": "2.0", "id": "cb-77", "result": "ignored"})  # unknown id: ignored
         b.send({"jsonrpc": "2.0", "id": "cb-1", "result": {"echoed": 1}})
         assert a.wait(lambda m: m.get("id") == 100)["result"] == {"echoed": 1}
-        # Timeout: -32004 to the invoker, tools.cancel(timeout) to the host.
+        # Timeout (case 13): the daemon waits timeout_ms plus the 5 s grace before -32004 to the
+        # invoker and tools.cancel(timeout) to the host, so a host that stops itself at
+        # timeout_ms is heard first.
+        started = time.time()
         a.send(request("tools.invoke", {"tool": "echo", "timeout_ms": 200}, 101))
         ex = b.wait(lambda m: m.get("method") == "tools.execute")
-        assert ex["id"] == "cb-2"
+        assert ex["id"] == "cb-2" and ex["params"]["timeout_ms"] == 200
+        a.send(request("tools.invoke", {"tool": "echo", "timeout_ms": 200}, 103))
+        ex = b.wait(lambda m: m.get("method") == "tools.execute")
+        assert ex["id"] == "cb-3"
+        time.sleep(0.5)  # past timeout_ms, inside the grace
+        stopped = {"code": -32050, "message": "stopped at timeout_ms"}
+        b.send({"jsonrpc": "2.0", "id": "cb-3", "error": stopped})
+        assert a.wait(lambda m: m.get("id") == 103)["error"] == stopped
         r = a.wait(lambda m: m.get("id") == 101)
         assert r["error"] == {"code": -32004, "message": "tool call timed out"}
+        assert time.time() - started >= 5.1, "answered -32004 before the grace ran out"
         cancel = b.notification("tools.cancel")
         assert cancel["params"]["reason"] == "timeout" and cancel["params"]["request_id"] == "cb-2"
         # Invoker disconnects while the host works: tools.cancel(caller_disconnected).
@@ -59,6 +70,62 @@ def test_tool_broker_round_trip_timeout_and_disconnects():
         b.ws.close()
         r = a.wait(lambda m: m.get("id") == 102)
         assert r["error"]["code"] == -32603 and r["error"]["message"] == "tool host disconnected"
+
+
+def test_tools_upstream_register_list_unregister_and_client_id():
+    """Case 47: upstream's tools.register array form, tools.list, tools.unregister, and one tool
+    name held by two connections (tools.invoke then needs client_id)."""
+    with Daemon("--no-auth", "--no-approvals", "--listen", "127.0.0.1:0") as d:
+        a, b, c = Peer(d), Peer(d), Peer(d)
+        r = b.call("tools.register", [{"name": "echo", "description": "d",
+                                       "parameters": {"type": "object"}}, "ping"])
+        assert r["result"] == 2
+        listed = b.call("tools.list")["result"]
+        assert listed == {"count": 2, "tools": [
+            {"name": "echo", "description": "d", "parameters": {"type": "object"},
+             "idempotent": False},
+            {"name": "ping", "description": "", "parameters": {}, "idempotent": False}]}
+        assert a.call("tools.list")["result"] == {"tools": [], "count": 0}  # B's, not A's
+        assert b.call("tools.unregister", {"name": "ping"})["result"] == {
+            "unregistered": "ping", "removed": 1}
+        assert b.call("tools.unregister", {"name": "ping"})["result"] == {
+            "unregistered": "ping", "removed": 0}
+        assert b.call("tools.unregister", {})["error"]["code"] == -32602
+        bad = b.call("tools.register", ["fine", {"name": ""}])
+        assert bad["error"] == {"code": -32602,
+                                "message": "invalid params: params[1].name must be a non-empty string"}
+        assert [t["name"] for t in b.call("tools.list")["result"]["tools"]] == ["echo"]
+        # A second connection may register echo too.
+        assert c.call("tools.register", {"tools": [{"name": "echo"}]})["result"] == {
+            "registered": ["echo"]}
+        r = a.call("tools.invoke", {"tool": "echo"})
+        assert r["error"] == {"code": -32602, "message":
+                              "tool 'echo' is registered by several sessions; pass client_id"}
+        # A tool host's client_id is the session_id of what it registered (here an agent).
+        c_id = c.call("host.register_agent", {"name": "c", "kind": "tool-host"})["result"][
+            "session_id"]
+        a.send(request("tools.invoke", {"tool": "echo", "client_id": c_id,
+                                        "parameters": {"x": 1}}, 50))
+        ex = c.wait(lambda m: m.get("method") == "tools.execute")
+        assert ex["params"]["parameters"] == {"x": 1}
+        c.send({"jsonrpc": "2.0", "id": ex["id"], "result": "from c"})
+        assert a.wait(lambda m: m.get("id") == 50)["result"] == "from c"
+        # Once C is gone, B is the only holder and no client_id is needed.
+        c.ws.close()
+        # Poll with C's client_id until C's teardown has removed its tools (before that the
+        # answer is "tool host disconnected"); every answer is immediate.
+        deadline = time.time() + 5
+        while True:
+            r = a.call("tools.invoke", {"tool": "echo", "client_id": c_id})["error"]
+            if r["message"] == f"tool 'echo' is not registered by session '{c_id}'":
+                break
+            assert r == {"code": -32603, "message": "tool host disconnected"}, r
+            assert time.time() < deadline, "C's tools outlived its connection"
+            time.sleep(0.05)
+        a.send(request("tools.invoke", {"tool": "echo"}, 60))
+        ex = b.wait(lambda m: m.get("method") == "tools.execute")
+        b.send({"jsonrpc": "2.0", "id": ex["id"], "result": "from b"})
+        assert a.wait(lambda m: m.get("id") == 60)["result"] == "from b"
 
 
 def test_host_events_reach_subscribers_in_sequence():

@@ -181,11 +181,12 @@ void Dispatch::invoke(Connection& c, const Method* method, std::string_view name
     reply.error(ErrorCode::method_not_found, fmt::format("method not found: {}", name));
     return;
   }
-  if (params.IsArray()) {
+  if (params.IsArray() && !method->options.accepts_array_params) {
     reply.error(Error::invalid_params("params", "must be an object"));
     return;
   }
-  if (auto error = validate_params(params, method->params)) {
+  // ParamSpecs name object members; a method taking an array checks it in its handler.
+  if (auto error = params.IsArray() ? std::nullopt : validate_params(params, method->params)) {
     reply.error(std::move(*error));
     return;
   }

@@ -30,7 +30,9 @@ class CAR_API Request {
   Session& session() const;
   std::shared_ptr<Connection> connection_ptr() const;
   std::string_view method() const { return method_; }
-  // Always an object (an empty one when the request had no params); already validated.
+  // An object (an empty one when the request had no params), already validated against the
+  // method's ParamSpecs; an array only for a method with MethodOptions::accepts_array_params,
+  // which then checks it itself.
   const json::Value& params() const { return params_; }
 
  private:
@@ -47,6 +49,10 @@ struct CAR_API MethodOptions {
   // With ServerConfig::require_handshake, answer -32005 until server.handshake (host.subscribe),
   // before the approval gate and params validation.
   bool requires_handshake = false;
+  // Array params reach the handler unchecked instead of being answered -32602 "params must be
+  // an object" (tools.register's upstream form, PROTOCOL.md §2 and §6). Object params are
+  // validated against the ParamSpecs as usual.
+  bool accepts_array_params = false;
 };
 
 struct CAR_API Method {

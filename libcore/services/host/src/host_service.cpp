@@ -231,21 +231,63 @@ void host_resolve_approval(const Service& s, const Request& req, const Reply& re
 
 // ---- tools.* ----
 
-void tools_register(const Service& s, const Request& req, const Reply& reply) {
-  std::optional<std::vector<std::string>> names;
-  if (auto e = read_strings(req.params(), "tools", names)) {
-    reply.error(std::move(*e));
-    return;
+// One tools.register entry: a bare name, or upstream's ToolDefinition {name, description?,
+// parameters?}. `where` names the entry in errors ("params[0]", "tools[2]").
+Result<ToolDefinition> read_tool_definition(const json::Value& item, const std::string& where) {
+  ToolDefinition tool;
+  if (item.IsString()) {
+    if (item.GetStringLength() == 0) {
+      return Error::invalid_params(where, "must be a non-empty string");
+    }
+    tool.name = std::string(json::view(item));
+    return tool;
   }
-  for (const auto& name : *names) {
-    if (name.empty()) {
-      reply.error(Error::invalid_params("tools", "must not contain an empty name"));
+  if (!item.IsObject()) {
+    return Error::invalid_params(where, "must be a string or a ToolDefinition object");
+  }
+  const json::Value* name = param::member(item, "name");
+  if (name == nullptr || name->IsNull()) {
+    return Error::invalid_params(where + ".name", "is required");
+  }
+  if (!name->IsString() || name->GetStringLength() == 0) {
+    return Error::invalid_params(where + ".name", "must be a non-empty string");
+  }
+  tool.name = std::string(json::view(*name));
+  if (const auto* d = param::member(item, "description"); d != nullptr && !d->IsNull()) {
+    if (!d->IsString()) return Error::invalid_params(where + ".description", "must be a string");
+    tool.description = std::string(json::view(*d));
+  }
+  if (const auto* p = param::member(item, "parameters"); p != nullptr && !p->IsNull()) {
+    if (!p->IsObject()) return Error::invalid_params(where + ".parameters", "must be an object");
+    tool.parameters_json = json::stringify(*p);
+  }
+  return tool;
+}
+
+void tools_register(const Service& s, const Request& req, const Reply& reply) {
+  const auto& p = req.params();
+  // upstream's form is the array itself; the {tools:[...]} alias (validated as an array by its
+  // ParamSpec) wraps one.
+  const bool upstream_form = p.IsArray();
+  const json::Value& list = upstream_form ? p : *param::member(p, "tools");
+  const std::string_view field = upstream_form ? "params" : "tools";
+  std::vector<ToolDefinition> tools;
+  tools.reserve(list.Size());
+  for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
+    auto tool = read_tool_definition(list[i], fmt::format("{}[{}]", field, i));
+    if (!tool) {
+      reply.error(tool.error());  // nothing is registered
       return;
     }
+    tools.push_back(std::move(tool.value()));
   }
-  auto result = s->tools().register_tools(req.connection(), std::move(*names));
+  auto result = s->tools().register_tools(req.connection(), std::move(tools));
   if (!result) {
     reply.error(result.error());
+    return;
+  }
+  if (upstream_form) {
+    reply.ok(std::to_string(result->size()));
     return;
   }
   json::Builder out;
@@ -255,12 +297,42 @@ void tools_register(const Service& s, const Request& req, const Reply& reply) {
   reply.ok(out.view());
 }
 
+void tools_list(const Service& s, const Request& req, const Reply& reply) {
+  auto tools = s->tools().tools_of(req.connection().client_id());
+  json::Builder out;
+  out.begin_object().key("tools").begin_array();
+  for (const auto& tool : tools) {
+    out.begin_object()
+        .key("name").str(tool.name)
+        .key("description").str(tool.description)
+        .key("parameters").raw(tool.parameters_json)
+        // carcore does not retry tool calls, so no tool is declared idempotent.
+        .key("idempotent").boolean(false)
+        .end_object();
+  }
+  out.end_array().key("count").integer(static_cast<long long>(tools.size())).end_object();
+  reply.ok(out.view());
+}
+
+void tools_unregister(const Service& s, const Request& req, const Reply& reply) {
+  auto name = *param::string(req.params(), "name");
+  bool removed = s->tools().unregister(req.connection().client_id(), name);
+  json::Builder out;
+  out.begin_object()
+      .key("unregistered").str(name)
+      .key("removed").integer(removed ? 1 : 0)
+      .end_object();
+  reply.ok(out.view());
+}
+
 void tools_invoke(const Service& s, const Request& req, const Reply& reply) {
   const auto& p = req.params();
-  std::optional<std::chrono::milliseconds> timeout;
-  if (auto ms = param::integer(p, "timeout_ms")) timeout = std::chrono::milliseconds(*ms);
-  s->tools().invoke(req.connection(), *opt_string(p, "tool"),
-                    opt_json(p, "parameters").value_or("{}"), timeout, reply);
+  ToolCall call;
+  call.tool = *opt_string(p, "tool");
+  call.parameters_json = opt_json(p, "parameters").value_or("{}");
+  if (auto ms = param::integer(p, "timeout_ms")) call.timeout = std::chrono::milliseconds(*ms);
+  call.client_id = opt_string(p, "client_id");
+  s->tools().invoke(req.connection(), std::move(call), reply);
 }
 
 }  // namespace
@@ -282,7 +354,7 @@ HostService::HostService(Server& server, HostConfig config)
       gate_(config_.gate.enabled
                 ? std::make_shared<ApprovalGate>(state_, server.executor(), config_.gate)
                 : nullptr),
-      tools_(std::make_shared<ToolBroker>(server, config_.tool_timeout)) {}
+      tools_(std::make_shared<ToolBroker>(server, config_.tool_timeout, config_.tool_grace)) {}
 
 std::shared_ptr<HostService> install_host_services(Server& server, HostConfig config) {
   auto service = std::make_shared<HostService>(server, std::move(config));
@@ -354,10 +426,16 @@ std::shared_ptr<HostService> install_host_services(Server& server, HostConfig co
         {required("approval_id", PT::non_empty_string), optional("approved", PT::boolean),
          optional("resolution", PT::string), optional("notes", PT::string)},
         bind(host_resolve_approval));
-  m.add("tools.register", {required("tools", PT::array)}, bind(tools_register));
+  MethodOptions register_options;
+  register_options.accepts_array_params = true;  // upstream's form: params is the array
+  m.add("tools.register", {required("tools", PT::array)}, bind(tools_register),
+        register_options);
+  m.add("tools.list", {}, bind(tools_list));
+  m.add("tools.unregister", {required("name", PT::non_empty_string)}, bind(tools_unregister));
   m.add("tools.invoke",
         {required("tool", PT::non_empty_string), optional("parameters", PT::object),
-         optional("timeout_ms", PT::non_negative_integer)},
+         optional("timeout_ms", PT::non_negative_integer),
+         optional("client_id", PT::non_empty_string)},
         bind(tools_invoke));
 
   if (service->gate()) server.set_method_gate(service->gate());

@@ -3,6 +3,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_map>
 
 #include "car/connection.hpp"
 #include "car/json.hpp"
@@ -17,7 +18,7 @@ namespace {
 // The broker answers a timed-out call itself; the core's own deadline on the call is only a
 // backstop, set this much later so the broker's timer always fires first.
 constexpr std::chrono::milliseconds backstop_margin{1000};
-// A caller-supplied timeout_ms is clamped into this range.
+// A caller-supplied timeout_ms is clamped into this range (and the grace to 0 … max_timeout).
 constexpr std::chrono::milliseconds min_timeout{1};
 constexpr std::chrono::milliseconds max_timeout{24LL * 3600 * 1000};
 
@@ -34,10 +35,22 @@ std::string cancel_params(std::string_view request_id, std::string_view action_i
 
 }  // namespace
 
-struct ToolBroker::Holder {
-  std::string client_id;
+// One connection's tools. Its entry exists only while the connection holds at least one.
+struct ToolBroker::HostTable {
   std::weak_ptr<Connection> connection;
+  std::map<std::string, ToolDefinition, std::less<>> tools;  // sorted by name for tools.list
+  std::size_t bytes = 0;  // sum of definition_bytes over `tools`
 };
+
+namespace {
+
+std::size_t definition_bytes(const ToolDefinition& d) {
+  return d.name.size() + d.description.size() + d.parameters_json.size();
+}
+
+bool live(const std::shared_ptr<Connection>& c) { return c && !c->closed(); }
+
+}  // namespace
 
 // One tools.invoke in progress. Immutable after construction except the fields under `mutex`.
 struct ToolBroker::Invocation {
@@ -55,51 +68,161 @@ struct ToolBroker::Invocation {
   bool caller_cancelled = false;  // the invoker went away
 };
 
-ToolBroker::ToolBroker(Server& server, std::chrono::milliseconds default_timeout)
-    : server_(server), default_timeout_(default_timeout) {}
+ToolBroker::ToolBroker(Server& server, std::chrono::milliseconds default_timeout,
+                       std::chrono::milliseconds grace)
+    : server_(server),
+      default_timeout_(default_timeout),
+      grace_(std::clamp(grace, std::chrono::milliseconds{0}, max_timeout)) {}
 
 ToolBroker::~ToolBroker() = default;
 
-bool ToolBroker::holder_live(const Holder& holder) const {
-  auto c = holder.connection.lock();
-  return c && !c->closed();
+Result<std::vector<std::string>> ToolBroker::register_tools(Connection& host,
+                                                            std::vector<ToolDefinition> tools) {
+  // Fold repeated names: the last definition wins, the name keeps its first place.
+  std::vector<ToolDefinition> unique;
+  unique.reserve(tools.size());
+  std::unordered_map<std::string, std::size_t> index;  // name → its place in `unique`
+  for (auto& tool : tools) {
+    auto [it, inserted] = index.try_emplace(tool.name, unique.size());
+    if (inserted) {
+      unique.push_back(std::move(tool));
+    } else {
+      unique[it->second] = std::move(tool);
+    }
+  }
+  std::vector<std::string> names;
+  names.reserve(unique.size());
+  for (const auto& tool : unique) names.push_back(tool.name);
+
+  const std::string& client_id = host.client_id();
+  {
+    std::lock_guard lock(mutex_);
+    if (auto refusal = add_tools_locked(host, unique)) return std::move(*refusal);
+  }
+  // Teardown marks a connection closed before it unregisters its tools: if this one is closed
+  // already, that step may have run before this registration, so undo it (a second run of it
+  // finds nothing).
+  if (host.closed()) unregister_all(client_id);
+  return names;
 }
 
-Result<std::vector<std::string>> ToolBroker::register_tools(Connection& host,
-                                                            std::vector<std::string> names) {
-  std::vector<std::string> unique;
-  unique.reserve(names.size());
-  for (auto& name : names) {
-    if (std::find(unique.begin(), unique.end(), name) == unique.end()) {
-      unique.push_back(std::move(name));
+std::optional<Error> ToolBroker::add_tools_locked(Connection& host,
+                                                  std::vector<ToolDefinition>& unique) {
+  const std::string& client_id = host.client_id();
+  // Check the bound on the table this call would leave: a refusal registers nothing.
+  auto existing = hosts_.find(client_id);
+  std::size_t count = existing == hosts_.end() ? 0 : existing->second.tools.size();
+  std::size_t bytes = existing == hosts_.end() ? 0 : existing->second.bytes;
+  for (const auto& tool : unique) {
+    if (existing != hosts_.end()) {
+      if (auto old = existing->second.tools.find(tool.name); old != existing->second.tools.end()) {
+        --count;
+        bytes -= definition_bytes(old->second);
+      }
     }
+    ++count;
+    bytes += definition_bytes(tool);
   }
+  if (count > max_tools_per_connection) {
+    return Error{ErrorCode::invalid_params,
+                 fmt::format("too many tools: a connection may hold at most {}",
+                             max_tools_per_connection)};
+  }
+  if (bytes > max_definition_bytes_per_connection) {
+    return Error{ErrorCode::invalid_params,
+                 fmt::format("tool definitions too large: a connection may hold at most {} bytes",
+                             max_definition_bytes_per_connection)};
+  }
+  if (unique.empty()) return std::nullopt;
+  HostTable& table = hosts_[client_id];
+  table.connection = host.weak_from_this();
+  for (auto& tool : unique) {
+    holders_[tool.name].insert(client_id);
+    std::string name = tool.name;
+    table.tools.insert_or_assign(std::move(name), std::move(tool));
+  }
+  table.bytes = bytes;
+  return std::nullopt;
+}
+
+bool ToolBroker::unregister(std::string_view client_id, std::string_view name) {
   std::lock_guard lock(mutex_);
-  // Check everything first: a refusal registers nothing (PROTOCOL.md §6).
-  for (const auto& name : unique) {
-    auto it = tools_.find(name);
-    if (it != tools_.end() && it->second.client_id != host.client_id() &&
-        holder_live(it->second)) {
-      return Error{ErrorCode::invalid_params,
-                   fmt::format("tool '{}' is registered by another session", name)};
-    }
+  auto table = hosts_.find(client_id);
+  if (table == hosts_.end()) return false;
+  auto tool = table->second.tools.find(name);
+  if (tool == table->second.tools.end()) return false;
+  table->second.bytes -= definition_bytes(tool->second);
+  table->second.tools.erase(tool);
+  if (table->second.tools.empty()) hosts_.erase(table);
+  if (auto h = holders_.find(name); h != holders_.end()) {
+    if (auto id = h->second.find(client_id); id != h->second.end()) h->second.erase(id);
+    if (h->second.empty()) holders_.erase(h);
   }
-  for (const auto& name : unique) {
-    tools_[name] = Holder{host.client_id(), host.weak_from_this()};
-  }
-  return unique;
+  return true;
+}
+
+std::vector<ToolDefinition> ToolBroker::tools_of(std::string_view client_id) const {
+  std::lock_guard lock(mutex_);
+  std::vector<ToolDefinition> out;
+  auto table = hosts_.find(client_id);
+  if (table == hosts_.end()) return out;
+  out.reserve(table->second.tools.size());
+  for (const auto& [name, tool] : table->second.tools) out.push_back(tool);
+  return out;
 }
 
 void ToolBroker::unregister_all(std::string_view client_id) {
   std::lock_guard lock(mutex_);
-  std::erase_if(tools_, [&](const auto& item) { return item.second.client_id == client_id; });
+  auto table = hosts_.find(client_id);
+  if (table == hosts_.end()) return;
+  for (const auto& [name, tool] : table->second.tools) {
+    auto h = holders_.find(name);
+    if (h == holders_.end()) continue;
+    if (auto id = h->second.find(client_id); id != h->second.end()) h->second.erase(id);
+    if (h->second.empty()) holders_.erase(h);
+  }
+  hosts_.erase(table);
 }
 
-std::optional<std::string> ToolBroker::host_of(std::string_view tool) const {
+std::vector<std::string> ToolBroker::hosts_of(std::string_view tool) const {
   std::lock_guard lock(mutex_);
-  auto it = tools_.find(tool);
-  if (it == tools_.end()) return std::nullopt;
-  return it->second.client_id;
+  auto h = holders_.find(tool);
+  if (h == holders_.end()) return {};
+  return {h->second.begin(), h->second.end()};
+}
+
+Result<std::shared_ptr<Connection>> ToolBroker::pick_host(const ToolCall& call) const {
+  std::lock_guard lock(mutex_);
+  auto h = holders_.find(call.tool);
+  if (h == holders_.end()) {
+    return Error{ErrorCode::invalid_params, fmt::format("unknown tool '{}'", call.tool)};
+  }
+  auto connection_of = [&](const std::string& client_id) -> std::shared_ptr<Connection> {
+    auto table = hosts_.find(client_id);
+    return table == hosts_.end() ? nullptr : table->second.connection.lock();
+  };
+  if (call.client_id) {
+    if (h->second.find(*call.client_id) == h->second.end()) {
+      return Error{ErrorCode::invalid_params,
+                   fmt::format("tool '{}' is not registered by session '{}'", call.tool,
+                               *call.client_id)};
+    }
+    return connection_of(*call.client_id);  // null or closed: answered "disconnected"
+  }
+  // A holder that has closed is being torn down: it no longer competes for the name.
+  std::shared_ptr<Connection> chosen;
+  std::size_t holding = 0;
+  for (const auto& client_id : h->second) {
+    auto c = connection_of(client_id);
+    if (!live(c)) continue;
+    if (++holding > 1) {
+      return Error{ErrorCode::invalid_params,
+                   fmt::format("tool '{}' is registered by several sessions; pass client_id",
+                               call.tool)};
+    }
+    chosen = std::move(c);
+  }
+  return chosen;  // null when every holder has closed: answered "disconnected"
 }
 
 std::size_t ToolBroker::running() const {
@@ -107,27 +230,27 @@ std::size_t ToolBroker::running() const {
   return running_.size();
 }
 
-void ToolBroker::invoke(Connection& invoker, std::string tool, std::string parameters_json,
-                        std::optional<std::chrono::milliseconds> timeout, Reply reply) {
-  std::shared_ptr<Connection> host;
-  {
-    std::lock_guard lock(mutex_);
-    auto it = tools_.find(tool);
-    if (it == tools_.end()) {
-      reply.error(ErrorCode::invalid_params, fmt::format("unknown tool '{}'", tool));
-      return;
-    }
-    host = it->second.connection.lock();
+void ToolBroker::invoke(Connection& invoker, ToolCall request, Reply reply) {
+  auto picked = pick_host(request);
+  if (!picked) {
+    reply.error(picked.error());
+    return;
   }
-  if (!host || host->closed()) {
+  std::shared_ptr<Connection> host = std::move(picked.value());
+  if (!live(host)) {
     reply.error(Error::internal("tool host disconnected"));
     return;
   }
-  auto effective = std::clamp(timeout.value_or(default_timeout_), min_timeout, max_timeout);
+  auto effective =
+      std::clamp(request.timeout.value_or(default_timeout_), min_timeout, max_timeout);
+  // `effective` is advertised to the host; the broker itself waits the grace longer, so a host
+  // that stops at timeout_ms and answers with its own error is heard (PROTOCOL.md §6).
+  auto wait = effective + grace_;
+  std::string parameters_json = std::move(request.parameters_json);
 
   auto call = std::make_shared<Invocation>();
   call->action_id = uuid_v4();
-  call->tool = std::move(tool);
+  call->tool = std::move(request.tool);
   call->invoker_id = invoker.client_id();
   call->host = host;
   call->reply = std::move(reply);
@@ -158,7 +281,7 @@ void ToolBroker::invoke(Connection& invoker, std::string tool, std::string param
       call->reply.ok(outcome.result_json.empty() ? "null" : outcome.result_json);
     }
   };
-  auto sent = host->call("tools.execute", build_params, effective + backstop_margin,
+  auto sent = host->call("tools.execute", build_params, wait + backstop_margin,
                          std::move(on_outcome));
   if (!sent) {
     call->reply.error(Error::internal("tool host disconnected"));
@@ -170,7 +293,7 @@ void ToolBroker::invoke(Connection& invoker, std::string tool, std::string param
     std::lock_guard call_lock(call->mutex);
     if (!call->finished) running_.emplace(call->action_id, call);
   }
-  auto timer = server_.executor().start_timer(effective, [weak, call] {
+  auto timer = server_.executor().start_timer(wait, [weak, call] {
     if (auto self = weak.lock()) self->expire(call);
   });
   bool finished = false;

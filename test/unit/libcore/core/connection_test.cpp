@@ -141,6 +141,34 @@ TEST_SUITE("connection") {
     CHECK(null_optional["result"].GetBool());
   }
 
+  TEST_CASE("accepts_array_params lets one method take an array; others still refuse it") {
+    Fixture f;
+    add_test_methods(f.server);
+    MethodOptions options;
+    options.accepts_array_params = true;
+    f.server.methods().add("listy", {required("name", ParamType::non_empty_string)},
+                           [](const Request& req, Reply reply) {
+                             reply.ok(req.params().IsArray()
+                                          ? std::to_string(req.params().Size())
+                                          : std::string("\"object\""));
+                           },
+                           options);
+    // The array reaches the handler as is; the object ParamSpecs do not apply to it.
+    auto array = f.call(R"({"jsonrpc":"2.0","id":1,"method":"listy","params":["a",{"b":1}]})");
+    CHECK(array["result"].GetInt() == 2);
+    auto empty = f.call(R"({"jsonrpc":"2.0","id":2,"method":"listy","params":[]})");
+    CHECK(empty["result"].GetInt() == 0);
+    // An object is still validated against the specs.
+    auto missing = f.call(R"({"jsonrpc":"2.0","id":3,"method":"listy","params":{}})");
+    CHECK(error_message(missing) == "invalid params: name is required");
+    auto object = f.call(R"({"jsonrpc":"2.0","id":4,"method":"listy","params":{"name":"x"}})");
+    CHECK(json::view(object["result"]) == "object");
+    // A method without the option keeps answering arrays with -32602.
+    auto refused = f.call(R"({"jsonrpc":"2.0","id":5,"method":"typed","params":["a"]})");
+    CHECK(error_code(refused) == -32602);
+    CHECK(error_message(refused) == "invalid params: params must be an object");
+  }
+
   TEST_CASE("notifications are never answered, even on error") {
     Fixture f;
     add_test_methods(f.server);

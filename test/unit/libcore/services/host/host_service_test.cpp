@@ -1,5 +1,6 @@
 // HostService: the host.* methods over in-process connections (PROTOCOL.md §4.2, §5.2): shapes,
-// params, the ACL, subscriptions and the event stream, approvals; acceptance cases 16–21 and 24–27.
+// params, the ACL, subscriptions and the event stream, approvals, the tools.* wiring (§6);
+// acceptance cases 16–21 and 24–27.
 #include "host_test_support.hpp"
 
 using namespace car;
@@ -101,6 +102,31 @@ TEST_SUITE("host_service") {
               .HasMember("result"));
     auto dev2 = f.call(b, "host.register_device", R"({"id":"D","name":"Phone","platform":"ios"})");
     CHECK(str(dev2["result"]["session_id"]) == b.id());
+  }
+
+  TEST_CASE("the tools.* methods: installed, only tools.register takes an array, grace wired") {
+    HostConfig config;
+    config.tool_timeout = 1234ms;
+    config.tool_grace = 77ms;
+    HostFixture f(config);
+    for (const char* name : {"tools.register", "tools.list", "tools.unregister", "tools.invoke"}) {
+      const Method* method = f.server.methods().find(name);
+      REQUIRE_MESSAGE(method != nullptr, name);
+      bool array = std::string_view(name) == "tools.register";
+      CHECK_MESSAGE(method->options.accepts_array_params == array, name);
+    }
+    CHECK(f.service->tools().default_timeout() == 1234ms);
+    CHECK(f.service->tools().grace() == 77ms);
+    CHECK(HostConfig{}.tool_grace == 5000ms);
+    // A negative grace (an embedder's mistake) counts as none rather than ending calls early.
+    HostConfig negative;
+    negative.tool_grace = -5ms;
+    HostFixture g(negative);
+    CHECK(g.service->tools().grace() == 0ms);
+    Peer& a = f.peer();
+    CHECK(f.call(a, "tools.register", R"(["t"])")["result"].GetInt() == 1);
+    CHECK(error_message(f.call(a, "tools.invoke", "[]")) ==
+          "invalid params: params must be an object");
   }
 
   TEST_CASE("devices: register, update, owner only") {

@@ -1,6 +1,7 @@
-// The tool broker (PROTOCOL.md §6) with in-process connections: registration, tools.execute with cb-N
-// ids, relaying results and errors, timeouts, host and invoker disconnects; acceptance cases
-// 12–15, 22 and 23.
+// The tool broker (PROTOCOL.md §6) with in-process connections: registration (both forms, per
+// connection, bounded), tools.list, tools.unregister, tools.execute with cb-N ids, relaying
+// results and errors, choosing among several holders, timeouts and the grace, host and invoker
+// disconnects; acceptance cases 5, 12–15, 22, 23 and 47.
 #include <thread>
 
 #include "host_test_support.hpp"
@@ -18,29 +19,292 @@ void answer(HostFixture& f, Peer& host, const std::string& id, const std::string
   f.pump();
 }
 
+// The names in a tools.list result, in order.
+std::vector<std::string> listed_names(const json::Value& reply) {
+  std::vector<std::string> out;
+  for (const auto& tool : reply["result"]["tools"].GetArray()) out.push_back(str(tool["name"]));
+  return out;
+}
+
+// A config whose broker answers -32004 exactly at the advertised deadline.
+HostConfig no_grace() {
+  HostConfig config;
+  config.tool_grace = 0ms;
+  return config;
+}
+
 }  // namespace
 
 TEST_SUITE("tool_broker") {
-  TEST_CASE("register: all or nothing, own re-registration is a no-op, freed on disconnect") {
+  TEST_CASE("register (alias form): names folded, per connection, freed on disconnect") {
     HostFixture f;
     Peer& a = f.peer();
     Peer& b = f.peer();
     auto r = f.call(b, "tools.register", R"({"tools":["echo","grep","echo"]})");
     REQUIRE(r["result"]["registered"].Size() == 2);
     CHECK(str(r["result"]["registered"][0]) == "echo");
+    CHECK(str(r["result"]["registered"][1]) == "grep");
     CHECK(f.call(b, "tools.register", R"({"tools":["echo"]})")["result"]["registered"].Size() ==
           1);
-    auto refused = f.call(a, "tools.register", R"({"tools":["fresh","grep"]})");
-    CHECK(error_code(refused) == -32602);
-    CHECK(error_message(refused) == "tool 'grep' is registered by another session");
-    CHECK_FALSE(f.service->tools().host_of("fresh").has_value());  // nothing registered
-    CHECK(error_code(f.call(a, "tools.register", R"({"tools":[1]})")) == -32602);
-    CHECK(error_code(f.call(a, "tools.register", R"({"tools":[""]})")) == -32602);
-    CHECK(error_code(f.call(a, "tools.register", "{}")) == -32602);
+    // Another connection may hold the same names: tools belong to their connection (case 47).
+    auto shared = f.call(a, "tools.register", R"({"tools":["fresh","grep"]})");
+    REQUIRE(shared["result"]["registered"].Size() == 2);
+    CHECK(f.service->tools().hosts_of("grep").size() == 2);
+    CHECK(f.service->tools().hosts_of("fresh") == std::vector<std::string>{a.id()});
+    // The alias takes ToolDefinitions too, and keeps answering {registered:[...]}.
+    auto defs = f.call(a, "tools.register",
+                       R"({"tools":[{"name":"d","description":"x"},"e"]})");
+    REQUIRE(defs["result"]["registered"].Size() == 2);
+    CHECK(str(defs["result"]["registered"][0]) == "d");
+    CHECK(f.call(a, "tools.register", R"({"tools":[]})")["result"]["registered"].Size() == 0);
+    auto not_string = f.call(a, "tools.register", R"({"tools":[1]})");
+    CHECK(error_code(not_string) == -32602);
+    CHECK(error_message(not_string) ==
+          "invalid params: tools[0] must be a string or a ToolDefinition object");
+    auto empty = f.call(a, "tools.register", R"({"tools":["ok",""]})");
+    CHECK(error_message(empty) == "invalid params: tools[1] must be a non-empty string");
+    CHECK(f.service->tools().hosts_of("ok").empty());  // nothing registered
+    CHECK(error_message(f.call(a, "tools.register", "{}")) == "invalid params: tools is required");
+    CHECK(error_message(f.call(a, "tools.register", R"({"tools":"x"})")) ==
+          "invalid params: tools must be an array");
+    // B's disconnect frees B's tools only.
     f.disconnect(b);
-    CHECK_FALSE(f.service->tools().host_of("echo").has_value());
-    CHECK(f.call(a, "tools.register", R"({"tools":["grep"]})").HasMember("result"));
-    CHECK(*f.service->tools().host_of("grep") == a.id());
+    CHECK(f.service->tools().hosts_of("echo").empty());
+    CHECK(f.service->tools().hosts_of("grep") == std::vector<std::string>{a.id()});
+  }
+
+  TEST_CASE("case 47: array form, tools.list, tools.unregister, several holders and client_id") {
+    HostFixture f;
+    Peer& a = f.peer();
+    Peer& b = f.peer();
+    auto r = f.call(b, "tools.register",
+                    R"([{"name":"echo","description":"d","parameters":{"type":"object"}},"ping"])");
+    REQUIRE(r["result"].IsInt());
+    CHECK(r["result"].GetInt() == 2);
+    auto list = f.call(b, "tools.list");
+    CHECK(list["result"]["count"].GetInt() == 2);
+    CHECK(listed_names(list) == std::vector<std::string>{"echo", "ping"});
+    const auto& echo = list["result"]["tools"][0];
+    CHECK(str(echo["description"]) == "d");
+    CHECK(str(echo["parameters"]["type"]) == "object");
+    CHECK(echo["idempotent"].IsFalse());
+    const auto& ping = list["result"]["tools"][1];
+    CHECK(str(ping["description"]).empty());
+    CHECK(ping["parameters"].IsObject());
+    CHECK(ping["parameters"].ObjectEmpty());
+    CHECK(ping["idempotent"].IsFalse());
+
+    auto removed = f.call(b, "tools.unregister", R"({"name":"ping"})");
+    CHECK(str(removed["result"]["unregistered"]) == "ping");
+    CHECK(removed["result"]["removed"].GetInt() == 1);
+    auto again = f.call(b, "tools.unregister", R"({"name":"ping"})");
+    CHECK(str(again["result"]["unregistered"]) == "ping");
+    CHECK(again["result"]["removed"].GetInt() == 0);
+    CHECK(listed_names(f.call(b, "tools.list")) == std::vector<std::string>{"echo"});
+
+    // A second connection registers echo too: accepted.
+    Peer& c = f.peer();
+    CHECK(f.call(c, "tools.register", R"(["echo"])")["result"].GetInt() == 1);
+    auto several = f.call(a, "tools.invoke", R"({"tool":"echo"})");
+    CHECK(error_code(several) == -32602);
+    CHECK(error_message(several) ==
+          "tool 'echo' is registered by several sessions; pass client_id");
+    CHECK(f.take(b, "tools.execute").empty());
+    CHECK(f.take(c, "tools.execute").empty());
+
+    // client_id picks the holder.
+    long long to_c = f.send(a, "tools.invoke", R"({"tool":"echo","client_id":")" + c.id() + "\"}");
+    auto execs = f.take(c, "tools.execute");
+    REQUIRE(execs.size() == 1);
+    CHECK(f.take(b, "tools.execute").empty());
+    answer(f, c, str(execs[0]["id"]), R"("result":"from c")");
+    auto reply = f.response(a, to_c);
+    REQUIRE(reply.has_value());
+    CHECK(str((*reply)["result"]) == "from c");
+    long long to_b = f.send(a, "tools.invoke", R"({"tool":"echo","client_id":")" + b.id() + "\"}");
+    auto execs_b = f.take(b, "tools.execute");
+    REQUIRE(execs_b.size() == 1);
+    answer(f, b, str(execs_b[0]["id"]), R"("result":"from b")");
+    auto reply_b = f.response(a, to_b);
+    REQUIRE(reply_b.has_value());
+    CHECK(str((*reply_b)["result"]) == "from b");
+
+    // A client_id that does not hold the tool is refused, as is an unknown tool.
+    auto not_holder =
+        f.call(a, "tools.invoke", R"({"tool":"echo","client_id":")" + a.id() + "\"}");
+    CHECK(error_code(not_holder) == -32602);
+    CHECK(error_message(not_holder) ==
+          "tool 'echo' is not registered by session '" + a.id() + "'");
+    auto unknown = f.call(a, "tools.invoke", R"({"tool":"nope","client_id":")" + b.id() + "\"}");
+    CHECK(error_message(unknown) == "unknown tool 'nope'");
+    CHECK(error_message(f.call(a, "tools.invoke", R"({"tool":"echo","client_id":""})")) ==
+          "invalid params: client_id must be a non-empty string");
+
+    // Once only one holder is left, the name needs no client_id again.
+    f.disconnect(c);
+    long long single = f.send(a, "tools.invoke", R"({"tool":"echo"})");
+    auto execs_single = f.take(b, "tools.execute");
+    REQUIRE(execs_single.size() == 1);
+    answer(f, b, str(execs_single[0]["id"]), R"("result":1)");
+    REQUIRE(f.response(a, single).has_value());
+  }
+
+  TEST_CASE("register: re-registering on the same connection replaces the definition") {
+    HostFixture f;
+    Peer& b = f.peer();
+    CHECK(f.call(b, "tools.register", R"([{"name":"t","description":"old","parameters":{"a":1}}])")
+              ["result"].GetInt() == 1);
+    // Repeated in one call: the last definition wins and the name counts once.
+    CHECK(f.call(b, "tools.register",
+                 R"([{"name":"t","description":"mid"},{"name":"t","description":"new"}])")
+              ["result"].GetInt() == 1);
+    auto list = f.call(b, "tools.list", "{}");
+    REQUIRE(list["result"]["count"].GetInt() == 1);
+    CHECK(str(list["result"]["tools"][0]["description"]) == "new");
+    CHECK(list["result"]["tools"][0]["parameters"].ObjectEmpty());  // not merged with the old
+    // A bare name replaces a definition with an empty one; null members count as absent.
+    CHECK(f.call(b, "tools.register", R"([{"name":"t","description":null,"parameters":null}])")
+              ["result"].GetInt() == 1);
+    auto bare = f.call(b, "tools.list");
+    CHECK(str(bare["result"]["tools"][0]["description"]).empty());
+    CHECK(f.service->tools().hosts_of("t") == std::vector<std::string>{b.id()});
+  }
+
+  TEST_CASE("register: a bad entry is -32602 naming it, and nothing is registered") {
+    HostFixture f;
+    Peer& b = f.peer();
+    struct Case {
+      const char* params;
+      const char* message;
+    };
+    for (const auto& c : {
+             Case{R"(["ok",1])",
+                  "invalid params: params[1] must be a string or a ToolDefinition object"},
+             Case{R"(["ok",""])", "invalid params: params[1] must be a non-empty string"},
+             Case{R"(["ok",{}])", "invalid params: params[1].name is required"},
+             Case{R"(["ok",{"name":null}])", "invalid params: params[1].name is required"},
+             Case{R"([{"name":""}])", "invalid params: params[0].name must be a non-empty string"},
+             Case{R"([{"name":7}])", "invalid params: params[0].name must be a non-empty string"},
+             Case{R"([{"name":"x","description":1}])",
+                  "invalid params: params[0].description must be a string"},
+             Case{R"([{"name":"x","parameters":[]}])",
+                  "invalid params: params[0].parameters must be an object"},
+             Case{R"({"tools":[{"name":"x","parameters":"s"}]})",
+                  "invalid params: tools[0].parameters must be an object"},
+         }) {
+      auto r = f.call(b, "tools.register", c.params);
+      CHECK_MESSAGE(error_code(r) == -32602, c.params);
+      CHECK_MESSAGE(error_message(r) == c.message, c.params);
+    }
+    CHECK(f.call(b, "tools.list")["result"]["count"].GetInt() == 0);
+    CHECK(f.service->tools().hosts_of("ok").empty());
+    // An empty array registers nothing and says so.
+    CHECK(f.call(b, "tools.register", "[]")["result"].GetInt() == 0);
+  }
+
+  TEST_CASE("tools.list and tools.unregister see only the caller's tools") {
+    HostFixture f;
+    Peer& a = f.peer();
+    Peer& b = f.peer();
+    f.call(b, "tools.register", R"(["zeta","alpha","mid"])");
+    f.call(a, "tools.register", R"(["alpha"])");
+    CHECK(listed_names(f.call(b, "tools.list")) ==
+          std::vector<std::string>{"alpha", "mid", "zeta"});
+    CHECK(listed_names(f.call(a, "tools.list")) == std::vector<std::string>{"alpha"});
+    // No params at all is the same as {}.
+    b.client.send(R"({"jsonrpc":"2.0","id":900,"method":"tools.list"})");
+    auto bare = f.response(b, 900);
+    REQUIRE(bare.has_value());
+    CHECK((*bare)["result"]["count"].GetInt() == 3);
+    // Only tools.register takes array params.
+    auto array = f.call(b, "tools.list", "[]");
+    CHECK(error_message(array) == "invalid params: params must be an object");
+    // B's unregister of its alpha leaves A's alone; A's tool never was B's to remove.
+    CHECK(f.call(b, "tools.unregister", R"({"name":"alpha"})")["result"]["removed"].GetInt() == 1);
+    CHECK(f.service->tools().hosts_of("alpha") == std::vector<std::string>{a.id()});
+    CHECK(f.call(b, "tools.unregister", R"({"name":"alpha"})")["result"]["removed"].GetInt() == 0);
+    CHECK(f.call(a, "tools.unregister", R"({"name":"zeta"})")["result"]["removed"].GetInt() == 0);
+    CHECK(f.service->tools().hosts_of("zeta") == std::vector<std::string>{b.id()});
+    auto missing = f.call(b, "tools.unregister", "{}");
+    CHECK(error_code(missing) == -32602);
+    CHECK(error_message(missing) == "invalid params: name is required");
+    CHECK(error_code(f.call(b, "tools.unregister", R"({"name":3})")) == -32602);
+    // Unregistering every tool leaves an empty list (and the name unknown to invokers).
+    f.call(b, "tools.unregister", R"({"name":"mid"})");
+    f.call(b, "tools.unregister", R"({"name":"zeta"})");
+    CHECK(f.call(b, "tools.list")["result"]["count"].GetInt() == 0);
+    CHECK(error_message(f.call(a, "tools.invoke", R"({"tool":"mid"})")) == "unknown tool 'mid'");
+  }
+
+  TEST_CASE("unregistering a tool does not disturb a call already sent to its host") {
+    HostFixture f;
+    Peer& a = f.peer();
+    Peer& b = f.peer();
+    f.call(b, "tools.register", R"(["echo"])");
+    long long inv = f.send(a, "tools.invoke", R"({"tool":"echo"})");
+    auto execs = f.take(b, "tools.execute");
+    REQUIRE(execs.size() == 1);
+    CHECK(f.call(b, "tools.unregister", R"({"name":"echo"})")["result"]["removed"].GetInt() == 1);
+    answer(f, b, "cb-1", R"("result":"still")");
+    auto reply = f.response(a, inv);
+    REQUIRE(reply.has_value());
+    CHECK(str((*reply)["result"]) == "still");
+  }
+
+  TEST_CASE("a connection's tool table is bounded; a registration past it is refused whole") {
+    HostFixture f;
+    Peer& b = f.peer();
+    constexpr std::size_t max = ToolBroker::max_tools_per_connection;
+    std::string all = "[";
+    for (std::size_t i = 0; i < max; ++i) all += (i ? ",\"t" : "\"t") + std::to_string(i) + "\"";
+    all += "]";
+    CHECK(f.call(b, "tools.register", all)["result"].GetInt() == static_cast<int>(max));
+    auto full = f.call(b, "tools.register", R"(["extra","t0"])");
+    CHECK(error_code(full) == -32602);
+    CHECK(error_message(full) == "too many tools: a connection may hold at most 1024");
+    CHECK(f.service->tools().hosts_of("extra").empty());
+    // Replacing a tool it holds still works when full; so does making room first.
+    CHECK(f.call(b, "tools.register", R"([{"name":"t0","description":"new"}])")["result"]
+              .GetInt() == 1);
+    f.call(b, "tools.unregister", R"({"name":"t1"})");
+    CHECK(f.call(b, "tools.register", R"(["extra"])")["result"].GetInt() == 1);
+    CHECK(f.call(b, "tools.list")["result"]["count"].GetInt() == static_cast<int>(max));
+    // Another connection has a table of its own.
+    Peer& c = f.peer();
+    CHECK(f.call(c, "tools.register", R"(["extra"])")["result"].GetInt() == 1);
+  }
+
+  TEST_CASE("a connection's tool definitions are bounded in bytes") {
+    HostFixture f;
+    Peer& b = f.peer();
+    const std::size_t max = ToolBroker::max_definition_bytes_per_connection;
+    std::string half(max / 2, 'x');
+    CHECK(f.call(b, "tools.register", R"([{"name":"a","description":")" + half + R"("}])")
+              ["result"].GetInt() == 1);
+    auto big = f.call(b, "tools.register", R"([{"name":"b","description":")" + half + R"("}])");
+    CHECK(error_code(big) == -32602);
+    CHECK(error_message(big) ==
+          "tool definitions too large: a connection may hold at most 4194304 bytes");
+    CHECK(f.service->tools().hosts_of("b").empty());
+    // Replacing `a` frees its bytes first, so a same-sized replacement fits.
+    CHECK(f.call(b, "tools.register", R"([{"name":"a","description":")" + half + R"("}])")
+              ["result"].GetInt() == 1);
+    f.call(b, "tools.unregister", R"({"name":"a"})");
+    CHECK(f.call(b, "tools.register", R"([{"name":"b","description":")" + half + R"("}])")
+              ["result"].GetInt() == 1);
+  }
+
+  TEST_CASE("a registration that lands after its connection's teardown is undone") {
+    HostFixture f;
+    Peer& b = f.peer();
+    auto connection = b.client.connection;
+    f.disconnect(b);  // its tool_registrations step has run
+    REQUIRE(connection->closed());
+    auto names = f.service->tools().register_tools(*connection, {ToolDefinition{"late", "", "{}"}});
+    REQUIRE(names.ok());
+    CHECK(names.value() == std::vector<std::string>{"late"});
+    CHECK(f.service->tools().hosts_of("late").empty());
+    CHECK(f.service->tools().tools_of(connection->client_id()).empty());
   }
 
   TEST_CASE("case 12: tools.execute with cb-1 then cb-2, results relayed, unknown ids ignored") {
@@ -95,17 +359,20 @@ TEST_SUITE("tool_broker") {
     CHECK(error_message(r) == "unknown tool 'nope'");
   }
 
-  TEST_CASE("case 13: no answer ⇒ -32004 for the invoker, tools.cancel (timeout) for the host") {
-    HostFixture f;
+  TEST_CASE("case 13: no answer ⇒ -32004 after the deadline plus the 5 s grace; tools.cancel") {
+    HostFixture f;  // the default grace
     Peer& a = f.peer();
     Peer& b = f.peer();
     f.call(b, "tools.register", R"({"tools":["slow"]})");
     long long inv = f.send(a, "tools.invoke", R"({"tool":"slow","timeout_ms":200})");
     auto execs = f.take(b, "tools.execute");
     REQUIRE(execs.size() == 1);
-    CHECK(execs[0]["params"]["timeout_ms"].GetInt() == 200);
+    CHECK(execs[0]["params"]["timeout_ms"].GetInt() == 200);  // the grace is not advertised
     std::string action = str(execs[0]["params"]["action_id"]);
-    f.executor.advance(199ms);
+    f.executor.advance(201ms);
+    CHECK_FALSE(f.response(a, inv).has_value());  // the advertised deadline alone is not enough
+    CHECK(f.take(b, "tools.cancel").empty());
+    f.executor.advance(4998ms);  // 5199 ms
     CHECK_FALSE(f.response(a, inv).has_value());
     f.executor.advance(2ms);
     auto reply = f.response(a, inv);
@@ -120,22 +387,71 @@ TEST_SUITE("tool_broker") {
     CHECK(str(cancels[0]["params"]["reason"]) == "timeout");
     // A late reply is ignored; nothing else fires.
     answer(f, b, "cb-1", R"("result":1)");
-    f.executor.advance(5000ms);
+    f.executor.advance(10000ms);
     f.pump();
     CHECK(a.inbox.empty());
     CHECK(b.inbox.empty());
   }
 
+  TEST_CASE("case 13: a host that stops itself at timeout_ms is heard within the grace") {
+    HostConfig config;
+    config.tool_grace = 300ms;
+    HostFixture f(config);
+    CHECK(f.service->tools().grace() == 300ms);
+    Peer& a = f.peer();
+    Peer& b = f.peer();
+    f.call(b, "tools.register", R"(["slow"])");
+    long long inv = f.send(a, "tools.invoke", R"({"tool":"slow","timeout_ms":200})");
+    REQUIRE(f.take(b, "tools.execute").size() == 1);
+    f.executor.advance(250ms);  // past timeout_ms, inside the grace: the host's own answer wins
+    answer(f, b, "cb-1", R"("error":{"code":-32050,"message":"gave up after 200 ms"})");
+    auto reply = f.response(a, inv);
+    REQUIRE(reply.has_value());
+    CHECK(error_code(*reply) == -32050);
+    CHECK(error_message(*reply) == "gave up after 200 ms");
+    f.executor.advance(1000ms);
+    f.pump();
+    CHECK(b.inbox.empty());  // no tools.cancel: nobody timed out
+    CHECK(f.service->tools().running() == 0);
+    // Without an answer the small grace ends the call at 200 + 300 ms.
+    long long silent = f.send(a, "tools.invoke", R"({"tool":"slow","timeout_ms":200})");
+    REQUIRE(f.take(b, "tools.execute").size() == 1);
+    f.executor.advance(499ms);
+    CHECK_FALSE(f.response(a, silent).has_value());
+    f.executor.advance(2ms);
+    auto timed_out = f.response(a, silent);
+    REQUIRE(timed_out.has_value());
+    CHECK(error_code(*timed_out) == -32004);
+    CHECK(f.take(b, "tools.cancel").size() == 1);
+  }
+
+  TEST_CASE("a zero grace answers -32004 at the advertised deadline") {
+    HostFixture f(no_grace());
+    Peer& a = f.peer();
+    Peer& b = f.peer();
+    f.call(b, "tools.register", R"(["slow"])");
+    long long inv = f.send(a, "tools.invoke", R"({"tool":"slow","timeout_ms":200})");
+    REQUIRE(f.take(b, "tools.execute").size() == 1);
+    f.executor.advance(199ms);
+    CHECK_FALSE(f.response(a, inv).has_value());
+    f.executor.advance(2ms);
+    auto reply = f.response(a, inv);
+    REQUIRE(reply.has_value());
+    CHECK(error_code(*reply) == -32004);
+    CHECK(str(f.take(b, "tools.cancel").at(0)["params"]["reason"]) == "timeout");
+  }
+
   TEST_CASE("the default tool timeout comes from the config") {
     HostConfig config;
     config.tool_timeout = 1500ms;
+    config.tool_grace = 100ms;
     HostFixture f(config);
     Peer& a = f.peer();
     Peer& b = f.peer();
     f.call(b, "tools.register", R"({"tools":["t"]})");
     long long inv = f.send(a, "tools.invoke", R"({"tool":"t"})");
     CHECK(f.take(b, "tools.execute")[0]["params"]["timeout_ms"].GetInt() == 1500);
-    f.executor.advance(1499ms);
+    f.executor.advance(1599ms);
     CHECK_FALSE(f.response(a, inv).has_value());
     f.executor.advance(2ms);
     auto reply = f.response(a, inv);
@@ -296,7 +612,7 @@ TEST_SUITE("tool_broker") {
   }
 
   TEST_CASE("a tool host answering from another thread while deadlines run on the loop") {
-    HostFixture f;
+    HostFixture f(no_grace());  // the deadlines fire while the answers arrive
     Peer& a = f.peer();
     Peer& b = f.peer();
     f.call(b, "tools.register", R"({"tools":["echo"]})");

@@ -24,6 +24,9 @@ struct CAR_API HostConfig {
   GateConfig gate;
   // Deadline of a tools.invoke without timeout_ms (car-daemon: --tool-timeout SECONDS).
   std::chrono::milliseconds tool_timeout{300000};
+  // How much longer than a call's advertised deadline the broker waits before answering -32004,
+  // so a tool host that stops itself at timeout_ms is heard first (car-daemon: --tool-grace-ms).
+  std::chrono::milliseconds tool_grace{5000};
   // A host.event frame not written to a subscriber within this fails its sink (connection
   // closed); zero means the sink's default write deadline.
   std::chrono::milliseconds event_write_deadline{10000};
@@ -70,8 +73,8 @@ inline constexpr int tool_registrations = 50;  // unregister its tools
 // Registers host.subscribe, host.unsubscribe, host.agents, host.devices, host.events,
 // host.approvals, host.register_agent, host.unregister_agent, host.set_status,
 // host.register_device, host.update_device, host.notify, host.request_approval,
-// host.resolve_approval, tools.register and tools.invoke; installs the gate (when enabled) and
-// the teardown steps. Call once, before the server serves.
+// host.resolve_approval, tools.register, tools.list, tools.unregister and tools.invoke; installs
+// the gate (when enabled) and the teardown steps. Call once, before the server serves.
 CAR_API std::shared_ptr<HostService> install_host_services(Server& server, HostConfig config = {});
 
 }  // namespace car::host
