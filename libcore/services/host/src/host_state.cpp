@@ -47,8 +47,20 @@ void write_agent_fields(json::Builder& out, const HostAgent& a) {
   write_strings(out, a.capabilities);
   if (a.project) out.key("project").str(*a.project);
   out.key("status").str(to_string(a.status));
-  if (a.current_task) out.key("current_task").str(*a.current_task);
-  if (a.pid) out.key("pid").integer(*a.pid);
+  // current_task and pid are always written, null when unset, as upstream serializes them
+  // (PROTOCOL.md §4): host shells read them without a presence check.
+  out.key("current_task");
+  if (a.current_task) {
+    out.str(*a.current_task);
+  } else {
+    out.null();
+  }
+  out.key("pid");
+  if (a.pid) {
+    out.integer(*a.pid);
+  } else {
+    out.null();
+  }
   if (a.display_json) out.key("display").raw(*a.display_json);
   out.key("metadata").raw(a.metadata_json);
   out.key("session_id").str(a.session_id);
@@ -98,7 +110,12 @@ void write_json(json::Builder& out, const HostDevice& d) {
   out.key("id").str(d.id).key("name").str(d.name).key("platform").str(d.platform);
   out.key("capabilities");
   write_strings(out, d.capabilities);
-  if (d.status) out.key("status").str(*d.status);
+  out.key("status");  // always present, null when unset (PROTOCOL.md §4)
+  if (d.status) {
+    out.str(*d.status);
+  } else {
+    out.null();
+  }
   out.key("metadata").raw(d.metadata_json);
   out.key("session_id").str(d.session_id);
   out.key("updated_at").str(d.updated_at);
@@ -250,7 +267,12 @@ HostEventRecord HostState::Impl::record_locked(EventSpec event) {
       .key("sequence").integer(static_cast<long long>(sequence))
       .key("timestamp").str(now_locked())
       .key("kind").str(event.kind);
-  if (event.agent_id) body.key("agent_id").str(*event.agent_id);
+  body.key("agent_id");  // always present, null when unset (PROTOCOL.md §4)
+  if (event.agent_id) {
+    body.str(*event.agent_id);
+  } else {
+    body.null();
+  }
   body.key("message").str(event.message).key("payload").raw(event.payload_json).end_object();
 
   HostEventRecord record{sequence, make_frame(jsonrpc::notification("host.event", body.view()))};
@@ -304,15 +326,12 @@ void HostState::Impl::set_agent_status_locked(AgentRow& row, AgentStatus status,
                                         std::optional<std::string> message,
                                         std::optional<std::string> payload_json) {
   row.agent.status = status;
-  json::Builder payload;
-  payload.begin_object();
-  write_agent_fields(payload, row.agent);
-  if (payload_json) payload.key("details").raw(*payload_json);
-  payload.end_object();
+  // Upstream clients put their own payload on the event and read it back as sent, so a given
+  // payload is used verbatim; only without one does the event carry the agent [ext].
   record_locked({"agent.status_changed", row.agent.id,
                  message ? std::move(*message)
                          : fmt::format("agent '{}' is {}", row.agent.id, to_string(status)),
-                 payload.take()});
+                 payload_json ? std::move(*payload_json) : to_json(row.agent)});
 }
 
 Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, AgentSpec spec) {

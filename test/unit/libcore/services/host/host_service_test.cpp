@@ -37,13 +37,25 @@ TEST_SUITE("host_service") {
     CHECK(agent["metadata"]["v"].GetInt() == 1);
     CHECK(str(agent["status"]) == "idle");
     CHECK(str(agent["session_id"]) == a.id());
-    CHECK_FALSE(agent.HasMember("current_task"));
+    REQUIRE(agent.HasMember("current_task"));
+    CHECK(agent["current_task"].IsNull());
 
     auto minimal = f.call(a, "host.register_agent", R"({"name":"m","kind":"k"})");
-    for (const char* absent : {"project", "pid", "display", "current_task"}) {
+    for (const char* absent : {"project", "display"}) {
       CAPTURE(absent);
       CHECK_FALSE(minimal["result"].HasMember(absent));
     }
+    // Case 50: as upstream, unset current_task and pid are present and null.
+    for (const char* null_field : {"pid", "current_task"}) {
+      CAPTURE(null_field);
+      REQUIRE(minimal["result"].HasMember(null_field));
+      CHECK(minimal["result"][null_field].IsNull());
+    }
+    // A null param counts as absent (upstream clients send their nulls back).
+    auto nulls = f.call(a, "host.register_agent",
+                        R"({"name":"n","kind":"k","pid":null,"project":null})");
+    CHECK(nulls["result"]["pid"].IsNull());
+    CHECK_FALSE(nulls["result"].HasMember("project"));
     CHECK(minimal["result"]["capabilities"].Size() == 0);
     CHECK(minimal["result"]["metadata"].IsObject());
 
@@ -111,7 +123,8 @@ TEST_SUITE("host_service") {
                     R"({"name":"Mac","platform":"macos","capabilities":["screen"]})");
     std::string id = str(d["result"]["id"]);
     CHECK(id.rfind("device-", 0) == 0);
-    CHECK_FALSE(d["result"].HasMember("status"));
+    REQUIRE(d["result"].HasMember("status"));  // null when unset, as upstream
+    CHECK(d["result"]["status"].IsNull());
     CHECK(str(d["result"]["updated_at"]).size() == 24);
     auto up = f.call(a, "host.update_device", R"({"device_id":")" + id + R"(","status":"busy"})");
     CHECK(str(up["result"]["status"]) == "busy");
@@ -135,7 +148,8 @@ TEST_SUITE("host_service") {
     CHECK(str(first["result"]["kind"]) == "host.notification");
     CHECK(first["result"]["sequence"].GetInt() == 1);
     CHECK(first["result"]["payload"].IsObject());
-    CHECK_FALSE(first["result"].HasMember("agent_id"));
+    REQUIRE(first["result"].HasMember("agent_id"));  // null when unset, as upstream
+    CHECK(first["result"]["agent_id"].IsNull());
     for (int i = 2; i <= 501; ++i) {
       a.client.send(R"({"jsonrpc":"2.0","method":"host.notify","params":{"message":"n)" +
                     std::to_string(i) + R"("}})");
@@ -405,20 +419,41 @@ TEST_SUITE("host_service") {
     CHECK(str(back[0]["params"]["payload"]["status"]) == "running");
   }
 
-  TEST_CASE("set_status message and payload reach the event") {
+  TEST_CASE("case 50: set_status puts the caller's message and payload on the event verbatim") {
     HostFixture f;
     Peer& a = f.peer();
     Peer& h = f.peer();
     register_x(f, a);
     f.call(h, "host.subscribe");
-    f.call(a, "host.set_status",
-           R"({"agent_id":"X","status":"errored","message":"crashed","payload":{"code":9}})");
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"errored","payload":{"k":1},)"
+                                 R"("message":"m"})");
     auto events = f.events(h, "agent.status_changed");
     REQUIRE(events.size() == 1);
     const auto& p = events[0]["params"];
-    CHECK(str(p["message"]) == "crashed");
+    CHECK(str(p["message"]) == "m");
     CHECK(str(p["agent_id"]) == "X");
-    CHECK(str(p["payload"]["status"]) == "errored");
-    CHECK(p["payload"]["details"]["code"].GetInt() == 9);
+    CHECK(json::stringify(p["payload"]) == R"({"k":1})");
+    // Not an object: passed through all the same.
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"running","payload":["a",2]})");
+    events = f.events(h, "agent.status_changed");
+    REQUIRE(events.size() == 1);
+    CHECK(json::stringify(events[0]["params"]["payload"]) == R"(["a",2])");
+    CHECK(str(events[0]["params"]["message"]) == "agent 'X' is running");
+    // Neither given (or a null payload): a generated line and the agent after the change.
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"paused","payload":null})");
+    events = f.events(h, "agent.status_changed");
+    REQUIRE(events.size() == 1);
+    const auto& q = events[0]["params"];
+    CHECK(str(q["message"]) == "agent 'X' is paused");
+    CHECK(str(q["payload"]["id"]) == "X");
+    CHECK(str(q["payload"]["status"]) == "paused");
+    CHECK(q["payload"]["current_task"].IsNull());
+    CHECK(q["payload"]["pid"].IsNull());
+    CHECK_FALSE(q["payload"].HasMember("details"));
+    // The agent itself shows the nulls too.
+    auto agents_doc = f.call(a, "host.agents");
+    const auto& agents = agents_doc["result"];
+    CHECK(agents[0]["current_task"].IsNull());
+    CHECK(agents[0]["pid"].IsNull());
   }
 }

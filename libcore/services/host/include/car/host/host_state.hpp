@@ -56,8 +56,10 @@ struct CAR_API StatusChange {
   std::string agent_id;
   AgentStatus status = AgentStatus::idle;
   std::optional<std::string> current_task;
-  std::optional<std::string> message;       // the event's message (default: a generated line)
-  std::optional<std::string> payload_json;  // attached to the event payload as "details"
+  std::optional<std::string> message;  // the event's message (default: a generated line)
+  // The event's payload, verbatim (any JSON value, compact text); none: the agent after the
+  // change.
+  std::optional<std::string> payload_json;
 };
 
 struct CAR_API DeviceSpec {
