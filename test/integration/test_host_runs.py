@@ -248,3 +248,27 @@ def test_host_ring_adoption_refusal_and_approval_proposals():
         seqs = [e["sequence"] for e in events]
         assert seqs == list(range(seqs[0], seqs[0] + 500))
         assert events[-1]["message"] == "n500"
+
+
+def test_host_identity_null_fields_and_status_payload():
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        h, a = Peer(d), Peer(d)
+        # 48 (identity part): the snapshot names the serving process; car-daemon has no manifest.
+        identity = h.call("host.subscribe")["result"]["identity"]
+        handshake = h.call("server.handshake", {"protocol_version": 2})["result"]
+        assert identity == {"version": handshake["server_version"], "pid": d.proc.pid,
+                            "manifest_path": None, "manifest_role": "none"}
+        # 50: the caller's message and payload reach the event verbatim; unset fields are null.
+        agent = a.call("host.register_agent", {"name": "bot", "kind": "cli"})["result"]
+        assert agent["current_task"] is None and agent["pid"] is None
+        a.call("host.set_status", {"agent_id": agent["id"], "status": "running",
+                                   "payload": {"k": 1}, "message": "m"})
+        ev = h.wait(lambda m: m.get("method") == "host.event" and
+                    m["params"]["kind"] == "agent.status_changed")["params"]
+        assert ev["payload"] == {"k": 1} and ev["message"] == "m"
+        listed = {g["id"]: g for g in a.call("host.agents")["result"]}[agent["id"]]
+        assert listed["current_task"] is None and listed["pid"] is None
+        note = a.call("host.notify", {"message": "n"})["result"]
+        assert "agent_id" in note and note["agent_id"] is None
+        device = a.call("host.register_device", {"name": "Mac", "platform": "macos"})["result"]
+        assert "status" in device and device["status"] is None

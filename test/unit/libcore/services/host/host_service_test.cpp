@@ -1,5 +1,13 @@
 // HostService: the host.* methods over in-process connections (PROTOCOL.md §4.2, §5.2): shapes,
-// params, the ACL, subscriptions and the event stream, approvals; acceptance cases 16–21 and 24–27.
+// params, the ACL, subscriptions and the event stream, identity, approvals and their reaping;
+// acceptance cases 16–21, 24–27 and 50.
+#if defined(_WIN32)
+#include <process.h>
+#else
+#include <unistd.h>
+#endif
+
+#include "car/version.hpp"
 #include "host_test_support.hpp"
 
 using namespace car;
@@ -273,6 +281,53 @@ TEST_SUITE("host_service") {
     f.call(h, "server.handshake", R"({"protocol_version":2})");
     CHECK(f.call(h, "host.subscribe")["result"]["subscribed"].GetBool());
     CHECK(f.call(h, "host.agents")["result"].IsArray());
+  }
+
+  TEST_CASE("host.subscribe carries the identity of the serving process") {
+    long long pid =
+#if defined(_WIN32)
+        _getpid();
+#else
+        ::getpid();
+#endif
+    {
+      HostFixture f;  // the defaults car-daemon keeps: no manifest
+      Peer& h = f.peer();
+      auto snap_doc = f.call(h, "host.subscribe");
+      const auto& snap = snap_doc["result"];
+      REQUIRE(snap.HasMember("identity"));
+      const auto& id = snap["identity"];
+      CHECK(str(id["version"]) == version_string);
+      CHECK(id["pid"].GetInt64() == pid);
+      REQUIRE(id.HasMember("manifest_path"));
+      CHECK(id["manifest_path"].IsNull());
+      CHECK(str(id["manifest_role"]) == "none");
+      // Identity is the last member; the state members are still all there.
+      std::vector<std::string> keys;
+      for (const auto& m : snap.GetObject()) keys.emplace_back(json::view(m.name));
+      CHECK(keys == std::vector<std::string>{"subscribed", "agents", "devices", "approvals",
+                                             "events", "event_sequence", "identity"});
+    }
+    for (auto [role, text] : {std::pair{ManifestRole::owner, "owner"},
+                              std::pair{ManifestRole::observer, "observer"}}) {
+      CAPTURE(text);
+      HostConfig config;
+      config.manifest_path = "/etc/car/manifest.json";
+      config.manifest_role = role;
+      ServerConfig server_config = Fixture::disabled_auth();
+      server_config.server_version = "9.9.9-embed";
+      HostFixture f(config, server_config);
+      Peer& h = f.peer();
+      auto snap_doc = f.call(h, "host.subscribe");
+      const auto& snap = snap_doc["result"];
+      const auto& id = snap["identity"];
+      CHECK(str(id["version"]) == "9.9.9-embed");  // the version the handshake reports
+      CHECK(id["pid"].GetInt64() == pid);
+      CHECK(str(id["manifest_path"]) == "/etc/car/manifest.json");
+      CHECK(str(id["manifest_role"]) == text);
+      CHECK(to_string(role) == text);
+    }
+    CHECK(to_string(ManifestRole::none) == "none");
   }
 
   TEST_CASE("with auth enabled, host methods need session.auth") {
