@@ -1,5 +1,6 @@
 """Host state, approvals, the gate, the tool broker and run tracing across several real WebSocket
-connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24, 31–35, 38–40)."""
+connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24–27, 31–35, 38–40,
+48 (identity), 50)."""
 
 import json
 import socket
@@ -227,16 +228,20 @@ def test_host_ring_adoption_refusal_and_approval_proposals():
         assert r1["status"] == "denied" and r2 == r1
         agents = {g["id"]: g for g in b.call("host.agents")["result"]}
         assert agents["X"]["status"] == "idle"
-        # 26: owner gone => resolving its approval is an error.
-        ap2 = a.call("host.request_approval", {"title": "later"})["result"]
+        # 26: the owner disconnects => its pending approval is denied by "system" and
+        # approval.resolved is broadcast; B's later resolve returns the row unchanged.
+        ap2 = a.call("host.request_approval", {"agent_id": "X", "title": "later"})["result"]
         a.ws.close()
-        deadline = time.time() + 5
-        while True:
-            r = b.call("host.resolve_approval", {"approval_id": ap2["id"], "approved": True})
-            if "error" in r or time.time() > deadline:
-                break
-            time.sleep(0.05)
-        assert r["error"] == {"code": -32603, "message": "owner is no longer connected"}
+        reaped = h.wait(lambda m: m.get("method") == "host.event" and
+                        m["params"]["kind"] == "approval.resolved" and
+                        m["params"]["payload"]["id"] == ap2["id"], timeout=5)["params"]["payload"]
+        assert reaped["status"] == "denied" and reaped["resolution"] == "deny"
+        assert reaped["resolved_by"] == "system" and reaped["notes"] == "owner disconnected"
+        r = b.call("host.resolve_approval", {"approval_id": ap2["id"], "approved": True})
+        assert r["result"] == reaped
+        # ... and the agent it had flipped is back to its previous status.
+        agents = {g["id"]: g for g in b.call("host.agents")["result"]}
+        assert agents["X"]["status"] == "idle"
         # Adoption: once A's session closed, registering X adopts it.
         assert b.call("host.register_agent", {"id": "X", "name": "mine", "kind": "cli"})["result"]["name"] == "mine"
         # 18: 501 notifications leave 500 consecutive events in the ring.

@@ -230,7 +230,11 @@ void host_request_approval(const Service& s, const Request& req, const Reply& re
   }
   details.end_object();
   spec.details_json = details.take();
-  reply.ok(to_json(s->state().create_approval(std::move(spec)).approval));
+  HostApproval created = s->state().create_approval(std::move(spec)).approval;
+  // Teardown marks the session closed before it reaps: a row created after the reap's scan
+  // sees the mark here and is reaped now, so it cannot stay pending with its owner gone.
+  if (req.connection().closed()) s->state().reap_approvals_of(req.connection().client_id());
+  reply.ok(to_json(created));
 }
 
 void host_resolve_approval(const Service& s, const Request& req, const Reply& reply) {
@@ -412,6 +416,16 @@ std::shared_ptr<HostService> install_host_services(Server& server, HostConfig co
   // Teardown, in the order of PROTOCOL.md §3 (the Server runs the phases in order).
   server.add_teardown_step(teardown_order::host_events, [service](Connection& c) {
     service->state().unsubscribe(c.client_id());
+  });
+  // Nobody else may decide a session-owned approval, so once its owner is gone it would stay
+  // pending for good (and its agent waiting_for_approval); deny it instead (PROTOCOL.md §5.2).
+  // After the unsubscribe: the departing connection is not sent the approval.resolved events.
+  server.add_teardown_step(teardown_order::owned_approvals, [service](Connection& c) {
+    auto reaped = service->state().reap_approvals_of(c.client_id());
+    if (!reaped.empty()) {
+      log_info("host: denied {} pending approval(s) of departed session {}", reaped.size(),
+               c.client_id());
+    }
   });
   if (auto gate = service->gate()) {
     server.add_teardown_step(teardown_order::gate_waits, [gate](Connection& c) {

@@ -173,6 +173,7 @@ class HostState::Impl {
   Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
                                           std::string_view principal,
                                           std::optional<std::string> notes);
+  std::vector<HostApproval> reap_approvals_of(std::string_view client_id);
   std::vector<HostApproval> approvals() const;
   std::optional<HostApproval> approval(std::string_view approval_id) const;
   std::string approvals_json() const;
@@ -193,6 +194,15 @@ class HostState::Impl {
                                std::optional<std::string> message,
                                std::optional<std::string> payload_json);
   void evict_resolved_locked();
+  struct Wakeup {
+    ApprovalWaiter waiter;
+    HostApproval approval;  // the row as its resolution left it
+  };
+  using Wakeups = std::vector<Wakeup>;
+  // Resolves a pending row: sets the resolution fields, records approval.resolved, returns a
+  // flipped agent to its previous status and moves the row's waiters to `wake`.
+  void resolve_row_locked(ApprovalRow& row, Decision decision, std::string_view principal,
+                          std::optional<std::string> notes, Wakeups& wake);
   void deliver();  // drains the outbox; see the ordering note in host_state.hpp
   // Unlists `client_id`'s subscriber (at most one) and returns it.
   std::shared_ptr<SubscriberEntry> detach_locked(std::string_view client_id);
@@ -594,7 +604,7 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
                                                    Decision decision, std::string_view principal,
                                                    std::optional<std::string> notes) {
   ResolveOutcome outcome;
-  std::vector<std::pair<std::uint64_t, ApprovalWaiter>> wake;
+  Wakeups wake;
   {
     std::lock_guard lock(mutex_);
     auto it = approvals_.find(approval_id);
@@ -606,6 +616,8 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
     }
     bool proposed = false;
     if (a.client_id) {
+      // Reaping (reap_approvals_of) resolves a departed owner's rows once its teardown gets to
+      // them; this answers a resolve that comes in between.
       if (!live_locked(*a.client_id)) return Error::internal("owner is no longer connected");
       proposed = *a.client_id != principal;
     }
@@ -623,34 +635,65 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
                      payload.take()});
       outcome = {ResolveOutcome::Kind::proposed, a};
     } else {
-      a.status = decision == Decision::approve ? ApprovalStatus::approved : ApprovalStatus::denied;
-      a.resolution = decision;
-      a.resolved_by = std::string(principal);
-      a.resolved_at = now_locked();
-      a.notes = std::move(notes);
-      ++resolved_count_;
-      record_locked({"approval.resolved", a.agent_id,
-                     fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
-      if (row.flipped_agent) {
-        auto agent_it = agents_.find(*row.flipped_agent);
-        if (agent_it != agents_.end() && agent_it->second->approvals_waiting > 0) {
-          AgentRow& agent = *agent_it->second;
-          // Back to where it was, unless its owner has moved it on meanwhile.
-          if (--agent.approvals_waiting == 0 &&
-              agent.agent.status == AgentStatus::waiting_for_approval) {
-            set_agent_status_locked(agent, agent.status_before_approval, std::nullopt,
-                                    std::nullopt);
-          }
-        }
-      }
-      wake.swap(row.waiters);
+      resolve_row_locked(row, decision, principal, std::move(notes), wake);
       outcome = {ResolveOutcome::Kind::resolved, a};
       evict_resolved_locked();
     }
   }
   deliver();
-  for (auto& [id, waiter] : wake) waiter(outcome.approval);
+  for (auto& item : wake) item.waiter(item.approval);
   return outcome;
+}
+
+void HostState::Impl::resolve_row_locked(ApprovalRow& row, Decision decision,
+                                         std::string_view principal,
+                                         std::optional<std::string> notes, Wakeups& wake) {
+  HostApproval& a = row.approval;
+  a.status = decision == Decision::approve ? ApprovalStatus::approved : ApprovalStatus::denied;
+  a.resolution = decision;
+  a.resolved_by = std::string(principal);
+  a.resolved_at = now_locked();
+  a.notes = std::move(notes);
+  ++resolved_count_;
+  record_locked({"approval.resolved", a.agent_id,
+                 fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
+  if (row.flipped_agent) {
+    auto agent_it = agents_.find(*row.flipped_agent);
+    if (agent_it != agents_.end() && agent_it->second->approvals_waiting > 0) {
+      AgentRow& agent = *agent_it->second;
+      // Back to where it was, unless its owner has moved it on meanwhile.
+      if (--agent.approvals_waiting == 0 &&
+          agent.agent.status == AgentStatus::waiting_for_approval) {
+        set_agent_status_locked(agent, agent.status_before_approval, std::nullopt, std::nullopt);
+      }
+    }
+  }
+  // Waiters run after the lock is released, each with the row as this resolution left it (a
+  // later eviction may drop the row itself).
+  for (auto& [id, waiter] : row.waiters) wake.push_back({std::move(waiter), a});
+  row.waiters.clear();
+}
+
+std::vector<HostApproval> HostState::Impl::reap_approvals_of(std::string_view client_id) {
+  std::vector<HostApproval> reaped;
+  Wakeups wake;
+  {
+    std::lock_guard lock(mutex_);
+    // Creation order, so the approval.resolved events come out in the order the rows were made.
+    for (const auto& id : approval_order_) {
+      auto it = approvals_.find(id);
+      if (it == approvals_.end()) continue;
+      ApprovalRow& row = *it->second;
+      if (!row.approval.pending() || row.approval.client_id != client_id) continue;
+      resolve_row_locked(row, Decision::deny, reaper_principal, std::string(reaped_notes), wake);
+      reaped.push_back(row.approval);
+    }
+    // After the loop: eviction edits approval_order_, which the loop walks.
+    if (!reaped.empty()) evict_resolved_locked();
+  }
+  deliver();
+  for (auto& item : wake) item.waiter(item.approval);
+  return reaped;
 }
 
 void HostState::Impl::evict_resolved_locked() {
@@ -858,6 +901,10 @@ Result<ResolveOutcome> HostState::resolve_approval(std::string_view approval_id,
                                                    std::string_view principal,
                                                    std::optional<std::string> notes) {
   return impl_->resolve_approval(approval_id, decision, principal, std::move(notes));
+}
+
+std::vector<HostApproval> HostState::reap_approvals_of(std::string_view client_id) {
+  return impl_->reap_approvals_of(client_id);
 }
 
 std::vector<HostApproval> HostState::approvals() const {

@@ -439,18 +439,67 @@ TEST_SUITE("host_service") {
     CHECK(f.service->state().approval(id)->pending());
   }
 
-  TEST_CASE("case 26: the owner disconnects; resolving then fails") {
+  TEST_CASE("case 26: the owner disconnects; its approvals are denied by system") {
     HostFixture f;
     Peer& a = f.peer();
     Peer& b = f.peer();
-    auto id = str(f.call(a, "host.request_approval", R"({"title":"t"})")["result"]["id"]);
+    Peer& h = f.peer();
+    register_x(f, a);
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"running"})");
+    auto flipped =
+        str(f.call(a, "host.request_approval", R"({"agent_id":"X","title":"t"})")["result"]["id"]);
+    auto plain = str(f.call(a, "host.request_approval", R"({"title":"u"})")["result"]["id"]);
+    auto theirs = str(f.call(b, "host.request_approval", R"({"title":"v"})")["result"]["id"]);
+    f.call(h, "host.subscribe");
     f.disconnect(a);
-    auto r =
-        f.call(b, "host.resolve_approval", R"({"approval_id":")" + id + R"(","approved":true})");
-    CHECK(error_code(r) == -32603);
-    CHECK(error_message(r) == "owner is no longer connected");
-    auto rows = f.call(b, "host.approvals");
-    CHECK(str(rows["result"]["approvals"][0]["status"]) == "pending");
+
+    auto resolved = f.events(h, "approval.resolved");
+    REQUIRE(resolved.size() == 2);
+    for (std::size_t i = 0; i < resolved.size(); ++i) {
+      const auto& row = resolved[i]["params"]["payload"];
+      CHECK(str(row["id"]) == (i == 0 ? flipped : plain));
+      CHECK(str(row["status"]) == "denied");
+      CHECK(str(row["resolution"]) == "deny");
+      CHECK(str(row["resolved_by"]) == "system");
+      CHECK(str(row["notes"]) == "owner disconnected");
+      CHECK(str(row["client_id"]) == a.id());
+    }
+    // The agent it had flipped returns to its previous status.
+    auto status = f.events(h, "agent.status_changed");
+    REQUIRE(status.size() == 1);
+    CHECK(str(status[0]["params"]["payload"]["status"]) == "running");
+    CHECK(str(f.call(b, "host.agents")["result"][0]["status"]) == "running");
+
+    // B's later resolve returns the row unchanged, without error and without an event.
+    auto rows_doc = f.call(b, "host.approvals");
+    const auto& rows = rows_doc["result"]["approvals"];
+    auto r = f.call(b, "host.resolve_approval",
+                    R"({"approval_id":")" + flipped + R"(","approved":true})");
+    REQUIRE(r.HasMember("result"));
+    CHECK(json::stringify(r["result"]) == json::stringify(rows[0]));
+    CHECK(f.take(h, "host.event").empty());
+    // Another session's row is not touched.
+    CHECK(str(rows[2]["id"]) == theirs);
+    CHECK(str(rows[2]["status"]) == "pending");
+  }
+
+  TEST_CASE("an approval requested while its connection is being torn down is reaped too") {
+    // Stands in for a request handled on another thread just as the connection ends: the
+    // teardown's reap has already scanned when the row is created.
+    HostFixture f;
+    Peer& a = f.peer();
+    auto conn = a.client.connection;
+    f.disconnect(a);
+    REQUIRE(conn->closed());
+    const Method* method = f.server.methods().find("host.request_approval");
+    REQUIRE(method != nullptr);
+    auto params = parse_json(R"({"title":"late"})");
+    method->handler(Request(*conn, "host.request_approval", params), Reply{});
+    f.pump();
+    auto rows = f.service->state().approvals();
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].status == ApprovalStatus::denied);
+    CHECK(rows[0].resolved_by == "system");
   }
 
   TEST_CASE("case 27: request_approval flips the caller's agent to waiting_for_approval") {

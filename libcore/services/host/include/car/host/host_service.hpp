@@ -76,6 +76,7 @@ class CAR_API HostService {
 // Teardown steps of the host services (see car::teardown_order in car/server.hpp).
 namespace teardown_order {
 inline constexpr int host_events = 10;         // unsubscribe from host events
+inline constexpr int owned_approvals = 15;     // deny its pending session-owned approvals
 inline constexpr int gate_waits = 35;          // end requests waiting at the approval gate
 inline constexpr int tool_invocations = 40;    // tools.cancel the calls it invoked
 inline constexpr int tool_registrations = 50;  // unregister its tools
