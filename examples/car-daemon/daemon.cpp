@@ -220,7 +220,6 @@ void Daemon::install_services(session::AuthConfig auth) {
     host_config.gate.timeout = std::chrono::seconds(*options_.approval_timeout_s);
   }
   if (options_.tool_timeout_s) host_config.tool_timeout = std::chrono::seconds(*options_.tool_timeout_s);
-  // --tool-grace-ms: HostConfig::tool_grace is being added in parallel.
   if (options_.tool_grace_ms) {
     host_config.tool_grace = std::chrono::milliseconds(*options_.tool_grace_ms);
   }

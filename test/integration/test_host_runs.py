@@ -1,5 +1,6 @@
 """Host state, approvals, the gate, the tool broker and run tracing across several real WebSocket
-connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24, 31–35, 38–40, 47)."""
+connections to car-daemon (PROTOCOL.md §4–§7; acceptance 5, 11–16, 19, 20, 22, 24–27, 31–35, 38–40,
+47, 48 (identity), 50)."""
 
 import json
 import socket
@@ -294,16 +295,20 @@ def test_host_ring_adoption_refusal_and_approval_proposals():
         assert r1["status"] == "denied" and r2 == r1
         agents = {g["id"]: g for g in b.call("host.agents")["result"]}
         assert agents["X"]["status"] == "idle"
-        # 26: owner gone => resolving its approval is an error.
-        ap2 = a.call("host.request_approval", {"title": "later"})["result"]
+        # 26: the owner disconnects => its pending approval is denied by "system" and
+        # approval.resolved is broadcast; B's later resolve returns the row unchanged.
+        ap2 = a.call("host.request_approval", {"agent_id": "X", "title": "later"})["result"]
         a.ws.close()
-        deadline = time.time() + 5
-        while True:
-            r = b.call("host.resolve_approval", {"approval_id": ap2["id"], "approved": True})
-            if "error" in r or time.time() > deadline:
-                break
-            time.sleep(0.05)
-        assert r["error"] == {"code": -32603, "message": "owner is no longer connected"}
+        reaped = h.wait(lambda m: m.get("method") == "host.event" and
+                        m["params"]["kind"] == "approval.resolved" and
+                        m["params"]["payload"]["id"] == ap2["id"], timeout=5)["params"]["payload"]
+        assert reaped["status"] == "denied" and reaped["resolution"] == "deny"
+        assert reaped["resolved_by"] == "system" and reaped["notes"] == "owner disconnected"
+        r = b.call("host.resolve_approval", {"approval_id": ap2["id"], "approved": True})
+        assert r["result"] == reaped
+        # ... and the agent it had flipped is back to its previous status.
+        agents = {g["id"]: g for g in b.call("host.agents")["result"]}
+        assert agents["X"]["status"] == "idle"
         # Adoption: once A's session closed, registering X adopts it.
         assert b.call("host.register_agent", {"id": "X", "name": "mine", "kind": "cli"})["result"]["name"] == "mine"
         # 18: 501 notifications leave 500 consecutive events in the ring.
@@ -315,3 +320,27 @@ def test_host_ring_adoption_refusal_and_approval_proposals():
         seqs = [e["sequence"] for e in events]
         assert seqs == list(range(seqs[0], seqs[0] + 500))
         assert events[-1]["message"] == "n500"
+
+
+def test_host_identity_null_fields_and_status_payload():
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        h, a = Peer(d), Peer(d)
+        # 48 (identity part): the snapshot names the serving process; car-daemon has no manifest.
+        identity = h.call("host.subscribe")["result"]["identity"]
+        handshake = h.call("server.handshake", {"protocol_version": 2})["result"]
+        assert identity == {"version": handshake["server_version"], "pid": d.proc.pid,
+                            "manifest_path": None, "manifest_role": "none"}
+        # 50: the caller's message and payload reach the event verbatim; unset fields are null.
+        agent = a.call("host.register_agent", {"name": "bot", "kind": "cli"})["result"]
+        assert agent["current_task"] is None and agent["pid"] is None
+        a.call("host.set_status", {"agent_id": agent["id"], "status": "running",
+                                   "payload": {"k": 1}, "message": "m"})
+        ev = h.wait(lambda m: m.get("method") == "host.event" and
+                    m["params"]["kind"] == "agent.status_changed")["params"]
+        assert ev["payload"] == {"k": 1} and ev["message"] == "m"
+        listed = {g["id"]: g for g in a.call("host.agents")["result"]}[agent["id"]]
+        assert listed["current_task"] is None and listed["pid"] is None
+        note = a.call("host.notify", {"message": "n"})["result"]
+        assert "agent_id" in note and note["agent_id"] is None
+        device = a.call("host.register_device", {"name": "Mac", "platform": "macos"})["result"]
+        assert "status" in device and device["status"] is None

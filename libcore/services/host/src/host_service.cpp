@@ -7,8 +7,15 @@
 
 #include <algorithm>
 
+#if defined(_WIN32)
+#include <process.h>
+#else
+#include <unistd.h>
+#endif
+
 #include "car/connection.hpp"
 #include "car/event_stream.hpp"
+#include "car/log.hpp"
 #include "car/server.hpp"
 
 namespace car::host {
@@ -66,6 +73,30 @@ using Service = std::shared_ptr<HostService>;
 
 // ---- host.* ----
 
+long long process_id() {
+#if defined(_WIN32)
+  return static_cast<long long>(_getpid());
+#else
+  return static_cast<long long>(::getpid());
+#endif
+}
+
+// host.subscribe's identity (PROTOCOL.md §4.2): who is serving, so a shell can tell daemons
+// apart and show which one owns the manifest. Built per call: it is small and subscribes are rare.
+void write_identity(json::Builder& out, const Service& s) {
+  const HostConfig& config = s->config();
+  out.begin_object()
+      .key("version").str(s->server().config().server_version)
+      .key("pid").integer(process_id())
+      .key("manifest_path");
+  if (config.manifest_path) {
+    out.str(*config.manifest_path);
+  } else {
+    out.null();
+  }
+  out.key("manifest_role").str(to_string(config.manifest_role)).end_object();
+}
+
 void host_subscribe(const Service& s, const Request& req, const Reply& reply) {
   auto connection = req.connection_ptr();
   StreamSubscriber::Options options;
@@ -84,8 +115,15 @@ void host_subscribe(const Service& s, const Request& req, const Reply& reply) {
   // Teardown marks the session closed before it unsubscribes: if it has not marked it yet, its
   // unsubscribe is still to come; if it has, it may already have run, so undo ours.
   if (connection->closed()) state->unsubscribe(connection->client_id());
+  // HostState's snapshot is the state alone; the identity of the serving process is this
+  // layer's to add, as the result's last member.
+  std::string result = std::move(sub.snapshot_json);
+  if (!result.empty() && result.back() == '}') result.pop_back();
+  json::Builder identity;
+  write_identity(identity, s);
+  result.append(",\"identity\":").append(identity.view()).push_back('}');
   // Events start flowing only once the snapshot reply is queued ahead of them (PROTOCOL.md §2).
-  reply.ok(sub.snapshot_json, [subscriber] { subscriber->resume(); });
+  reply.ok(result, [subscriber] { subscriber->resume(); });
 }
 
 void host_events(const Service& s, const Request& req, const Reply& reply) {
@@ -192,7 +230,11 @@ void host_request_approval(const Service& s, const Request& req, const Reply& re
   }
   details.end_object();
   spec.details_json = details.take();
-  reply.ok(to_json(s->state().create_approval(std::move(spec)).approval));
+  HostApproval created = s->state().create_approval(std::move(spec)).approval;
+  // Teardown marks the session closed before it reaps: a row created after the reap's scan
+  // sees the mark here and is reaped now, so it cannot stay pending with its owner gone.
+  if (req.connection().closed()) s->state().reap_approvals_of(req.connection().client_id());
+  reply.ok(to_json(created));
 }
 
 void host_resolve_approval(const Service& s, const Request& req, const Reply& reply) {
@@ -337,6 +379,15 @@ void tools_invoke(const Service& s, const Request& req, const Reply& reply) {
 
 }  // namespace
 
+std::string_view to_string(ManifestRole role) {
+  switch (role) {
+    case ManifestRole::owner: return "owner";
+    case ManifestRole::observer: return "observer";
+    case ManifestRole::none: return "none";
+  }
+  return "none";
+}
+
 HostService::HostService(Server& server, HostConfig config)
     : server_(server),
       config_(std::move(config)),
@@ -443,6 +494,16 @@ std::shared_ptr<HostService> install_host_services(Server& server, HostConfig co
   // Teardown, in the order of PROTOCOL.md §3 (the Server runs the phases in order).
   server.add_teardown_step(teardown_order::host_events, [service](Connection& c) {
     service->state().unsubscribe(c.client_id());
+  });
+  // Nobody else may decide a session-owned approval, so once its owner is gone it would stay
+  // pending for good (and its agent waiting_for_approval); deny it instead (PROTOCOL.md §5.2).
+  // After the unsubscribe: the departing connection is not sent the approval.resolved events.
+  server.add_teardown_step(teardown_order::owned_approvals, [service](Connection& c) {
+    auto reaped = service->state().reap_approvals_of(c.client_id());
+    if (!reaped.empty()) {
+      log_info("host: denied {} pending approval(s) of departed session {}", reaped.size(),
+               c.client_id());
+    }
   });
   if (auto gate = service->gate()) {
     server.add_teardown_step(teardown_order::gate_waits, [gate](Connection& c) {

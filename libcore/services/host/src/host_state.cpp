@@ -47,8 +47,20 @@ void write_agent_fields(json::Builder& out, const HostAgent& a) {
   write_strings(out, a.capabilities);
   if (a.project) out.key("project").str(*a.project);
   out.key("status").str(to_string(a.status));
-  if (a.current_task) out.key("current_task").str(*a.current_task);
-  if (a.pid) out.key("pid").integer(*a.pid);
+  // current_task and pid are always written, null when unset, as upstream serializes them
+  // (PROTOCOL.md §4): host shells read them without a presence check.
+  out.key("current_task");
+  if (a.current_task) {
+    out.str(*a.current_task);
+  } else {
+    out.null();
+  }
+  out.key("pid");
+  if (a.pid) {
+    out.integer(*a.pid);
+  } else {
+    out.null();
+  }
   if (a.display_json) out.key("display").raw(*a.display_json);
   out.key("metadata").raw(a.metadata_json);
   out.key("session_id").str(a.session_id);
@@ -98,7 +110,12 @@ void write_json(json::Builder& out, const HostDevice& d) {
   out.key("id").str(d.id).key("name").str(d.name).key("platform").str(d.platform);
   out.key("capabilities");
   write_strings(out, d.capabilities);
-  if (d.status) out.key("status").str(*d.status);
+  out.key("status");  // always present, null when unset (PROTOCOL.md §4)
+  if (d.status) {
+    out.str(*d.status);
+  } else {
+    out.null();
+  }
   out.key("metadata").raw(d.metadata_json);
   out.key("session_id").str(d.session_id);
   out.key("updated_at").str(d.updated_at);
@@ -156,6 +173,7 @@ class HostState::Impl {
   Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
                                           std::string_view principal,
                                           std::optional<std::string> notes);
+  std::vector<HostApproval> reap_approvals_of(std::string_view client_id);
   std::vector<HostApproval> approvals() const;
   std::optional<HostApproval> approval(std::string_view approval_id) const;
   std::string approvals_json() const;
@@ -176,6 +194,15 @@ class HostState::Impl {
                                std::optional<std::string> message,
                                std::optional<std::string> payload_json);
   void evict_resolved_locked();
+  struct Wakeup {
+    ApprovalWaiter waiter;
+    HostApproval approval;  // the row as its resolution left it
+  };
+  using Wakeups = std::vector<Wakeup>;
+  // Resolves a pending row: sets the resolution fields, records approval.resolved, returns a
+  // flipped agent to its previous status and moves the row's waiters to `wake`.
+  void resolve_row_locked(ApprovalRow& row, Decision decision, std::string_view principal,
+                          std::optional<std::string> notes, Wakeups& wake);
   void deliver();  // drains the outbox; see the ordering note in host_state.hpp
   // Unlists `client_id`'s subscriber (at most one) and returns it.
   std::shared_ptr<SubscriberEntry> detach_locked(std::string_view client_id);
@@ -250,7 +277,12 @@ HostEventRecord HostState::Impl::record_locked(EventSpec event) {
       .key("sequence").integer(static_cast<long long>(sequence))
       .key("timestamp").str(now_locked())
       .key("kind").str(event.kind);
-  if (event.agent_id) body.key("agent_id").str(*event.agent_id);
+  body.key("agent_id");  // always present, null when unset (PROTOCOL.md §4)
+  if (event.agent_id) {
+    body.str(*event.agent_id);
+  } else {
+    body.null();
+  }
   body.key("message").str(event.message).key("payload").raw(event.payload_json).end_object();
 
   HostEventRecord record{sequence, make_frame(jsonrpc::notification("host.event", body.view()))};
@@ -304,15 +336,12 @@ void HostState::Impl::set_agent_status_locked(AgentRow& row, AgentStatus status,
                                         std::optional<std::string> message,
                                         std::optional<std::string> payload_json) {
   row.agent.status = status;
-  json::Builder payload;
-  payload.begin_object();
-  write_agent_fields(payload, row.agent);
-  if (payload_json) payload.key("details").raw(*payload_json);
-  payload.end_object();
+  // Upstream clients put their own payload on the event and read it back as sent, so a given
+  // payload is used verbatim; only without one does the event carry the agent [ext].
   record_locked({"agent.status_changed", row.agent.id,
                  message ? std::move(*message)
                          : fmt::format("agent '{}' is {}", row.agent.id, to_string(status)),
-                 payload.take()});
+                 payload_json ? std::move(*payload_json) : to_json(row.agent)});
 }
 
 Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, AgentSpec spec) {
@@ -575,7 +604,7 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
                                                    Decision decision, std::string_view principal,
                                                    std::optional<std::string> notes) {
   ResolveOutcome outcome;
-  std::vector<std::pair<std::uint64_t, ApprovalWaiter>> wake;
+  Wakeups wake;
   {
     std::lock_guard lock(mutex_);
     auto it = approvals_.find(approval_id);
@@ -587,6 +616,8 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
     }
     bool proposed = false;
     if (a.client_id) {
+      // Reaping (reap_approvals_of) resolves a departed owner's rows once its teardown gets to
+      // them; this answers a resolve that comes in between.
       if (!live_locked(*a.client_id)) return Error::internal("owner is no longer connected");
       proposed = *a.client_id != principal;
     }
@@ -604,34 +635,65 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
                      payload.take()});
       outcome = {ResolveOutcome::Kind::proposed, a};
     } else {
-      a.status = decision == Decision::approve ? ApprovalStatus::approved : ApprovalStatus::denied;
-      a.resolution = decision;
-      a.resolved_by = std::string(principal);
-      a.resolved_at = now_locked();
-      a.notes = std::move(notes);
-      ++resolved_count_;
-      record_locked({"approval.resolved", a.agent_id,
-                     fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
-      if (row.flipped_agent) {
-        auto agent_it = agents_.find(*row.flipped_agent);
-        if (agent_it != agents_.end() && agent_it->second->approvals_waiting > 0) {
-          AgentRow& agent = *agent_it->second;
-          // Back to where it was, unless its owner has moved it on meanwhile.
-          if (--agent.approvals_waiting == 0 &&
-              agent.agent.status == AgentStatus::waiting_for_approval) {
-            set_agent_status_locked(agent, agent.status_before_approval, std::nullopt,
-                                    std::nullopt);
-          }
-        }
-      }
-      wake.swap(row.waiters);
+      resolve_row_locked(row, decision, principal, std::move(notes), wake);
       outcome = {ResolveOutcome::Kind::resolved, a};
       evict_resolved_locked();
     }
   }
   deliver();
-  for (auto& [id, waiter] : wake) waiter(outcome.approval);
+  for (auto& item : wake) item.waiter(item.approval);
   return outcome;
+}
+
+void HostState::Impl::resolve_row_locked(ApprovalRow& row, Decision decision,
+                                         std::string_view principal,
+                                         std::optional<std::string> notes, Wakeups& wake) {
+  HostApproval& a = row.approval;
+  a.status = decision == Decision::approve ? ApprovalStatus::approved : ApprovalStatus::denied;
+  a.resolution = decision;
+  a.resolved_by = std::string(principal);
+  a.resolved_at = now_locked();
+  a.notes = std::move(notes);
+  ++resolved_count_;
+  record_locked({"approval.resolved", a.agent_id,
+                 fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
+  if (row.flipped_agent) {
+    auto agent_it = agents_.find(*row.flipped_agent);
+    if (agent_it != agents_.end() && agent_it->second->approvals_waiting > 0) {
+      AgentRow& agent = *agent_it->second;
+      // Back to where it was, unless its owner has moved it on meanwhile.
+      if (--agent.approvals_waiting == 0 &&
+          agent.agent.status == AgentStatus::waiting_for_approval) {
+        set_agent_status_locked(agent, agent.status_before_approval, std::nullopt, std::nullopt);
+      }
+    }
+  }
+  // Waiters run after the lock is released, each with the row as this resolution left it (a
+  // later eviction may drop the row itself).
+  for (auto& [id, waiter] : row.waiters) wake.push_back({std::move(waiter), a});
+  row.waiters.clear();
+}
+
+std::vector<HostApproval> HostState::Impl::reap_approvals_of(std::string_view client_id) {
+  std::vector<HostApproval> reaped;
+  Wakeups wake;
+  {
+    std::lock_guard lock(mutex_);
+    // Creation order, so the approval.resolved events come out in the order the rows were made.
+    for (const auto& id : approval_order_) {
+      auto it = approvals_.find(id);
+      if (it == approvals_.end()) continue;
+      ApprovalRow& row = *it->second;
+      if (!row.approval.pending() || row.approval.client_id != client_id) continue;
+      resolve_row_locked(row, Decision::deny, reaper_principal, std::string(reaped_notes), wake);
+      reaped.push_back(row.approval);
+    }
+    // After the loop: eviction edits approval_order_, which the loop walks.
+    if (!reaped.empty()) evict_resolved_locked();
+  }
+  deliver();
+  for (auto& item : wake) item.waiter(item.approval);
+  return reaped;
 }
 
 void HostState::Impl::evict_resolved_locked() {
@@ -839,6 +901,10 @@ Result<ResolveOutcome> HostState::resolve_approval(std::string_view approval_id,
                                                    std::string_view principal,
                                                    std::optional<std::string> notes) {
   return impl_->resolve_approval(approval_id, decision, principal, std::move(notes));
+}
+
+std::vector<HostApproval> HostState::reap_approvals_of(std::string_view client_id) {
+  return impl_->reap_approvals_of(client_id);
 }
 
 std::vector<HostApproval> HostState::approvals() const {

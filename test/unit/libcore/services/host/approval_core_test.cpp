@@ -1,5 +1,6 @@
 // Approvals in HostState and ApprovalCore (PROTOCOL.md §4.2, §5.2, §5.3): first writer wins, repeats
-// are idempotent, non-owners propose, a gone owner blocks resolution, the agent waits.
+// are idempotent, non-owners propose, a gone owner blocks resolution until its rows are reaped,
+// a departed owner's rows are reaped (case 26), the agent waits.
 #include <atomic>
 #include <set>
 #include <thread>
@@ -103,7 +104,7 @@ TEST_SUITE("approval_core") {
     CHECK(done->approval.status == ApprovalStatus::approved);
   }
 
-  TEST_CASE("errors: unknown id, owner gone") {
+  TEST_CASE("errors: unknown id, owner gone (a resolve racing the owner's teardown)") {
     Setup s;
     auto unknown = s.state->resolve_approval("approval-x", Decision::approve, "A");
     REQUIRE_FALSE(unknown.ok());
@@ -116,6 +117,107 @@ TEST_SUITE("approval_core") {
     CHECK(gone.error().code == -32603);
     CHECK(gone.error().message == "owner is no longer connected");
     CHECK(s.state->approval(a.id)->pending());
+    // Once the teardown has reaped it, the same resolve returns the denied row without error.
+    REQUIRE(s.state->reap_approvals_of("A").size() == 1);
+    auto after = s.state->resolve_approval(a.id, Decision::approve, "B");
+    REQUIRE(after.ok());
+    CHECK(after->kind == ResolveOutcome::Kind::already_resolved);
+    CHECK(after->approval.status == ApprovalStatus::denied);
+  }
+
+  TEST_CASE("case 26: a departed owner's pending rows are denied by system; others untouched") {
+    Setup s;
+    REQUIRE(s.state->register_agent("A", agent("X")).ok());
+    StatusChange running;
+    running.agent_id = "X";
+    running.status = AgentStatus::running;
+    REQUIRE(s.state->set_status("A", running).ok());
+    auto done = s.request("A", "done");
+    REQUIRE(s.state->resolve_approval(done.id, Decision::approve, "A").ok());
+    auto first = s.request("A", "one", "X");
+    auto second = s.request("A", "two", "X");
+    auto system = s.request(std::nullopt, "rotate keys");
+    auto gated = s.request(std::nullopt, "ws.method:mail.send");
+    auto other = s.request("B", "theirs");
+    CHECK(s.state->agent("X")->status == AgentStatus::waiting_for_approval);
+    // A session-owned row may carry a waiter (the C++ API allows it): it is woken with the denial.
+    std::vector<ApprovalStatus> woken;
+    ApprovalSpec waited;
+    waited.owner = "A";
+    waited.action = "waited";
+    auto third = s.state->create_approval(waited, [&](const HostApproval& r) {
+      woken.push_back(r.status);
+    }).approval;
+    std::uint64_t before = s.state->last_sequence();
+
+    s.live.erase("A");
+    auto reaped = s.state->reap_approvals_of("A");
+    REQUIRE(reaped.size() == 3);
+    CHECK(reaped[0].id == first.id);  // creation order
+    CHECK(reaped[1].id == second.id);
+    CHECK(reaped[2].id == third.id);
+    for (const auto& row : reaped) {
+      CAPTURE(row.id);
+      CHECK(row.status == ApprovalStatus::denied);
+      CHECK(row.resolution == Decision::deny);
+      CHECK(row.resolved_by == "system");
+      CHECK(row.notes == "owner disconnected");
+      CHECK(row.resolved_at.has_value());
+      CHECK(row.client_id == "A");  // still names its owner
+      CHECK(s.state->approval(row.id)->status == ApprovalStatus::denied);
+    }
+    CHECK(woken == std::vector<ApprovalStatus>{ApprovalStatus::denied});
+    // The agent is back where it was, once, after its last approval went.
+    CHECK(s.state->agent("X")->status == AgentStatus::running);
+    std::vector<std::string> kinds;
+    for (const auto& e : s.state->events(100)) {
+      if (e.sequence <= before) continue;
+      auto ev = parse_json(std::string(e.event_json()));
+      kinds.push_back(str(ev["kind"]));
+      if (kinds.back() == "approval.resolved") {
+        CHECK(str(ev["payload"]["resolved_by"]) == "system");
+        CHECK(str(ev["payload"]["notes"]) == "owner disconnected");
+        CHECK(str(ev["payload"]["status"]) == "denied");
+      }
+    }
+    CHECK(kinds == std::vector<std::string>{"approval.resolved", "approval.resolved",
+                                            "agent.status_changed", "approval.resolved"});
+    // Resolved rows (`done` is not among the reaped, and the bound of 3 has since dropped it),
+    // system-level rows (gate or not) and other owners' rows are left alone.
+    CHECK_FALSE(s.state->approval(done.id).has_value());
+    CHECK(s.state->approval(system.id)->pending());
+    CHECK(s.state->approval(gated.id)->pending());
+    CHECK(s.state->approval(other.id)->pending());
+    // A second reap finds nothing and records nothing.
+    std::uint64_t after = s.state->last_sequence();
+    CHECK(s.state->reap_approvals_of("A").empty());
+    CHECK(s.state->last_sequence() == after);
+    // Another session's later resolve returns the reaped row unchanged.
+    auto late = s.state->resolve_approval(first.id, Decision::approve, "B");
+    REQUIRE(late.ok());
+    CHECK(late->kind == ResolveOutcome::Kind::already_resolved);
+    CHECK(to_json(late->approval) == to_json(reaped[0]));
+  }
+
+  TEST_CASE("reaping leaves an agent its owner moved on, and respects the resolved-row bound") {
+    Setup s;  // max_resolved_approvals = 3
+    REQUIRE(s.state->register_agent("A", agent("X")).ok());
+    s.request("A", "flip", "X");
+    StatusChange paused;
+    paused.agent_id = "X";
+    paused.status = AgentStatus::paused;
+    REQUIRE(s.state->set_status("A", paused).ok());
+    for (int i = 0; i < 4; ++i) s.request("A", "r" + std::to_string(i));
+    auto keep = s.request("B", "keep");
+    auto reaped = s.state->reap_approvals_of("A");
+    CHECK(reaped.size() == 5);  // every row is reported, even those the bound then dropped
+    CHECK(s.state->agent("X")->status == AgentStatus::paused);
+    auto rows = s.state->approvals();
+    REQUIRE(rows.size() == 4);  // 3 resolved (the newest) + the pending one
+    CHECK(rows[0].id == reaped[2].id);
+    CHECK(rows[2].id == reaped[4].id);
+    CHECK(rows[3].id == keep.id);
+    CHECK(rows[3].pending());
   }
 
   TEST_CASE("system-level rows are resolved by anyone and wake their waiter once") {

@@ -1,6 +1,13 @@
 // HostService: the host.* methods over in-process connections (PROTOCOL.md §4.2, §5.2): shapes,
-// params, the ACL, subscriptions and the event stream, approvals, the tools.* wiring (§6);
-// acceptance cases 16–21 and 24–27.
+// params, the ACL, subscriptions and the event stream, identity, approvals and their reaping, the tools.* wiring (§6);
+// acceptance cases 16–21, 24–27 and 50.
+#if defined(_WIN32)
+#include <process.h>
+#else
+#include <unistd.h>
+#endif
+
+#include "car/version.hpp"
 #include "host_test_support.hpp"
 
 using namespace car;
@@ -38,13 +45,25 @@ TEST_SUITE("host_service") {
     CHECK(agent["metadata"]["v"].GetInt() == 1);
     CHECK(str(agent["status"]) == "idle");
     CHECK(str(agent["session_id"]) == a.id());
-    CHECK_FALSE(agent.HasMember("current_task"));
+    REQUIRE(agent.HasMember("current_task"));
+    CHECK(agent["current_task"].IsNull());
 
     auto minimal = f.call(a, "host.register_agent", R"({"name":"m","kind":"k"})");
-    for (const char* absent : {"project", "pid", "display", "current_task"}) {
+    for (const char* absent : {"project", "display"}) {
       CAPTURE(absent);
       CHECK_FALSE(minimal["result"].HasMember(absent));
     }
+    // Case 50: as upstream, unset current_task and pid are present and null.
+    for (const char* null_field : {"pid", "current_task"}) {
+      CAPTURE(null_field);
+      REQUIRE(minimal["result"].HasMember(null_field));
+      CHECK(minimal["result"][null_field].IsNull());
+    }
+    // A null param counts as absent (upstream clients send their nulls back).
+    auto nulls = f.call(a, "host.register_agent",
+                        R"({"name":"n","kind":"k","pid":null,"project":null})");
+    CHECK(nulls["result"]["pid"].IsNull());
+    CHECK_FALSE(nulls["result"].HasMember("project"));
     CHECK(minimal["result"]["capabilities"].Size() == 0);
     CHECK(minimal["result"]["metadata"].IsObject());
 
@@ -137,7 +156,8 @@ TEST_SUITE("host_service") {
                     R"({"name":"Mac","platform":"macos","capabilities":["screen"]})");
     std::string id = str(d["result"]["id"]);
     CHECK(id.rfind("device-", 0) == 0);
-    CHECK_FALSE(d["result"].HasMember("status"));
+    REQUIRE(d["result"].HasMember("status"));  // null when unset, as upstream
+    CHECK(d["result"]["status"].IsNull());
     CHECK(str(d["result"]["updated_at"]).size() == 24);
     auto up = f.call(a, "host.update_device", R"({"device_id":")" + id + R"(","status":"busy"})");
     CHECK(str(up["result"]["status"]) == "busy");
@@ -161,7 +181,8 @@ TEST_SUITE("host_service") {
     CHECK(str(first["result"]["kind"]) == "host.notification");
     CHECK(first["result"]["sequence"].GetInt() == 1);
     CHECK(first["result"]["payload"].IsObject());
-    CHECK_FALSE(first["result"].HasMember("agent_id"));
+    REQUIRE(first["result"].HasMember("agent_id"));  // null when unset, as upstream
+    CHECK(first["result"]["agent_id"].IsNull());
     for (int i = 2; i <= 501; ++i) {
       a.client.send(R"({"jsonrpc":"2.0","method":"host.notify","params":{"message":"n)" +
                     std::to_string(i) + R"("}})");
@@ -287,6 +308,53 @@ TEST_SUITE("host_service") {
     CHECK(f.call(h, "host.agents")["result"].IsArray());
   }
 
+  TEST_CASE("host.subscribe carries the identity of the serving process") {
+    long long pid =
+#if defined(_WIN32)
+        _getpid();
+#else
+        ::getpid();
+#endif
+    {
+      HostFixture f;  // the defaults car-daemon keeps: no manifest
+      Peer& h = f.peer();
+      auto snap_doc = f.call(h, "host.subscribe");
+      const auto& snap = snap_doc["result"];
+      REQUIRE(snap.HasMember("identity"));
+      const auto& id = snap["identity"];
+      CHECK(str(id["version"]) == version_string);
+      CHECK(id["pid"].GetInt64() == pid);
+      REQUIRE(id.HasMember("manifest_path"));
+      CHECK(id["manifest_path"].IsNull());
+      CHECK(str(id["manifest_role"]) == "none");
+      // Identity is the last member; the state members are still all there.
+      std::vector<std::string> keys;
+      for (const auto& m : snap.GetObject()) keys.emplace_back(json::view(m.name));
+      CHECK(keys == std::vector<std::string>{"subscribed", "agents", "devices", "approvals",
+                                             "events", "event_sequence", "identity"});
+    }
+    for (auto [role, text] : {std::pair{ManifestRole::owner, "owner"},
+                              std::pair{ManifestRole::observer, "observer"}}) {
+      CAPTURE(text);
+      HostConfig config;
+      config.manifest_path = "/etc/car/manifest.json";
+      config.manifest_role = role;
+      ServerConfig server_config = Fixture::disabled_auth();
+      server_config.server_version = "9.9.9-embed";
+      HostFixture f(config, server_config);
+      Peer& h = f.peer();
+      auto snap_doc = f.call(h, "host.subscribe");
+      const auto& snap = snap_doc["result"];
+      const auto& id = snap["identity"];
+      CHECK(str(id["version"]) == "9.9.9-embed");  // the version the handshake reports
+      CHECK(id["pid"].GetInt64() == pid);
+      CHECK(str(id["manifest_path"]) == "/etc/car/manifest.json");
+      CHECK(str(id["manifest_role"]) == text);
+      CHECK(to_string(role) == text);
+    }
+    CHECK(to_string(ManifestRole::none) == "none");
+  }
+
   TEST_CASE("with auth enabled, host methods need session.auth") {
     HostFixture f({}, Fixture::enabled_auth());
     Peer& a = f.peer();
@@ -396,18 +464,67 @@ TEST_SUITE("host_service") {
     CHECK(f.service->state().approval(id)->pending());
   }
 
-  TEST_CASE("case 26: the owner disconnects; resolving then fails") {
+  TEST_CASE("case 26: the owner disconnects; its approvals are denied by system") {
     HostFixture f;
     Peer& a = f.peer();
     Peer& b = f.peer();
-    auto id = str(f.call(a, "host.request_approval", R"({"title":"t"})")["result"]["id"]);
+    Peer& h = f.peer();
+    register_x(f, a);
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"running"})");
+    auto flipped =
+        str(f.call(a, "host.request_approval", R"({"agent_id":"X","title":"t"})")["result"]["id"]);
+    auto plain = str(f.call(a, "host.request_approval", R"({"title":"u"})")["result"]["id"]);
+    auto theirs = str(f.call(b, "host.request_approval", R"({"title":"v"})")["result"]["id"]);
+    f.call(h, "host.subscribe");
     f.disconnect(a);
-    auto r =
-        f.call(b, "host.resolve_approval", R"({"approval_id":")" + id + R"(","approved":true})");
-    CHECK(error_code(r) == -32603);
-    CHECK(error_message(r) == "owner is no longer connected");
-    auto rows = f.call(b, "host.approvals");
-    CHECK(str(rows["result"]["approvals"][0]["status"]) == "pending");
+
+    auto resolved = f.events(h, "approval.resolved");
+    REQUIRE(resolved.size() == 2);
+    for (std::size_t i = 0; i < resolved.size(); ++i) {
+      const auto& row = resolved[i]["params"]["payload"];
+      CHECK(str(row["id"]) == (i == 0 ? flipped : plain));
+      CHECK(str(row["status"]) == "denied");
+      CHECK(str(row["resolution"]) == "deny");
+      CHECK(str(row["resolved_by"]) == "system");
+      CHECK(str(row["notes"]) == "owner disconnected");
+      CHECK(str(row["client_id"]) == a.id());
+    }
+    // The agent it had flipped returns to its previous status.
+    auto status = f.events(h, "agent.status_changed");
+    REQUIRE(status.size() == 1);
+    CHECK(str(status[0]["params"]["payload"]["status"]) == "running");
+    CHECK(str(f.call(b, "host.agents")["result"][0]["status"]) == "running");
+
+    // B's later resolve returns the row unchanged, without error and without an event.
+    auto rows_doc = f.call(b, "host.approvals");
+    const auto& rows = rows_doc["result"]["approvals"];
+    auto r = f.call(b, "host.resolve_approval",
+                    R"({"approval_id":")" + flipped + R"(","approved":true})");
+    REQUIRE(r.HasMember("result"));
+    CHECK(json::stringify(r["result"]) == json::stringify(rows[0]));
+    CHECK(f.take(h, "host.event").empty());
+    // Another session's row is not touched.
+    CHECK(str(rows[2]["id"]) == theirs);
+    CHECK(str(rows[2]["status"]) == "pending");
+  }
+
+  TEST_CASE("an approval requested while its connection is being torn down is reaped too") {
+    // Stands in for a request handled on another thread just as the connection ends: the
+    // teardown's reap has already scanned when the row is created.
+    HostFixture f;
+    Peer& a = f.peer();
+    auto conn = a.client.connection;
+    f.disconnect(a);
+    REQUIRE(conn->closed());
+    const Method* method = f.server.methods().find("host.request_approval");
+    REQUIRE(method != nullptr);
+    auto params = parse_json(R"({"title":"late"})");
+    method->handler(Request(*conn, "host.request_approval", params), Reply{});
+    f.pump();
+    auto rows = f.service->state().approvals();
+    REQUIRE(rows.size() == 1);
+    CHECK(rows[0].status == ApprovalStatus::denied);
+    CHECK(rows[0].resolved_by == "system");
   }
 
   TEST_CASE("case 27: request_approval flips the caller's agent to waiting_for_approval") {
@@ -431,20 +548,41 @@ TEST_SUITE("host_service") {
     CHECK(str(back[0]["params"]["payload"]["status"]) == "running");
   }
 
-  TEST_CASE("set_status message and payload reach the event") {
+  TEST_CASE("case 50: set_status puts the caller's message and payload on the event verbatim") {
     HostFixture f;
     Peer& a = f.peer();
     Peer& h = f.peer();
     register_x(f, a);
     f.call(h, "host.subscribe");
-    f.call(a, "host.set_status",
-           R"({"agent_id":"X","status":"errored","message":"crashed","payload":{"code":9}})");
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"errored","payload":{"k":1},)"
+                                 R"("message":"m"})");
     auto events = f.events(h, "agent.status_changed");
     REQUIRE(events.size() == 1);
     const auto& p = events[0]["params"];
-    CHECK(str(p["message"]) == "crashed");
+    CHECK(str(p["message"]) == "m");
     CHECK(str(p["agent_id"]) == "X");
-    CHECK(str(p["payload"]["status"]) == "errored");
-    CHECK(p["payload"]["details"]["code"].GetInt() == 9);
+    CHECK(json::stringify(p["payload"]) == R"({"k":1})");
+    // Not an object: passed through all the same.
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"running","payload":["a",2]})");
+    events = f.events(h, "agent.status_changed");
+    REQUIRE(events.size() == 1);
+    CHECK(json::stringify(events[0]["params"]["payload"]) == R"(["a",2])");
+    CHECK(str(events[0]["params"]["message"]) == "agent 'X' is running");
+    // Neither given (or a null payload): a generated line and the agent after the change.
+    f.call(a, "host.set_status", R"({"agent_id":"X","status":"paused","payload":null})");
+    events = f.events(h, "agent.status_changed");
+    REQUIRE(events.size() == 1);
+    const auto& q = events[0]["params"];
+    CHECK(str(q["message"]) == "agent 'X' is paused");
+    CHECK(str(q["payload"]["id"]) == "X");
+    CHECK(str(q["payload"]["status"]) == "paused");
+    CHECK(q["payload"]["current_task"].IsNull());
+    CHECK(q["payload"]["pid"].IsNull());
+    CHECK_FALSE(q["payload"].HasMember("details"));
+    // The agent itself shows the nulls too.
+    auto agents_doc = f.call(a, "host.agents");
+    const auto& agents = agents_doc["result"];
+    CHECK(agents[0]["current_task"].IsNull());
+    CHECK(agents[0]["pid"].IsNull());
   }
 }

@@ -114,7 +114,7 @@ TEST_SUITE("host_state") {
     CHECK(now.back() == 'Z');
   }
 
-  TEST_CASE("agents: shape, fresh ids, optional fields omitted, events carry the item") {
+  TEST_CASE("agents: shape, fresh ids, unset fields omitted or null, events carry the item") {
     TestClock clock;
     HostStateOptions options;
     options.clock = clock.clock();
@@ -133,9 +133,15 @@ TEST_SUITE("host_state") {
     CHECK(str(doc["session_id"]) == "client-a");
     CHECK(doc["capabilities"].IsArray());
     CHECK(doc["metadata"].IsObject());
-    for (const char* absent : {"project", "current_task", "pid", "display"}) {
+    for (const char* absent : {"project", "display"}) {
       CAPTURE(absent);
       CHECK_FALSE(doc.HasMember(absent));
+    }
+    // As upstream serializes them: always present, null when unset (PROTOCOL.md §4).
+    for (const char* null_field : {"current_task", "pid"}) {
+      CAPTURE(null_field);
+      REQUIRE(doc.HasMember(null_field));
+      CHECK(doc[null_field].IsNull());
     }
     auto events = state.events(10);
     REQUIRE(events.size() == 1);
@@ -146,6 +152,7 @@ TEST_SUITE("host_state") {
     CHECK(str(ev["timestamp"]) == "2026-11-24T10:00:00.123Z");
     CHECK(str(ev["id"]).rfind("event-", 0) == 0);
     CHECK(str(ev["payload"]["id"]) == a->id);
+    CHECK(ev["payload"]["current_task"].IsNull());
     // The frame is the complete notification.
     auto frame = parse_json(*events[0].frame);
     CHECK(str(frame["method"]) == "host.event");
@@ -216,7 +223,8 @@ TEST_SUITE("host_state") {
     CHECK(d->id.rfind("device-", 0) == 0);
     CHECK(d->updated_at == "2026-11-24T10:00:00.123Z");
     auto doc = parse_json(to_json(d.value()));
-    CHECK_FALSE(doc.HasMember("status"));
+    REQUIRE(doc.HasMember("status"));  // always present, null when unset (PROTOCOL.md §4)
+    CHECK(doc["status"].IsNull());
 
     DeviceUpdate update;
     update.device_id = d->id;
@@ -243,6 +251,67 @@ TEST_SUITE("host_state") {
     }
     CHECK(kinds == std::vector<std::string>{"device.registered", "device.updated",
                                             "device.registered"});
+    // Device events name no agent: agent_id is null, not omitted.
+    auto ev = parse_json(std::string(state.events(1)[0].event_json()));
+    REQUIRE(ev.HasMember("agent_id"));
+    CHECK(ev["agent_id"].IsNull());
+    // Re-registering without a status cleared it: null in the event's device too.
+    CHECK(ev["payload"]["status"].IsNull());
+  }
+
+  TEST_CASE("events: agent_id is null when unset and kept when given") {
+    HostState state;
+    auto plain = parse_json(std::string(state.record(note("n")).event_json()));
+    REQUIRE(plain.HasMember("agent_id"));
+    CHECK(plain["agent_id"].IsNull());
+    auto named = parse_json(std::string(
+        state.record({"host.notification", std::string("X"), "m", "{}"}).event_json()));
+    CHECK(str(named["agent_id"]) == "X");
+    // Keys in the order of PROTOCOL.md §4.1.
+    std::vector<std::string> keys;
+    for (const auto& m : plain.GetObject()) keys.emplace_back(json::view(m.name));
+    CHECK(keys == std::vector<std::string>{"id", "sequence", "timestamp", "kind", "agent_id",
+                                           "message", "payload"});
+  }
+
+  TEST_CASE("set_status: the caller's message and payload verbatim, else a line and the agent") {
+    HostState state;
+    REQUIRE(state.register_agent("A", agent_spec("X")).ok());
+    StatusChange change;
+    change.agent_id = "X";
+    change.status = AgentStatus::running;
+    change.current_task = "build";
+    change.message = "m";
+    change.payload_json = R"({"k":1})";
+    auto changed = state.set_status("A", change);
+    REQUIRE(changed.ok());
+    CHECK(changed->current_task == "build");
+    auto ev = parse_json(std::string(state.events(1)[0].event_json()));
+    CHECK(str(ev["kind"]) == "agent.status_changed");
+    CHECK(str(ev["message"]) == "m");
+    CHECK(json::stringify(ev["payload"]) == R"({"k":1})");  // not nested, no agent fields
+
+    // Any JSON value is passed through as it came.
+    for (const char* payload : {R"("text")", "[1,2]", "7", "{}"}) {
+      CAPTURE(payload);
+      change.payload_json = payload;
+      REQUIRE(state.set_status("A", change).ok());
+      auto e = parse_json(std::string(state.events(1)[0].event_json()));
+      CHECK(json::stringify(e["payload"]) == payload);
+    }
+
+    // Neither given: a generated line and the agent after the change [ext].
+    change.message.reset();
+    change.payload_json.reset();
+    change.current_task.reset();
+    change.status = AgentStatus::paused;
+    REQUIRE(state.set_status("A", change).ok());
+    auto plain = parse_json(std::string(state.events(1)[0].event_json()));
+    CHECK(str(plain["message"]) == "agent 'X' is paused");
+    CHECK(str(plain["payload"]["id"]) == "X");
+    CHECK(str(plain["payload"]["status"]) == "paused");
+    CHECK(plain["payload"]["current_task"].IsNull());
+    CHECK_FALSE(plain["payload"].HasMember("details"));
   }
 
   TEST_CASE("the ring keeps the last 500 events with consecutive sequences") {

@@ -74,7 +74,9 @@ struct CAR_API HostApproval {
   bool pending() const { return status == ApprovalStatus::pending; }
 };
 
-// Compact JSON of each shape, optional fields omitted when absent (PROTOCOL.md §4).
+// Compact JSON of each shape (PROTOCOL.md §4). Optional fields are omitted when absent, except
+// those upstream always serializes: HostAgent current_task and pid and HostDevice status are
+// written as null when unset (and so is HostEvent agent_id, in HostState's event frames).
 CAR_API void write_json(json::Builder& out, const HostAgent& agent);
 CAR_API void write_json(json::Builder& out, const HostDevice& device);
 CAR_API void write_json(json::Builder& out, const HostApproval& approval);

@@ -1,7 +1,11 @@
 #pragma once
 
 #include <chrono>
+#include <cstdint>
 #include <memory>
+#include <optional>
+#include <string>
+#include <string_view>
 
 #include "car/export.hpp"
 #include "car/host/approval_core.hpp"
@@ -17,6 +21,11 @@ class Server;
 }
 
 namespace car::host {
+
+// How the embedder relates to its manifest, reported in host.subscribe's identity
+// (PROTOCOL.md §4.2): it owns the manifest, only observes one, or has none.
+enum class ManifestRole : std::uint8_t { none, owner, observer };
+CAR_API std::string_view to_string(ManifestRole role);
 
 struct CAR_API HostConfig {
   // The high-risk gate (car-daemon: --no-approvals, --approval-method NAME (repeatable, replaces
@@ -36,6 +45,11 @@ struct CAR_API HostConfig {
   std::size_t subscriber_queue = 4096;
   // Ring size, clock, ... . `is_live` is filled in from the Server when left empty.
   HostStateOptions state;
+  // host.subscribe's identity.manifest_path and identity.manifest_role: the embedder's manifest
+  // file, if it has one, and its role towards it. Reported as given (nothing is read or checked);
+  // car-daemon leaves the defaults (null, "none").
+  std::optional<std::string> manifest_path;
+  ManifestRole manifest_role = ManifestRole::none;
 };
 
 // Owns the host-side services of one Server. Created by install_host_services; the Server's
@@ -65,6 +79,7 @@ class CAR_API HostService {
 // Teardown steps of the host services (see car::teardown_order in car/server.hpp).
 namespace teardown_order {
 inline constexpr int host_events = 10;         // unsubscribe from host events
+inline constexpr int owned_approvals = 15;     // deny its pending session-owned approvals
 inline constexpr int gate_waits = 35;          // end requests waiting at the approval gate
 inline constexpr int tool_invocations = 40;    // tools.cancel the calls it invoked
 inline constexpr int tool_registrations = 50;  // unregister its tools

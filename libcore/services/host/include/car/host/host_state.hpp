@@ -24,8 +24,9 @@
 // over it, and embedders may drive it directly.
 //
 // Ownership (PROTOCOL.md §4): every agent, device and session-owned approval is owned by the client_id
-// that created it. Only the owner mutates it; reads are open. Items outlive their owner; once the
-// owner is no longer live (HostStateOptions::is_live), registering the same id adopts the item.
+// that created it. Only the owner mutates it; reads are open. Agents and devices outlive their
+// owner; once the owner is no longer live (HostStateOptions::is_live), registering the same id
+// adopts the item. A departed owner's pending approvals are denied (reap_approvals_of).
 //
 // Threading: every member is thread-safe. One mutex guards the state, the event ring and the
 // subscriber list; no subscriber is ever called and no waiter ever runs while it is held.
@@ -56,8 +57,10 @@ struct CAR_API StatusChange {
   std::string agent_id;
   AgentStatus status = AgentStatus::idle;
   std::optional<std::string> current_task;
-  std::optional<std::string> message;       // the event's message (default: a generated line)
-  std::optional<std::string> payload_json;  // attached to the event payload as "details"
+  std::optional<std::string> message;  // the event's message (default: a generated line)
+  // The event's payload, verbatim (any JSON value, compact text); none: the agent after the
+  // change.
+  std::optional<std::string> payload_json;
 };
 
 struct CAR_API DeviceSpec {
@@ -92,6 +95,10 @@ struct CAR_API ApprovalSpec {
   std::string action;
   std::string details_json = "{}";
 };
+
+// resolved_by and notes of the rows reap_approvals_of resolves (PROTOCOL.md §5.2).
+inline constexpr std::string_view reaper_principal = "system";
+inline constexpr std::string_view reaped_notes = "owner disconnected";
 
 // How resolve_approval ended (PROTOCOL.md §5.2).
 struct CAR_API ResolveOutcome {
@@ -180,6 +187,14 @@ class CAR_API HostState {
   Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
                                           std::string_view principal,
                                           std::optional<std::string> notes = std::nullopt);
+  // The owner `client_id` has departed (PROTOCOL.md §5.2; host_service runs it as a teardown
+  // step): each of its pending session-owned approvals is resolved denied by reaper_principal
+  // with notes reaped_notes — approval.resolved recorded, a flipped agent returned to its
+  // previous status, waiters woken — exactly as a resolution by the owner would. Rows already
+  // resolved and system-level rows are left alone. Returns the reaped rows, in creation order.
+  // Call it only once the owner can no longer resolve (its session is closed): a resolve that
+  // comes in between is "owner is no longer connected".
+  std::vector<HostApproval> reap_approvals_of(std::string_view client_id);
   std::vector<HostApproval> approvals() const;  // creation order, resolved rows included
   std::optional<HostApproval> approval(std::string_view approval_id) const;
   std::string approvals_json() const;  // [HostApproval]
