@@ -82,6 +82,25 @@ def test_48_handshake_is_behind_auth_and_names_a_bad_version():
         assert ok["protocol_version"] == 2 and ok["client_protocol_version"] == 2
 
 
+def test_48_require_handshake_gates_host_subscribe_and_identity_names_the_daemon():
+    with Daemon("--token", "t", "--host-token", "h", "--require-handshake",
+                "--listen", "127.0.0.1:0") as d:
+        ws = RawWs(RawWs.url_address(d.ws_url()))
+        assert rpc(ws, "session.auth", {"host_token": "h"})["result"]["role"] == "host"
+        r = rpc(ws, "host.subscribe", {}, id=2)
+        assert r["error"] == {"code": -32005, "message":
+                              "protocol handshake required: host.subscribe needs server.handshake"}, r
+        assert rpc(ws, "server.handshake", {"protocol_version": 2}, id=3)["result"]["protocol_version"] == 2
+        snap = rpc(ws, "host.subscribe", {}, id=4)["result"]
+        assert snap["identity"]["pid"] == d.proc.pid
+        assert snap["identity"]["manifest_path"] is None and snap["identity"]["manifest_role"] == "none"
+    # Without the flag nothing requires the handshake (0.31-era clients never send it).
+    with Daemon("--token", "t", "--host-token", "h", "--listen", "127.0.0.1:0") as d:
+        ws = RawWs(RawWs.url_address(d.ws_url()))
+        assert rpc(ws, "session.auth", {"host_token": "h"})["result"]["role"] == "host"
+        assert rpc(ws, "host.subscribe", {}, id=2)["result"]["subscribed"] is True
+
+
 def test_session_auth_echoes_memory_namespace():
     with Daemon("--token", "t", "--host-token", "h", "--listen", "127.0.0.1:0") as d:
         address = RawWs.url_address(d.ws_url())
