@@ -216,7 +216,11 @@ class HostState::Impl {
   std::map<std::string, std::unique_ptr<AgentRow>, std::less<>> agents_;
   std::map<std::string, HostDevice, std::less<>> devices_;
   std::map<std::string, std::unique_ptr<ApprovalRow>, std::less<>> approvals_;
-  std::deque<std::string> approval_order_;  // creation order of approvals_
+  // Creation order of approvals_. Evicted ids stay behind until a compaction (readers skip ids
+  // approvals_ no longer holds), so an eviction never walks or shifts this list.
+  std::deque<std::string> approval_order_;
+  std::size_t stale_order_entries_ = 0;     // ids in approval_order_ already evicted
+  std::deque<std::string> resolved_order_;  // resolution order of the resolved rows kept
   std::size_t resolved_count_ = 0;
   std::uint64_t next_waiter_id_ = 1;
 
@@ -655,6 +659,7 @@ void HostState::Impl::resolve_row_locked(ApprovalRow& row, Decision decision,
   a.resolved_at = now_locked();
   a.notes = std::move(notes);
   ++resolved_count_;
+  resolved_order_.push_back(a.id);
   record_locked({"approval.resolved", a.agent_id,
                  fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
   if (row.flipped_agent) {
@@ -697,16 +702,21 @@ std::vector<HostApproval> HostState::Impl::reap_approvals_of(std::string_view cl
 }
 
 void HostState::Impl::evict_resolved_locked() {
-  while (resolved_count_ > options_.max_resolved_approvals) {
-    auto it = std::find_if(approval_order_.begin(), approval_order_.end(),
-                           [this](const std::string& id) {
-                             auto row = approvals_.find(id);
-                             return row == approvals_.end() || !row->second->approval.pending();
-                           });
-    if (it == approval_order_.end()) return;
-    approvals_.erase(*it);
-    approval_order_.erase(it);
+  // The longest-resolved rows go first. Constant work per evicted row: a reap that resolves
+  // thousands of rows at once (a departing owner) must not turn into a scan per row of every
+  // pending row ahead of it, all under the lock, on the loop thread.
+  while (resolved_count_ > options_.max_resolved_approvals && !resolved_order_.empty()) {
+    auto it = approvals_.find(resolved_order_.front());
+    resolved_order_.pop_front();
+    if (it == approvals_.end() || it->second->approval.pending()) continue;
+    approvals_.erase(it);
     --resolved_count_;
+    ++stale_order_entries_;
+  }
+  // Compact once most of the creation-order list is stale: amortized constant per eviction.
+  if (stale_order_entries_ > 64 && stale_order_entries_ * 2 > approval_order_.size()) {
+    std::erase_if(approval_order_, [this](const std::string& id) { return !approvals_.contains(id); });
+    stale_order_entries_ = 0;
   }
 }
 

@@ -220,6 +220,54 @@ TEST_SUITE("approval_core") {
     CHECK(rows[3].pending());
   }
 
+  TEST_CASE("the bound drops the longest-resolved rows first, whatever their creation order") {
+    Setup s;  // max_resolved_approvals = 3
+    auto old_row = s.request("A", "created first");
+    std::vector<HostApproval> later;
+    for (int i = 0; i < 3; ++i) later.push_back(s.request("A", "later " + std::to_string(i)));
+    // Resolved last although created first: it is kept, and the first resolution goes.
+    for (const auto& row : later) REQUIRE(s.state->resolve_approval(row.id, Decision::approve, "A").ok());
+    REQUIRE(s.state->resolve_approval(old_row.id, Decision::deny, "A").ok());
+    auto rows = s.state->approvals();
+    REQUIRE(rows.size() == 3);
+    CHECK(rows[0].id == old_row.id);  // still listed in creation order
+    CHECK(rows[1].id == later[1].id);
+    CHECK(rows[2].id == later[2].id);
+    CHECK_FALSE(s.state->approval(later[0].id).has_value());
+  }
+
+  TEST_CASE("a large reap behind many pending rows keeps the newest reaped and every pending row") {
+    // The shape of a stall found in review: thousands of rows reaped behind thousands pending.
+    // Eviction is now constant work per row; here the outcome is checked.
+    Setup s;
+    HostStateOptions options;
+    options.max_resolved_approvals = 100;
+    s.state = std::make_unique<HostState>(options);
+    std::vector<HostApproval> pending, gone;
+    for (int i = 0; i < 3000; ++i) pending.push_back(s.request("B", "p"));
+    for (int i = 0; i < 1000; ++i) gone.push_back(s.request("A", "g"));
+    for (int i = 0; i < 3000; ++i) pending.push_back(s.request("B", "p"));
+    auto reaped = s.state->reap_approvals_of("A");
+    REQUIRE(reaped.size() == 1000);
+    auto rows = s.state->approvals();
+    REQUIRE(rows.size() == 6100);
+    std::size_t resolved = 0;
+    for (const auto& r : rows) resolved += r.pending() ? 0 : 1;
+    CHECK(resolved == 100);
+    CHECK(s.state->approval(gone[999].id).has_value());
+    CHECK(s.state->approval(gone[900].id).has_value());
+    CHECK_FALSE(s.state->approval(gone[899].id).has_value());
+    CHECK(s.state->approval(pending.front().id)->pending());
+    CHECK(s.state->approval(pending.back().id)->pending());
+    // More resolutions later keep the list consistent across compactions.
+    for (int i = 0; i < 200; ++i) {
+      REQUIRE(s.state->resolve_approval(pending[static_cast<std::size_t>(i)].id, Decision::approve, "B").ok());
+    }
+    rows = s.state->approvals();
+    CHECK(rows.size() == 6000 - 200 + 100);
+    CHECK(rows.back().id == pending.back().id);
+  }
+
   TEST_CASE("system-level rows are resolved by anyone and wake their waiter once") {
     Setup s;
     int woken = 0;

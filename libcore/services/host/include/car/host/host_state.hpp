@@ -117,7 +117,7 @@ using ApprovalWaiter = std::function<void(const HostApproval& resolved)>;
 struct CAR_API HostStateOptions {
   std::size_t event_capacity = 500;     // the ring (PROTOCOL.md §8)
   std::size_t subscribe_backlog = 100;  // events in a host.subscribe snapshot
-  // Resolved approval rows kept (oldest resolved dropped beyond it); pending rows are never
+  // Resolved approval rows kept (the one resolved longest ago dropped beyond it); pending rows are never
   // dropped. The spec keeps resolved rows; this bounds a long-running daemon.
   std::size_t max_resolved_approvals = 1000;
   WallClock clock;  // empty: the system clock
