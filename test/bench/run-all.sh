@@ -89,6 +89,9 @@ start_server() {
   local name=$1
   shift
   local log=$work/$name.log
+  # Emptied here, not only by the background job's redirection: that one may happen after the
+  # first check below, which would then read the previous server's `listening` lines (and port).
+  : >"$log"
   "${server_pin[@]}" "$@" 2>"$log" &
   SERVER_PID=$!
   pids+=("$SERVER_PID")
