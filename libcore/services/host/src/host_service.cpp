@@ -6,6 +6,7 @@
 #include <fmt/format.h>
 
 #include <algorithm>
+#include <unordered_map>
 
 #if defined(_WIN32)
 #include <process.h>
@@ -313,14 +314,28 @@ void tools_register(const Service& s, const Request& req, const Reply& reply) {
   const bool upstream_form = p.IsArray();
   const json::Value& list = upstream_form ? p : *param::member(p, "tools");
   const std::string_view field = upstream_form ? "params" : "tools";
+  // Folded by name while reading (the last definition of a repeated name wins), so a message of
+  // millions of tiny entries cannot grow into millions of definitions: more distinct names than
+  // one connection may hold is refused before the broker sees them.
   std::vector<ToolDefinition> tools;
-  tools.reserve(list.Size());
+  std::unordered_map<std::string, std::size_t> index_of;
   for (rapidjson::SizeType i = 0; i < list.Size(); ++i) {
     auto tool = read_tool_definition(list[i], fmt::format("{}[{}]", field, i));
     if (!tool) {
       reply.error(tool.error());  // nothing is registered
       return;
     }
+    if (auto it = index_of.find(tool->name); it != index_of.end()) {
+      tools[it->second] = std::move(tool.value());
+      continue;
+    }
+    if (tools.size() == ToolBroker::max_tools_per_connection) {
+      reply.error(Error{ErrorCode::invalid_params,
+                        fmt::format("too many tools: a connection may hold at most {}",
+                                    ToolBroker::max_tools_per_connection)});
+      return;
+    }
+    index_of.emplace(tool->name, tools.size());
     tools.push_back(std::move(tool.value()));
   }
   auto result = s->tools().register_tools(req.connection(), std::move(tools));

@@ -148,6 +148,33 @@ TEST_SUITE("host_service") {
           "invalid params: params must be an object");
   }
 
+  TEST_CASE("tools.register folds repeated names while reading; too many distinct names is refused") {
+    HostFixture f;
+    Peer& a = f.peer();
+    // 5 000 entries of two names: two tools, the last definition of each wins.
+    std::string many = "[";
+    for (int i = 0; i < 5000; ++i) {
+      if (i) many += ",";
+      many += i % 2 ? R"("b")" : R"({"name":"a","description":"d)" + std::to_string(i) + R"("})";
+    }
+    many += "]";
+    CHECK(f.call(a, "tools.register", many)["result"].GetInt() == 2);
+    auto listed = f.call(a, "tools.list");
+    REQUIRE(listed["result"]["count"].GetInt() == 2);
+    CHECK(str(listed["result"]["tools"][0]["description"]) == "d4998");
+    // One more distinct name than a connection may hold: refused whole, nothing registered.
+    std::string distinct = "[";
+    for (std::size_t i = 0; i <= ToolBroker::max_tools_per_connection; ++i) {
+      if (i) distinct += ",";
+      distinct += "\"t" + std::to_string(i) + "\"";
+    }
+    distinct += "]";
+    Peer& b = f.peer();
+    CHECK(error_message(f.call(b, "tools.register", distinct)) ==
+          "too many tools: a connection may hold at most 1024");
+    CHECK(f.call(b, "tools.list")["result"]["count"].GetInt() == 0);
+  }
+
   TEST_CASE("devices: register, update, owner only") {
     HostFixture f;
     Peer& a = f.peer();
