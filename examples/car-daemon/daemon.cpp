@@ -137,24 +137,25 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_host) {
     return false;
   }
   token_dir_ = std::move(locked.value());
-  auto minted = token_dir_->mint("auth-token");
-  if (!minted) {
-    log_error("{}", minted.error().message);
-    return false;
-  }
-  auth.token = minted.value();
-  // PROTOCOL.md §9: printed as plain lines (scripts read them), not as log records.
-  StderrWriter::process().write(
-      fmt::format("auth token file: {}/auth-token\n", token_dir_->path()));
-  if (mint_host) {
-    auto host = token_dir_->mint("host-token");
-    if (!host) {
-      log_error("{}", host.error().message);
-      return false;
+  // Mints `file` into the token directory and announces it: PROTOCOL.md §9 prints it as a plain
+  // line (scripts read it), not as a log record.
+  auto mint = [this](std::string_view file, std::string_view label) -> std::optional<std::string> {
+    auto minted = token_dir_->mint(file);
+    if (!minted) {
+      log_error("{}", minted.error().message);
+      return std::nullopt;
     }
-    auth.host_token = host.value();
     StderrWriter::process().write(
-        fmt::format("host token file: {}/host-token\n", token_dir_->path()));
+        fmt::format("{} token file: {}/{}\n", label, token_dir_->path(), file));
+    return std::move(minted.value());
+  };
+  auto daemon_token = mint("auth-token", "auth");
+  if (!daemon_token) return false;
+  auth.token = std::move(*daemon_token);
+  if (mint_host) {
+    auto host_token = mint("host-token", "host");
+    if (!host_token) return false;
+    auth.host_token = std::move(*host_token);
   }
   return true;
 }

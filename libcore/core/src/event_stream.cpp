@@ -102,23 +102,17 @@ void StreamSubscriber::send_text(Frame frame) {
     send_live(sink_.lock().get(), std::move(frame));
     return;
   }
-  bool claimed = false;
-  {
-    std::lock_guard lock(mutex_);
-    if (live_.load(std::memory_order_relaxed)) {
-      // Went live since the check above: the catch-up pass that set it has handed over
-      // everything queued before, so this one may go straight to the sink too.
-      claimed = false;
-    } else {
-      claimed = enqueue_locked({frame, last_queued_position_ + 1}) && claim_locked();
-      frame = nullptr;
-    }
-  }
-  if (frame) {
+  std::unique_lock lock(mutex_);
+  if (live_.load(std::memory_order_relaxed)) {
+    // Went live since the check above: the catch-up pass that set it has handed over
+    // everything queued before, so this one may go straight to the sink too.
+    lock.unlock();
     send_live(sink_.lock().get(), std::move(frame));
-  } else if (claimed) {
-    drain_claimed();
+    return;
   }
+  bool claimed = enqueue_locked({std::move(frame), last_queued_position_ + 1}) && claim_locked();
+  lock.unlock();
+  if (claimed) drain_claimed();
 }
 
 void StreamSubscriber::resume() {
