@@ -157,3 +157,17 @@ def test_bad_command_line_exits_2():
     assert b"--listen" in r.stderr
     r = subprocess.run([DAEMON, "--help"], capture_output=True, timeout=10)
     assert r.returncode == 0 and b"usage: car-daemon" in r.stdout
+
+
+def test_a_raw_nul_byte_is_a_parse_error_not_the_end_of_the_line():
+    # Issue 13 item 1: the bytes after a NUL must not be ignored. The request before the NUL is
+    # complete and would run (id 7) if the NUL ended the text; it must be -32700 with id null.
+    with Daemon("--no-auth", stdio=True) as d:
+        c = StdioClient(d)
+        c.send_raw(json.dumps(request("server.handshake", {"protocol_version": 2}, id=7)).encode()
+                   + b"\x00garbage\n")
+        r = c.read()
+        assert r["id"] is None and r["error"]["code"] == -32700, r
+        assert "NUL byte" in r["error"]["message"], r
+        r = c.call("server.handshake", {"protocol_version": 2}, id=8)
+        assert r["id"] == 8 and "result" in r

@@ -327,3 +327,19 @@ def test_pipelining_without_reading_is_bounded_and_loses_nothing():
             seen.add(json.loads(ws.recv_text())["id"])
         sender.join(30)
         assert seen == set(range(n))
+
+
+def test_a_raw_nul_byte_in_a_text_message_is_a_parse_error():
+    # Issue 13 item 1: one text message holding a complete request, a NUL and garbage is -32700;
+    # the request before the NUL does not run.
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        async def main():
+            async with websockets.connect(d.ws_url()) as ws:
+                await ws.send(json.dumps(request("server.handshake", {"protocol_version": 2}, id=7))
+                              + "\x00garbage")
+                r = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert r["id"] is None and r["error"]["code"] == -32700, r
+                await ws.send(json.dumps(HANDSHAKE))
+                r = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                assert r["id"] == 1 and "result" in r
+        run(main())

@@ -137,6 +137,12 @@ std::optional<std::string> parse(std::string_view text, Document& doc, std::size
     return ok;
   };
   doc.Populate(generator);
+  // RapidJSON reads a 0x00 byte as the end of its input, so a NUL after a complete value would
+  // hide whatever follows it. A raw NUL is never valid JSON outside a string (and RapidJSON
+  // refuses it inside one): stopping short of the end is a parse error.
+  if (ok && memory.Tell() < text.size()) {
+    return fmt::format("NUL byte at offset {}", memory.Tell());
+  }
   if (ok) return std::nullopt;
   if (handler.too_deep()) return fmt::format("nesting deeper than {}", max_depth);
   return fmt::format("{} at offset {}", rapidjson::GetParseError_En(reader.GetParseErrorCode()),
