@@ -252,8 +252,8 @@ Listeners (none given => --listen 127.0.0.1:9100):
   --stdio                     JSON-RPC on stdin/stdout; exit 0 at EOF once replies are flushed
   --stdio-framing ndjson|content-length   (default ndjson)
 
-Authentication (none given => fresh tokens minted at each launch into the token directory,
-files auth-token and host-token, mode 0600, removed at shutdown):
+Authentication (a token not given is minted at each launch into the token directory, files
+auth-token and host-token, mode 0600, removed at shutdown):
   --token TOKEN | --auth-token TOKEN | --token-file PATH | --no-auth    (env CAR_AUTH_TOKEN,
                               CAR_NO_AUTH=1)
   --host-token TOKEN | --host-token-file PATH | --no-host-token

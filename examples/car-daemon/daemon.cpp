@@ -107,16 +107,18 @@ bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
   auto token =
       resolve_token(options_.token, options_.token_file, options_.token_origin, "--token-file");
   if (token && token->empty()) return false;
-  if (token) {
-    auth.token = *token;
-    return true;
-  }
-  // No token given: mint one, and a host token beside it unless the host token was settled by a
-  // flag (PROTOCOL.md §9). A daemon given its own token mints nothing and takes no lock.
-  return mint_tokens(auth, !host && !options_.no_host_token);
+  if (token) auth.token = *token;
+  // PROTOCOL.md §9: the daemon token is minted when none was given, and the host token whenever
+  // no host-token flag settled it — also beside a given daemon token, or a host shell (which
+  // reads `host-token` from the token directory) could never take the host role. A daemon given
+  // both tokens, or a daemon token and --no-host-token, mints nothing and takes no lock.
+  bool mint_daemon = !token;
+  bool mint_host = !host && !options_.no_host_token;
+  if (!mint_daemon && !mint_host) return true;
+  return mint_tokens(auth, mint_daemon, mint_host);
 }
 
-bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_host) {
+bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host) {
   std::string dir;
   if (options_.token_dir) {
     dir = *options_.token_dir;
@@ -131,8 +133,8 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_host) {
   auto locked = session::TokenDirectory::lock(dir);
   if (!locked) {
     log_error(
-        "{}; give this daemon its own --token-dir, or its token (--token, --token-file or "
-        "--no-auth)",
+        "{}; give this daemon its own --token-dir, or its tokens (--token or --token-file, "
+        "with --host-token, --host-token-file or --no-host-token; or --no-auth)",
         locked.error().message);
     return false;
   }
@@ -149,9 +151,11 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_host) {
         fmt::format("{} token file: {}/{}\n", label, token_dir_->path(), file));
     return std::move(minted.value());
   };
-  auto daemon_token = mint("auth-token", "auth");
-  if (!daemon_token) return false;
-  auth.token = std::move(*daemon_token);
+  if (mint_daemon) {
+    auto daemon_token = mint("auth-token", "auth");
+    if (!daemon_token) return false;
+    auth.token = std::move(*daemon_token);
+  }
   if (mint_host) {
     auto host_token = mint("host-token", "host");
     if (!host_token) return false;

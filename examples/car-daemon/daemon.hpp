@@ -33,7 +33,7 @@ class Daemon {
 
  private:
   bool configure_auth(ServerConfig& config, session::AuthConfig& auth);
-  bool mint_tokens(session::AuthConfig& auth, bool mint_host);
+  bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
   void install_services(session::AuthConfig auth);
   bool start_listeners();
   void begin_shutdown(const char* why);

@@ -77,10 +77,17 @@ def test_second_daemon_on_the_default_dir_is_refused_unless_given_its_token_or_i
     with Daemon("--listen", "127.0.0.1:0", runtime_dir=runtime) as first:
         code, err = run_to_exit("--listen", "127.0.0.1:0", runtime_dir=runtime)
         assert code == 1 and f"(pid {first.proc.pid}," in err, err
-        # A daemon given its token mints nothing and takes no lock.
-        with Daemon("--token", "mine", "--listen", "127.0.0.1:0", runtime_dir=runtime) as second:
+        # A daemon given its token still mints the host token, so the lock applies to it too...
+        code, err = run_to_exit("--token", "mine", "--listen", "127.0.0.1:0", runtime_dir=runtime)
+        assert code == 1 and "in use by another daemon" in err and "--no-host-token" in err, err
+        # ...and one given both tokens (or its token and --no-host-token) mints nothing, no lock.
+        with Daemon("--token", "mine", "--host-token", "hers", "--listen", "127.0.0.1:0",
+                    runtime_dir=runtime) as second:
             assert second.token_file() is None and second.host_token_file() is None
             assert Peer(second).call("session.auth", {"token": "mine"})["result"]["ok"] is True
+        with Daemon("--token", "mine", "--no-host-token", "--listen", "127.0.0.1:0",
+                    runtime_dir=runtime) as second:
+            assert second.token_file() is None and second.host_token_file() is None
         with Daemon("--no-auth", "--listen", "127.0.0.1:0", runtime_dir=runtime) as third:
             assert third.token_file() is None and third.host_token_file() is None
         other = tempfile.mkdtemp(prefix="car-it-tok-")
@@ -145,10 +152,10 @@ def test_auth_token_alias_and_environment_token():
         assert Peer(d).call("session.auth", {"token": "alias-tok"})["result"]["ok"] is True
     code, err = run_to_exit("--auth-token", "a", "--no-auth")
     assert code == 2 and "only one" in err, err
-    # CAR_AUTH_TOKEN is --token: trimmed, nothing minted.
+    # CAR_AUTH_TOKEN is --token: trimmed, only the host token minted.
     with Daemon("--listen", "127.0.0.1:0", env={"CAR_AUTH_TOKEN": " env-tok\n"}) as d:
-        assert d.token_file() is None and d.host_token_file() is None
-        assert os.listdir(d.runtime_dir) == []
+        assert d.token_file() is None and d.host_token_file() is not None
+        assert sorted(os.listdir(os.path.dirname(d.host_token_file()))) == ["daemon.lock", "host-token"]
         assert Peer(d).call("session.auth", {"token": "env-tok"})["result"]["ok"] is True
     # The flag wins over the variable.
     with Daemon("--token", "flag-tok", "--listen", "127.0.0.1:0", env={"CAR_AUTH_TOKEN": "env-tok"}) as d:
@@ -248,3 +255,21 @@ def test_new_flags_are_accepted_and_listed_in_help():
     for flag in ("--auth-token", "--token-dir", "--no-host-token", "--require-handshake",
                  "--agent-tokens-only", "--tool-grace-ms", "CAR_NO_APPROVALS", "CAR_TOOL_TIMEOUT"):
         assert flag in out, flag
+
+
+def test_a_given_daemon_token_gets_a_minted_host_token_beside_it():
+    # PROTOCOL.md §9: the host token is minted unless a host-token flag settles it, also when the
+    # daemon token was given: a host shell reads host-token from the well-known directory.
+    token_dir = tempfile.mkdtemp(prefix="car-it-tok-")
+    with Daemon("--token", "given", "--token-dir", token_dir, "--listen", "127.0.0.1:0") as d:
+        assert d.token_file() is None
+        host_file = d.host_token_file()
+        assert host_file == os.path.join(token_dir, "host-token") and mode(host_file) == 0o600
+        assert sorted(os.listdir(token_dir)) == ["daemon.lock", "host-token"]
+        host = d.host_token()
+        assert BASE64URL_43.match(host)
+        assert Peer(d).call("session.auth", {"host_token": host})["result"]["role"] == "host"
+        assert Peer(d).call("session.auth", {"token": "given"})["result"]["ok"] is True
+        d.proc.send_signal(signal.SIGTERM)
+        assert d.wait() == 0
+    assert os.listdir(token_dir) == []
