@@ -44,7 +44,9 @@ std::optional<Error> validate_params(const json::Value& params,
                                      const std::vector<ParamSpec>& specs) {
   for (const auto& spec : specs) {
     const json::Value* v = param::member(params, spec.name);
-    if (v == nullptr || (v->IsNull() && !spec.required)) {
+    // A null member reads as an absent one (upstream's clients send null for "not given"), so a
+    // required one that is null is "required", not "must be a <type>".
+    if (v == nullptr || v->IsNull()) {
       if (spec.required) return Error::invalid_params(spec.name, "is required");
       continue;
     }

@@ -65,6 +65,8 @@ TEST_SUITE("tool_broker") {
     CHECK(error_message(empty) == "invalid params: tools[1] must be a non-empty string");
     CHECK(f.service->tools().hosts_of("ok").empty());  // nothing registered
     CHECK(error_message(f.call(a, "tools.register", "{}")) == "invalid params: tools is required");
+    CHECK(error_message(f.call(a, "tools.register", R"({"tools":null})")) ==
+          "invalid params: tools is required");  // null reads as absent
     CHECK(error_message(f.call(a, "tools.register", R"({"tools":"x"})")) ==
           "invalid params: tools must be an array");
     // B's disconnect frees B's tools only.
