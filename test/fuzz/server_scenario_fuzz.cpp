@@ -247,8 +247,7 @@ class Scenario {
         peer.ended = true;
         break;
     }
-    executor_.run_until_idle();
-    collect_all();
+    collect_all();  // runs the loop until idle first
   }
 
   // Lets every timer expire, then checks that no open connection still waits for a reply.
