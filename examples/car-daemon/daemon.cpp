@@ -4,6 +4,8 @@
 #include <unistd.h>
 
 #include <csignal>
+#include <filesystem>
+#include <system_error>
 #include <cstdlib>
 #include <variant>
 
@@ -91,6 +93,29 @@ Daemon::~Daemon() {
   uv_loop_close(&loop_);
 }
 
+bool Daemon::lock_state_dir() {
+  // Two daemons appending to the same run logs would interleave records and disagree about which
+  // runs are live: the second one refuses to start, naming the first (PROTOCOL.md §9).
+  std::error_code error;
+  if (std::filesystem::create_directories(state_dir_, error)) {
+    std::filesystem::permissions(state_dir_, std::filesystem::perms::owner_all,
+                                 std::filesystem::perm_options::replace, error);
+  }
+  if (error || !std::filesystem::is_directory(state_dir_, error)) {
+    log_error("state directory {} cannot be used: {}", state_dir_,
+              error ? error.message() : "not a directory");
+    return false;
+  }
+  auto held = session::PidLockFile::acquire(state_dir_ + "/state.lock",
+                                            fmt::format("state directory {}", state_dir_));
+  if (!held) {
+    log_error("{}; give this daemon its own --state-dir", held.error().message);
+    return false;
+  }
+  state_lock_ = std::move(held.value());
+  return true;
+}
+
 bool Daemon::configure_auth(ServerConfig& config, session::AuthConfig& auth) {
   auto host = resolve_token(options_.host_token, options_.host_token_file, "--host-token",
                             "--host-token-file");
@@ -167,6 +192,9 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_
 bool Daemon::start_listeners() {
   auto ws_options = std::make_shared<ws::WsOptions>();
   ws_options->allowed_origins = options_.allow_origins;
+  // Without auth, the browser's Origin is the only thing between any web page and this daemon:
+  // only loopback pages, and those --allow-origin names, may connect (PROTOCOL.md §1).
+  if (options_.no_auth) ws_options->unlisted_origins = ws::UnlistedOrigins::loopback_only;
   if (options_.max_connections) {
     ws_options->max_connections = static_cast<std::size_t>(*options_.max_connections);
   }
@@ -245,6 +273,7 @@ void Daemon::install_services(session::AuthConfig auth) {
 int Daemon::run() {
   ServerConfig config;
   session::AuthConfig auth;
+  if (!lock_state_dir()) return 1;
   if (!configure_auth(config, auth)) return 1;
   config.require_handshake = options_.require_handshake;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
@@ -271,6 +300,7 @@ int Daemon::run() {
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Every connection is gone: the minted token files and the lock go too (PROTOCOL.md §9).
   token_dir_.reset();
+  state_lock_.reset();  // the store's last writes landed before the loop ended
   return exit_status_;
 }
 

@@ -11,6 +11,7 @@
 #include "car/host/host_service.hpp"
 #include "car/runs/run_service.hpp"
 #include "car/server.hpp"
+#include "car/session/pid_lock_file.hpp"
 #include "car/session/session_service.hpp"
 #include "car/session/token_file.hpp"
 #include "car/stdio/stdio_transport.hpp"
@@ -32,6 +33,7 @@ class Daemon {
   int run();
 
  private:
+  bool lock_state_dir();
   bool configure_auth(ServerConfig& config, session::AuthConfig& auth);
   bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
   void install_services(session::AuthConfig auth);
@@ -41,6 +43,8 @@ class Daemon {
 
   Options options_;
   std::string state_dir_;
+  // `<state_dir>/state.lock`, held while the daemon runs: one daemon per run store.
+  std::unique_ptr<session::PidLockFile> state_lock_;
   // Held while the daemon runs when it minted tokens: the lock, and the files it removes.
   std::unique_ptr<session::TokenDirectory> token_dir_;
   uv_loop_t loop_{};

@@ -9,6 +9,7 @@
 #include "car/error.hpp"
 #include "car/export.hpp"
 #include "car/result.hpp"
+#include "car/session/pid_lock_file.hpp"
 
 // Token files (PROTOCOL.md §9). A token read from a file has surrounding whitespace trimmed. A
 // minted token is 32 random bytes as 43 characters of unpadded base64url, written to a file of
@@ -58,10 +59,11 @@ class CAR_API TokenDirectory {
   TokenResult mint(std::string_view name);
 
  private:
-  TokenDirectory(std::string dir, int fd) : dir_(std::move(dir)), fd_(fd) {}
+  TokenDirectory(std::string dir, std::unique_ptr<PidLockFile> lock)
+      : dir_(std::move(dir)), lock_(std::move(lock)) {}
 
   std::string dir_;
-  int fd_ = -1;
+  std::unique_ptr<PidLockFile> lock_;
   std::vector<std::string> minted_;
 };
 
