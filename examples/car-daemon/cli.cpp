@@ -134,6 +134,7 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   std::map<std::string, bool*> switches = {
       {"--stdio", &o.stdio},
       {"--no-auth", &o.no_auth},
+      {"--allow-unauthenticated-remote", &o.allow_unauthenticated_remote},
       {"--no-approvals", &o.no_approvals},
       {"--help", &o.help},
       {"-h", &o.help},
@@ -241,6 +242,36 @@ std::optional<CliError> apply_environment(Options& o, const EnvLookup& lookup) {
   return std::nullopt;
 }
 
+bool is_loopback_host(const std::string& host) {
+  if (host == "localhost" || host == "::1") return true;
+  // An IPv4 literal in 127.0.0.0/8: four decimal octets, the first 127.
+  int octets = 0;
+  std::size_t start = 0;
+  while (start <= host.size()) {
+    std::size_t end = host.find('.', start);
+    if (end == std::string::npos) end = host.size();
+    auto octet = parse_integer(host.substr(start, end - start), 0, 255);
+    if (!octet || end == start || end - start > 3) return false;
+    if (octets == 0 && *octet != 127) return false;
+    ++octets;
+    start = end + 1;
+  }
+  return octets == 4;
+}
+
+std::optional<CliError> check_exposure(const Options& o) {
+  if (!o.no_auth || o.allow_unauthenticated_remote) return std::nullopt;
+  for (const auto& address : o.listen) {
+    if (is_loopback_host(address.host)) continue;
+    return CliError{fmt::format(
+        "--listen {}: authentication is disabled and this address is not loopback, so anyone who "
+        "can reach it could drive this daemon; listen on 127.0.0.1 or ::1, enable authentication, "
+        "or add --allow-unauthenticated-remote if that is what you want",
+        address.host)};
+  }
+  return std::nullopt;
+}
+
 std::string usage_text() {
   return R"(usage: car-daemon [options]
 
@@ -256,6 +287,9 @@ Authentication (a token not given is minted at each launch into the token direct
 auth-token and host-token, mode 0600, removed at shutdown):
   --token TOKEN | --auth-token TOKEN | --token-file PATH | --no-auth    (env CAR_AUTH_TOKEN,
                               CAR_NO_AUTH=1)
+  --allow-unauthenticated-remote
+                              let --no-auth listen on a non-loopback --listen address (refused
+                              otherwise); without auth only loopback browser Origins connect
   --host-token TOKEN | --host-token-file PATH | --no-host-token
                               the host-role token; --no-host-token: mint none
   --token-dir DIR             where tokens are minted (and locked: one daemon per directory);
@@ -266,6 +300,7 @@ auth-token and host-token, mode 0600, removed at shutdown):
   --require-handshake         refuse host.subscribe (-32005) until server.handshake
   --agent-id ID               default agent id for runs.start (env CAR_AGENT_ID)
   --state-dir DIR             run store; default $XDG_STATE_HOME/car, else ~/.local/state/car
+                              (locked: one daemon per state directory)
 
 Approval gate and timeouts:
   --no-approvals              disable the high-risk approval gate (env CAR_NO_APPROVALS=1)
@@ -280,7 +315,8 @@ Approval gate and timeouts:
   --ping-interval-ms MS       WebSocket idle ping, default 30000
 
 Limits:
-  --allow-origin ORIGIN       WebSocket Origin allowlist (repeatable; default: any)
+  --allow-origin ORIGIN       WebSocket Origin allowlist (repeatable; default: any origin with
+                              auth, loopback origins only with --no-auth)
   --max-message BYTES         default 16777216
   --max-connections N         default unlimited
   --threads N                 libuv thread-pool size (default 4)
@@ -289,8 +325,9 @@ Limits:
   --version, --help
 
 A flag wins over its environment variable.
-Exit status: 0 after a normal shutdown, 1 on a runtime failure (e.g. the token directory is in
-use by another daemon), 2 on a bad command line or environment variable.
+Exit status: 0 after a normal shutdown, 1 on a runtime failure (e.g. the token or state
+directory is in use by another daemon), 2 on a bad command line or environment variable
+(including --no-auth on a non-loopback --listen without --allow-unauthenticated-remote).
 )";
 }
 

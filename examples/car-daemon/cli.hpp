@@ -31,6 +31,8 @@ struct Options {
   std::string token_origin = "--token";
   std::optional<std::string> token_file;
   bool no_auth = false;
+  // --no-auth on a listener other than loopback is refused unless this says it is meant.
+  bool allow_unauthenticated_remote = false;
   std::optional<std::string> host_token;
   std::optional<std::string> host_token_file;
   bool no_host_token = false;
@@ -75,6 +77,15 @@ using EnvLookup = std::function<const char*(const char*)>;
 // an empty variable counts as unset. A value that is unusable is a CliError naming the variable
 // (exit 2, like a bad flag).
 std::optional<CliError> apply_environment(Options& options, const EnvLookup& lookup);
+
+// Refuses (exit 2) a daemon without authentication that would listen on an address other than
+// loopback — anyone who can reach the port could drive it — unless
+// --allow-unauthenticated-remote says that is intended. Called after apply_environment, since
+// CAR_NO_AUTH=1 disables authentication too.
+std::optional<CliError> check_exposure(const Options& options);
+
+// Whether `host` (as --listen takes it) names only this machine: `localhost`, 127.0.0.0/8 or ::1.
+bool is_loopback_host(const std::string& host);
 
 // Parses "HOST:PORT" ("[::1]:9100" for IPv6). Port 0 means ephemeral.
 std::optional<ListenAddress> parse_listen_address(const std::string& text);

@@ -236,4 +236,35 @@ TEST_SUITE("cli") {
     CHECK_FALSE(parse_listen_address("h:"));
     CHECK_FALSE(parse_listen_address("h:8x"));
   }
+
+  TEST_CASE("--no-auth on a non-loopback listener is refused unless it is meant") {
+    CHECK(is_loopback_host("127.0.0.1"));
+    CHECK(is_loopback_host("127.9.8.7"));
+    CHECK(is_loopback_host("::1"));
+    CHECK(is_loopback_host("localhost"));
+    for (const char* host : {"0.0.0.0", "::", "192.168.1.2", "128.0.0.1", "127.0.0", "127.0.0.1.",
+                             "127..0.1", "example.com", "localhost.example.com", "::ffff:127.0.0.1"}) {
+      CAPTURE(host);
+      CHECK_FALSE(is_loopback_host(host));
+    }
+    auto exposure = [](std::vector<std::string> args) {
+      auto o = parse_ok(std::move(args));
+      auto error = check_exposure(o);
+      return error ? error->message : std::string();
+    };
+    CHECK(exposure({"--no-auth", "--listen", "0.0.0.0:9100"}).find("--allow-unauthenticated-remote") !=
+          std::string::npos);
+    CHECK(exposure({"--no-auth", "--listen", "127.0.0.1:1", "--listen", "[::]:2"}).find("::") !=
+          std::string::npos);
+    CHECK(exposure({"--no-auth", "--listen", "0.0.0.0:9100", "--allow-unauthenticated-remote"}).empty());
+    CHECK(exposure({"--no-auth", "--listen", "[::1]:9100", "--unix", "/tmp/s"}).empty());
+    CHECK(exposure({"--no-auth"}).empty());  // the default listener is 127.0.0.1
+    CHECK(exposure({"--listen", "0.0.0.0:9100"}).empty());  // authentication is on
+    // CAR_NO_AUTH=1 disables authentication as --no-auth does: the same check applies after it.
+    auto o = parse_ok({"--listen", "0.0.0.0:9100"});
+    REQUIRE_FALSE(apply_environment(o, [](const char* name) -> const char* {
+      return std::string_view(name) == "CAR_NO_AUTH" ? "1" : nullptr;
+    }));
+    CHECK(check_exposure(o));
+  }
 }

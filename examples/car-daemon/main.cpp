@@ -35,6 +35,10 @@ int main(int argc, char** argv) {
     fmt::print(stderr, "car-daemon: {}\nTry 'car-daemon --help'.\n", error->message);
     return 2;
   }
+  if (auto error = car::daemon::check_exposure(options)) {
+    fmt::print(stderr, "car-daemon: {}\n", error->message);
+    return 2;
+  }
   car::set_log_level(options.log_level);
   // Every log record goes through the stderr writer thread (see stderr_writer.hpp).
   auto& err = car::daemon::StderrWriter::process();

@@ -282,12 +282,4 @@ std::string build_reject_response(int status, std::string_view reason) {
   return out;
 }
 
-bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> allowlist) {
-  if (allowlist.empty() || !request.has_origin) return true;
-  for (const std::string& allowed : allowlist) {
-    if (iequals(request.origin, allowed)) return true;
-  }
-  return false;
-}
-
 }  // namespace car::ws

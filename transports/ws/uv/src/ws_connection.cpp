@@ -174,7 +174,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
         break;
     }
     const UpgradeRequest& request = handshake_->request();
-    if (!origin_allowed(request, options_->allowed_origins)) {
+    if (!origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
       reject(403, "origin not allowed");
       return;
     }

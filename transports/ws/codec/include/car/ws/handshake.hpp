@@ -129,9 +129,8 @@ CAR_API std::string build_accept_response(const UpgradeRequest& request);
 // 13`. The caller closes the connection after writing it.
 CAR_API std::string build_reject_response(int status, std::string_view reason);
 
-// Whether the request's Origin may connect: an empty allowlist allows everything, a request
-// without Origin is allowed (non-browser clients), otherwise the Origin must equal an entry
-// ASCII-case-insensitively (e.g. "https://app.example.com"; no wildcard, no normalisation).
-CAR_API bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> allowlist);
 
 }  // namespace car::ws
+
+// The Origin check of an upgrade request (origin_allowed) is part of the same codec.
+#include "car/ws/origin.hpp"

@@ -7,13 +7,16 @@
 
 #include "car/export.hpp"
 #include "car/frame_sink.hpp"
+#include "car/ws/origin.hpp"
 
 // Settings shared by every WebSocket connection of a listener (PROTOCOL.md §1, §8).
 namespace car::ws {
 
 struct CAR_API WsOptions {
-  // Origin allowlist; empty allows every origin. A request without Origin is always allowed.
+  // Origin allowlist. A request without Origin is always allowed; an Origin not on the list
+  // follows `unlisted_origins` (by default: allowed when the list is empty). See car/ws/origin.hpp.
   std::vector<std::string> allowed_origins;
+  UnlistedOrigins unlisted_origins = UnlistedOrigins::follow_allowlist;
   // Upgrades beyond this many live connections of the server get 503; 0 = unlimited.
   std::size_t max_connections = 0;
   // Ping a connection idle this long; after `missed_pongs` unanswered pings close it with 1001.

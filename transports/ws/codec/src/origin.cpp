@@ -1,0 +1,100 @@
+#include "car/ws/origin.hpp"
+
+#include <cctype>
+#include <charconv>
+
+#include "car/ws/handshake.hpp"
+
+namespace car::ws {
+namespace {
+
+bool iequal(std::string_view a, std::string_view b) noexcept {
+  if (a.size() != b.size()) return false;
+  for (std::size_t i = 0; i < a.size(); ++i) {
+    if (std::tolower(static_cast<unsigned char>(a[i])) !=
+        std::tolower(static_cast<unsigned char>(b[i]))) {
+      return false;
+    }
+  }
+  return true;
+}
+
+bool ends_with_ci(std::string_view text, std::string_view suffix) noexcept {
+  return text.size() >= suffix.size() && iequal(text.substr(text.size() - suffix.size()), suffix);
+}
+
+// Four decimal octets, each 0..255 without a sign, the first 127.
+bool is_ipv4_loopback(std::string_view host) noexcept {
+  int octets = 0;
+  while (true) {
+    std::size_t end = host.find('.');
+    std::string_view part = host.substr(0, end);
+    unsigned value = 0;
+    auto [ptr, ec] = std::from_chars(part.data(), part.data() + part.size(), value);
+    if (part.empty() || part.size() > 3 || ec != std::errc{} || ptr != part.data() + part.size() ||
+        value > 255) {
+      return false;
+    }
+    if (octets == 0 && value != 127) return false;
+    ++octets;
+    if (end == std::string_view::npos) break;
+    host.remove_prefix(end + 1);
+  }
+  return octets == 4;
+}
+
+}  // namespace
+
+bool is_loopback_origin(std::string_view origin) {
+  std::string_view rest;
+  if (origin.size() > 7 && iequal(origin.substr(0, 7), "http://")) {
+    rest = origin.substr(7);
+  } else if (origin.size() > 8 && iequal(origin.substr(0, 8), "https://")) {
+    rest = origin.substr(8);
+  } else {
+    return false;
+  }
+  std::string_view host = rest;
+  std::string_view port;
+  if (!rest.empty() && rest.front() == '[') {
+    std::size_t close = rest.find(']');
+    if (close == std::string_view::npos) return false;
+    host = rest.substr(0, close + 1);
+    std::string_view after = rest.substr(close + 1);
+    if (!after.empty()) {
+      if (after.front() != ':') return false;
+      port = after.substr(1);
+      if (port.empty()) return false;
+    }
+  } else if (std::size_t colon = rest.find(':'); colon != std::string_view::npos) {
+    host = rest.substr(0, colon);
+    port = rest.substr(colon + 1);
+    if (port.empty()) return false;
+  }
+  for (char c : port) {
+    if (c < '0' || c > '9') return false;
+  }
+  if (port.size() > 5) return false;
+  if (host == "[::1]") return true;
+  if (iequal(host, "localhost")) return true;
+  // `x.localhost`, but not `.localhost` alone nor `evil-localhost`.
+  if (host.size() > 10 && ends_with_ci(host, ".localhost")) {
+    for (char c : host) {
+      if (!(std::isalnum(static_cast<unsigned char>(c)) || c == '-' || c == '.')) return false;
+    }
+    return true;
+  }
+  return is_ipv4_loopback(host);
+}
+
+bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> allowlist,
+                    UnlistedOrigins unlisted) {
+  if (!request.has_origin) return true;
+  for (const std::string& allowed : allowlist) {
+    if (iequal(request.origin, allowed)) return true;
+  }
+  if (unlisted == UnlistedOrigins::loopback_only) return is_loopback_origin(request.origin);
+  return allowlist.empty();
+}
+
+}  // namespace car::ws
