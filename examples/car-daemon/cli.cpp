@@ -90,6 +90,17 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
          }
          return std::nullopt;
        }},
+      {"--sync",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         if (v == "none") {
+           o.sync = SyncOption::none;
+         } else if (v == "batch") {
+           o.sync = SyncOption::batch;
+         } else {
+           return "expects none or batch";
+         }
+         return std::nullopt;
+       }},
       {"--token", text(o.token)},
       // An alias, as the contract names it: both set the same token (the last one given wins).
       {"--auth-token",
@@ -301,6 +312,10 @@ auth-token and host-token, mode 0600, removed at shutdown):
   --agent-id ID               default agent id for runs.start (env CAR_AGENT_ID)
   --state-dir DIR             run store; default $XDG_STATE_HOME/car, else ~/.local/state/car
                               (locked: one daemon per state directory)
+  --sync none|batch           when a recorded turn is acknowledged: none (default) after
+                              write(2), surviving a daemon crash; batch after fdatasync,
+                              surviving power loss (one sync per store job, shared by
+                              pipelined calls)
 
 Approval gate and timeouts:
   --no-approvals              disable the high-risk approval gate (env CAR_NO_APPROVALS=1)

@@ -20,6 +20,9 @@ struct ListenAddress {
 
 enum class StdioFramingOption { ndjson, content_length };
 
+// --sync: when an acknowledged run record is durable (runs::StoreSync).
+enum class SyncOption { none, batch };
+
 struct Options {
   std::vector<ListenAddress> listen;
   std::vector<std::string> unix_paths;
@@ -43,6 +46,7 @@ struct Options {
   std::vector<std::pair<std::string, std::string>> agent_tokens;
   std::optional<std::string> agent_id;
   std::optional<std::string> state_dir;
+  SyncOption sync = SyncOption::none;
 
   bool no_approvals = false;
   std::vector<std::string> approval_methods;

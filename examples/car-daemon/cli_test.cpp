@@ -267,4 +267,12 @@ TEST_SUITE("cli") {
     }));
     CHECK(check_exposure(o));
   }
+
+  TEST_CASE("--sync none|batch") {
+    CHECK(parse_ok({}).sync == SyncOption::none);
+    CHECK(parse_ok({"--sync", "batch"}).sync == SyncOption::batch);
+    CHECK(parse_ok({"--sync=none"}).sync == SyncOption::none);
+    CHECK(parse_error({"--sync", "always"}).find("expects none or batch") != std::string::npos);
+    CHECK(usage_text().find("--sync none|batch") != std::string::npos);
+  }
 }

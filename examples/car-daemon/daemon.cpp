@@ -267,6 +267,7 @@ void Daemon::install_services(session::AuthConfig auth) {
     run_config.drain_timeout = std::chrono::milliseconds(*options_.drain_timeout_ms);
   }
   if (options_.drain_on_loop) run_config.drain_thread = DrainThread::loop;
+  run_config.sync = options_.sync == SyncOption::batch ? runs::StoreSync::batch : runs::StoreSync::none;
   runs_ = runs::install_run_services(*server_, run_config);
 }
 

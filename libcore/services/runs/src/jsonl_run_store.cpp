@@ -190,6 +190,17 @@ class JsonlRunStore final : public RunStore {
     return failure;
   }
 
+  std::optional<std::string> sync(std::string_view agent_id, std::string_view run_id) override {
+    // The file's data, then the directories that name it: a run created since the last sync has
+    // a new entry in its agent directory (and maybe a new agent directory in runs/). fsync of a
+    // directory with nothing new to write is cheap, so no bookkeeping of which ones are new.
+    fs::path dir = fs::path(root_) / component(agent_id);
+    fs::path path = dir / file_name(run_id);
+    if (auto failure = sync_path(path, O_WRONLY, false)) return failure;
+    if (auto failure = sync_path(dir, O_RDONLY | O_DIRECTORY, true)) return failure;
+    return sync_path(fs::path(root_), O_RDONLY | O_DIRECTORY, true);
+  }
+
   std::optional<RunLocation> find(std::string_view run_id) override {
     auto path = locate(run_id);
     if (!path) return std::nullopt;
@@ -280,6 +291,16 @@ class JsonlRunStore final : public RunStore {
       if (record_kind(lines[i]) == "turn") summary.turn_count += 1;
     }
     return summary;
+  }
+
+  static std::optional<std::string> sync_path(const fs::path& path, int flags, bool whole) {
+    int fd = ::open(path.c_str(), flags | O_CLOEXEC);
+    if (fd < 0) return fmt::format("{}: {}", path.string(), errno_text(errno));
+    int rc = whole ? ::fsync(fd) : ::fdatasync(fd);
+    int err = errno;
+    ::close(fd);
+    if (rc != 0) return fmt::format("{}: {}", path.string(), errno_text(err));
+    return std::nullopt;
   }
 
   const std::string root_;

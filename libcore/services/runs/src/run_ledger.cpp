@@ -34,6 +34,9 @@ struct RunLedger::Run {
   std::uint64_t reserved_turns = 0;  // turns stamped: published plus queued for the store
   bool terminal = false;             // an ending was accepted (maybe not yet written)
   bool removed = false;              // its `started` could not be written: the run is gone
+  // A batch sync of this run's log failed (RunConfig::sync = batch): what it covered may or may
+  // not be on disk, so nothing more is written to it — a later index could repeat one there.
+  std::optional<std::string> sync_failure;
   Executor::TimerId grace_timer = 0;
 
   // Published state: what is durable and has been fanned out.
@@ -446,25 +449,57 @@ void RunLedger::run_store_job(const RunPtr& run) {
   // Pool thread. Everything queued so far, in order; then hand the thread back to the pool and
   // come again if more arrived (another run's writes may be waiting for a thread).
   std::deque<StoreOp> ops;
+  StoreCursor cursor;
   {
     std::lock_guard lock(*lock_);
     ops.swap(run->ops);
+    cursor.written_turns = run->published_turns;
   }
-  // After each op (its producer answered first) the passes its publish claimed run right here,
-  // so a subscriber's events never wait for later appends, and a claimed queue — empty when it
-  // was claimed — cannot fill up behind a pass that has not run yet. The whole job is one pool
-  // hop however many passes ride it.
+  // After each op completes (its producer answered first) the passes its publish claimed run
+  // right here, so a subscriber's events never wait for later appends, and a claimed queue —
+  // empty when it was claimed — cannot fill up behind a pass that has not run yet. The whole job
+  // is one pool hop however many passes ride it.
   TraceFanout::Claimed ready;
   bool drained = false;
-  for (auto& op : ops) {
+  auto complete = [&](StoreOp& op, std::optional<std::string> error) {
     try {
-      process_op(run, op, ready);
+      complete_op(run, op, std::move(error), ready);
     } catch (const std::exception& e) {
-      // Only our own allocations can throw here (store and completion errors are caught inside);
-      // keep the job's bookkeeping intact so the run and its subscribers are not wedged.
+      // Only our own allocations can throw here (completion errors are caught inside); keep the
+      // job's bookkeeping intact so the run and its subscribers are not wedged.
       log_error("run {}: store op failed: {}", run->run_id, e.what());
     }
     drained = fanout_->run_claimed(ready) || drained;
+  };
+  if (config_.sync == StoreSync::none) {
+    for (auto& op : ops) complete(op, write_op(run, op, cursor));
+  } else {
+    // Group commit: every op this job holds is appended, then one sync makes them all durable,
+    // and only then is any of them published or answered — no ack precedes its sync.
+    std::vector<std::optional<std::string>> errors;
+    errors.reserve(ops.size());
+    bool any_written = false;
+    for (auto& op : ops) {
+      errors.push_back(write_op(run, op, cursor));
+      any_written = any_written || !errors.back();
+    }
+    if (any_written) {
+      std::optional<std::string> failure;
+      try {
+        failure = store_->sync(run->agent_id, run->run_id);
+      } catch (const std::exception& e) {
+        failure = fmt::format("store threw: {}", e.what());  // an embedder's RunStore
+      }
+      if (failure) {
+        log_warn("run {}: store sync failed: {}", run->run_id, *failure);
+        std::lock_guard lock(*lock_);
+        run->sync_failure = *failure;
+        for (auto& error : errors) {
+          if (!error) error = fmt::format("sync failed: {}", *failure);
+        }
+      }
+    }
+    for (std::size_t i = 0; i < ops.size(); ++i) complete(ops[i], std::move(errors[i]));
   }
   if (drained) fanout_->count_store_job_hop();
   std::lock_guard lock(*lock_);
@@ -475,25 +510,34 @@ void RunLedger::run_store_job(const RunPtr& run) {
   queue_store_job_locked(run);
 }
 
-void RunLedger::process_op(const RunPtr& run, StoreOp& op, TraceFanout::Claimed& ready) {
-  std::optional<std::string> error;
+std::optional<std::string> RunLedger::write_op(const RunPtr& run, const StoreOp& op,
+                                               StoreCursor& cursor) {
   {
     std::lock_guard lock(*lock_);
-    if (run->removed) {
-      error = "the run could not be started";
-    } else if (op.kind == StoreOp::Kind::turns && op.base_index != run->published_turns) {
+    if (run->removed || cursor.start_failed) return "the run could not be started";
+    if (run->sync_failure) return fmt::format("an earlier sync of this run failed: {}", *run->sync_failure);
+    if (op.kind == StoreOp::Kind::turns && op.base_index != cursor.written_turns) {
       // An earlier append of this run failed after these turns were stamped: writing them would
       // leave a hole in the indices.
-      error = "an earlier append of this run failed";
+      return "an earlier append of this run failed";
     }
   }
-  if (!error) {
-    try {
-      error = store_->append(run->agent_id, run->run_id, op.records);
-    } catch (const std::exception& e) {
-      error = fmt::format("store threw: {}", e.what());  // an embedder's RunStore
-    }
+  std::optional<std::string> error;
+  try {
+    error = store_->append(run->agent_id, run->run_id, op.records);
+  } catch (const std::exception& e) {
+    error = fmt::format("store threw: {}", e.what());  // an embedder's RunStore
   }
+  if (error) {
+    if (op.kind == StoreOp::Kind::started) cursor.start_failed = true;
+  } else if (op.kind == StoreOp::Kind::turns) {
+    cursor.written_turns += op.records.size();
+  }
+  return error;
+}
+
+void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::string> error,
+                            TraceFanout::Claimed& ready) {
   {
     std::lock_guard lock(*lock_);
     store_ops_ += 1;

@@ -213,8 +213,18 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   void enqueue_locked(const RunPtr& run, StoreOp op);
   void queue_store_job_locked(const RunPtr& run);
   void run_store_job(const RunPtr& run);
-  // Writes and publishes one operation; `ready` receives the subscribers whose pass it claimed.
-  void process_op(const RunPtr& run, StoreOp& op, TraceFanout::Claimed& ready);
+  // What one store job has written so far, for the checks of the ops after it.
+  struct StoreCursor {
+    std::uint64_t written_turns = 0;  // the run's turns on disk, counting this job's appends
+    bool start_failed = false;        // this job's `started` append failed
+  };
+  // Appends one operation's records (pool thread, no lock held during the write); the error, if
+  // it was not written.
+  std::optional<std::string> write_op(const RunPtr& run, const StoreOp& op, StoreCursor& cursor);
+  // Publishes a written operation (or undoes its stamping when `error`) and answers its caller;
+  // `ready` receives the subscribers whose pass it claimed.
+  void complete_op(const RunPtr& run, StoreOp& op, std::optional<std::string> error,
+                   TraceFanout::Claimed& ready);
   void op_finished();
 
   Server& server_;

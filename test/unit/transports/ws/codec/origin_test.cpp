@@ -9,7 +9,7 @@
 
 using namespace car::ws;
 
-TEST_SUITE("ws.origin") {
+TEST_SUITE("ws_origin") {
   TEST_CASE("loopback origins are recognised, look-alikes are not") {
     for (const char* origin :
          {"http://localhost", "http://localhost:3000", "https://LOCALHOST:443", "http://127.0.0.1",

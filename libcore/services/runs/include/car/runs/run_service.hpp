@@ -30,6 +30,17 @@ class Server;
 
 namespace car::runs {
 
+// When an acknowledged record is durable (car-daemon --sync).
+enum class StoreSync : std::uint8_t {
+  // Acknowledged once handed to the OS (write(2)): survives a crash of the daemon, not of the
+  // machine. The default: batch costs a large share of throughput (docs/RELIABILITY.md).
+  none,
+  // Acknowledged once synced (RunStore::sync, fdatasync for the JSONL store): survives power loss.
+  // One sync per store job covers every call queued on the run while the previous job ran (group
+  // commit), so pipelined callers share it.
+  batch,
+};
+
 struct CAR_API RunConfig {
   // Root of the default JSONL store (<state_dir>/runs/...). Ignored when `store` is set.
   std::string state_dir;
@@ -55,6 +66,8 @@ struct CAR_API RunConfig {
   std::size_t max_trace_page_bytes = 4 * 1024 * 1024;
   // The store; null means make_jsonl_run_store(state_dir).
   std::shared_ptr<RunStore> store;
+  // Whether a call is answered after its records' write (none) or after their sync (batch).
+  StoreSync sync = StoreSync::none;
 };
 
 // One subscription's counters (runs.stats, RunService::subscriber_stats).

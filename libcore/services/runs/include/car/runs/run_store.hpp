@@ -57,6 +57,12 @@ class CAR_API RunStore {
   virtual std::optional<std::string> append(std::string_view agent_id, std::string_view run_id,
                                             std::span<const std::string> records) = 0;
 
+  // Makes everything appended to the run so far durable — on stable storage, surviving power loss
+  // — and returns once it is, or the reason it is not. Called after appends, from the same pool
+  // job, only when RunConfig::sync is batch. The default does nothing: for stores whose append is
+  // already durable.
+  virtual std::optional<std::string> sync(std::string_view agent_id, std::string_view run_id);
+
   // Finds a stored run by id (reads only its `started` record).
   virtual std::optional<RunLocation> find(std::string_view run_id) = 0;
 
