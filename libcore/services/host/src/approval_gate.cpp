@@ -110,6 +110,7 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
   spec.agent_id = session::agent_id(connection.session());
   spec.action = "ws.method:" + wait->method;
   spec.details_json = details.take();
+  spec.requested_by = wait->client_id;
 
   Executor& executor = executor_;
   std::weak_ptr<ApprovalGate> weak = weak_from_this();
@@ -133,7 +134,21 @@ void ApprovalGate::admit(Connection& connection, std::string_view method,
       decide_now(Error{ErrorCode::approval_denied, "approval denied"});
     }
   };
-  auto created = state_->create_approval(std::move(spec), std::move(on_resolved));
+  auto result = state_->create_approval(std::move(spec), std::move(on_resolved));
+  if (!result) {
+    // Refused (too many pending approvals): the request is answered at once and not run.
+    Decision decide_now;
+    {
+      std::lock_guard lock(wait->mutex);
+      decide_now.swap(wait->decide);
+    }
+    untrack(*wait);
+    log_info("approval gate: {} from {} refused: {}", wait->method, wait->client_id,
+             result.error().message);
+    if (decide_now) decide_now(result.error());
+    return;
+  }
+  auto& created = result.value();
 
   auto timer = executor_.start_timer(config_.timeout, [weak, wait] {
     if (auto self = weak.lock()) self->end_wait(wait, End::timed_out);

@@ -210,8 +210,12 @@ void host_notify(const Service& s, const Request& req, const Reply& reply) {
   event.agent_id = opt_string(p, "agent_id");
   event.message = opt_string(p, "message").value_or(event.kind);
   event.payload_json = opt_json(p, "payload").value_or("{}");
-  HostEventRecord record = s->state().record(std::move(event));
-  reply.ok(record.event_json());
+  auto record = s->state().record(std::move(event));
+  if (!record) {
+    reply.error(record.error());
+    return;
+  }
+  reply.ok(record->event_json());
 }
 
 void host_request_approval(const Service& s, const Request& req, const Reply& reply) {
@@ -231,7 +235,12 @@ void host_request_approval(const Service& s, const Request& req, const Reply& re
   }
   details.end_object();
   spec.details_json = details.take();
-  HostApproval created = s->state().create_approval(std::move(spec)).approval;
+  auto result = s->state().create_approval(std::move(spec));
+  if (!result) {
+    reply.error(result.error());
+    return;
+  }
+  HostApproval created = std::move(result->approval);
   // Teardown marks the session closed before it reaps: a row created after the reap's scan
   // sees the mark here and is reaped now, so it cannot stay pending with its owner gone.
   if (req.connection().closed()) s->state().reap_approvals_of(req.connection().client_id());

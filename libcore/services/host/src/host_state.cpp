@@ -35,6 +35,16 @@ Error unknown(std::string_view what, std::string_view id) {
   return Error::internal(fmt::format("unknown {} '{}'", what, id));
 }
 
+Error event_too_large(std::size_t size, std::size_t limit) {
+  return Error{ErrorCode::invalid_params,
+               fmt::format("invalid params: host event too large: {} bytes, at most {}", size,
+                           limit)};
+}
+
+Error too_many(std::string what, std::size_t limit) {
+  return Error{ErrorCode::server_busy, fmt::format("too many {}: at most {}", what, limit)};
+}
+
 void write_strings(json::Builder& out, const std::vector<std::string>& items) {
   out.begin_array();
   for (const auto& s : items) out.str(s);
@@ -164,11 +174,11 @@ class HostState::Impl {
   Result<HostDevice> update_device(std::string_view caller, DeviceUpdate update);
   std::vector<HostDevice> devices() const;
   std::string devices_json() const;
-  HostEventRecord record(EventSpec event);
+  Result<HostEventRecord> record(EventSpec event);
   std::vector<HostEventRecord> events(std::size_t limit) const;
   std::string events_json(std::size_t limit) const;
   std::uint64_t last_sequence() const;
-  HostState::Created create_approval(ApprovalSpec spec, ApprovalWaiter waiter);
+  Result<HostState::Created> create_approval(ApprovalSpec spec, ApprovalWaiter waiter);
   void forget_waiter(std::string_view approval_id, std::uint64_t waiter_id);
   Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
                                           std::string_view principal,
@@ -189,7 +199,17 @@ class HostState::Impl {
 
   std::string now_locked() const;
   bool live_locked(std::string_view client_id) const;
-  HostEventRecord record_locked(EventSpec event);
+  // The HostEvent JSON the next recorded event would have. Built before a change is made, so a
+  // change whose event is too large is refused whole (check_event_locked).
+  std::string event_body_locked(const EventSpec& event) const;
+  std::optional<Error> check_event_locked(const EventSpec& event, std::size_t reserve = 0) const;
+  // Records an event unchecked (the server's own events, whose sizes its checks bounded).
+  HostEventRecord record_locked(const EventSpec& event);
+  HostEventRecord append_locked(std::string body);
+  // Agents and devices: at the cap, makes room for one new id by evicting the longest-registered
+  // item whose owner is gone, or says who holds the cap.
+  std::optional<Error> make_room_for_agent_locked();
+  std::optional<Error> make_room_for_device_locked();
   void set_agent_status_locked(AgentRow& row, AgentStatus status,
                                std::optional<std::string> message,
                                std::optional<std::string> payload_json);
@@ -203,6 +223,11 @@ class HostState::Impl {
   // flipped agent to its previous status and moves the row's waiters to `wake`.
   void resolve_row_locked(ApprovalRow& row, Decision decision, std::string_view principal,
                           std::optional<std::string> notes, Wakeups& wake);
+  // Pending-approval accounting (HostStateOptions' bounds): a row stops counting against its
+  // requester once resolved or orphaned; orphans beyond their bound are denied oldest first.
+  void uncount_pending_locked(ApprovalRow& row);
+  void orphan_locked(ApprovalRow& row);
+  void evict_orphans_locked(Wakeups& wake);
   void deliver();  // drains the outbox; see the ordering note in host_state.hpp
   // Unlists `client_id`'s subscriber (at most one) and returns it.
   std::shared_ptr<SubscriberEntry> detach_locked(std::string_view client_id);
@@ -214,7 +239,11 @@ class HostState::Impl {
 
   mutable std::mutex mutex_;
   std::map<std::string, std::unique_ptr<AgentRow>, std::less<>> agents_;
-  std::map<std::string, HostDevice, std::less<>> devices_;
+  struct DeviceRow {
+    HostDevice device;
+    std::uint64_t registration = 0;
+  };
+  std::map<std::string, DeviceRow, std::less<>> devices_;
   std::map<std::string, std::unique_ptr<ApprovalRow>, std::less<>> approvals_;
   // Creation order of approvals_. Evicted ids stay behind until a compaction (readers skip ids
   // approvals_ no longer holds), so an eviction never walks or shifts this list.
@@ -225,7 +254,15 @@ class HostState::Impl {
   std::uint64_t next_waiter_id_ = 1;
 
   std::deque<HostEventRecord> ring_;
+  std::size_t ring_bytes_ = 0;
   std::uint64_t last_sequence_ = 0;
+  std::uint64_t next_registration_ = 1;  // orders agents and devices for eviction
+
+  // Pending rows counted against a live requester, by session and in total; orphans aside.
+  std::map<std::string, std::size_t, std::less<>> pending_by_session_;
+  std::size_t pending_counted_ = 0;
+  std::deque<std::string> orphan_order_;  // may hold ids no longer orphans (skipped)
+  std::size_t orphan_count_ = 0;
 
   std::shared_ptr<const SubscriberList> subscribers_;  // copy-on-write
   std::vector<OutboxItem> outbox_;                     // in sequence order
@@ -234,6 +271,7 @@ class HostState::Impl {
 
 struct HostState::Impl::AgentRow {
   HostAgent agent;
+  std::uint64_t registration = 0;  // next_registration_ at its last registration
   // Pending session-owned approvals that flipped this agent to waiting_for_approval, and the
   // status it had before the first of them.
   std::size_t approvals_waiting = 0;
@@ -242,6 +280,12 @@ struct HostState::Impl::AgentRow {
 
 struct HostState::Impl::ApprovalRow {
   HostApproval approval;
+  // The session this pending row counts against (owner or requested_by); none once it no
+  // longer counts (resolved, orphaned) or when it never did (a C++ API system-level row).
+  std::optional<std::string> counted_for;
+  std::optional<std::string> requested_by;
+  bool counted = false;  // in pending_counted_
+  bool orphan = false;   // in orphan_count_
   std::optional<std::string> flipped_agent;
   std::vector<std::pair<std::uint64_t, ApprovalWaiter>> waiters;
 };
@@ -273,8 +317,8 @@ bool HostState::Impl::live_locked(std::string_view client_id) const {
   return !options_.is_live || options_.is_live(client_id);
 }
 
-HostEventRecord HostState::Impl::record_locked(EventSpec event) {
-  std::uint64_t sequence = ++last_sequence_;
+std::string HostState::Impl::event_body_locked(const EventSpec& event) const {
+  std::uint64_t sequence = last_sequence_ + 1;
   json::Builder body;
   body.begin_object()
       .key("id").str("event-" + uuid_v4())
@@ -288,11 +332,34 @@ HostEventRecord HostState::Impl::record_locked(EventSpec event) {
     body.null();
   }
   body.key("message").str(event.message).key("payload").raw(event.payload_json).end_object();
+  return body.take();
+}
 
-  HostEventRecord record{sequence, make_frame(jsonrpc::notification("host.event", body.view()))};
+std::optional<Error> HostState::Impl::check_event_locked(const EventSpec& event,
+                                                         std::size_t reserve) const {
+  // Cheap pre-check first: a payload alone past the bound need not be serialized again.
+  std::size_t limit = options_.max_event_bytes > reserve ? options_.max_event_bytes - reserve : 0;
+  if (event.payload_json.size() > limit) return event_too_large(event.payload_json.size(), limit);
+  std::size_t size = event_body_locked(event).size();
+  if (size > limit) return event_too_large(size, limit);
+  return std::nullopt;
+}
 
+HostEventRecord HostState::Impl::record_locked(const EventSpec& event) {
+  return append_locked(event_body_locked(event));
+}
+
+HostEventRecord HostState::Impl::append_locked(std::string body) {
+  std::uint64_t sequence = ++last_sequence_;
+  HostEventRecord record{sequence, make_frame(jsonrpc::notification("host.event", body))};
+  ring_bytes_ += record.frame->size();
   ring_.push_back(record);
-  while (ring_.size() > options_.event_capacity) ring_.pop_front();
+  // Bounded by count and by bytes; the newest event always stays (it is within max_event_bytes).
+  while (ring_.size() > 1 &&
+         (ring_.size() > options_.event_capacity || ring_bytes_ > options_.event_ring_bytes)) {
+    ring_bytes_ -= ring_.front().frame->size();
+    ring_.pop_front();
+  }
   outbox_.push_back({record.frame, sequence});
   return record;
 }
@@ -357,14 +424,16 @@ Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, Agent
     if (it != agents_.end()) {
       const std::string& owner = it->second->agent.session_id;
       if (owner != caller && live_locked(owner)) return owned_by_another("agent", id);
-    } else {
-      auto row = std::make_unique<AgentRow>();
-      row->agent.id = id;
-      it = agents_.emplace(id, std::move(row)).first;
     }
     // A registration declares the agent afresh; its runtime state (status, task) carries over
-    // when its owner re-registers it or a new session adopts it.
-    HostAgent& a = it->second->agent;
+    // when its owner re-registers it or a new session adopts it. Built as a copy first, so a
+    // registration too large for its event changes nothing.
+    HostAgent a;
+    if (it != agents_.end()) {
+      a = it->second->agent;
+    } else {
+      a.id = id;
+    }
     a.name = std::move(spec.name);
     a.kind = std::move(spec.kind);
     a.capabilities = std::move(spec.capabilities);
@@ -373,8 +442,17 @@ Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, Agent
     a.display_json = std::move(spec.display_json);
     a.metadata_json = spec.metadata_json ? std::move(*spec.metadata_json) : "{}";
     a.session_id = std::string(caller);
-    copy = a;
-    record_locked({"agent.registered", id, fmt::format("agent '{}' registered", id), to_json(a)});
+    EventSpec event{"agent.registered", id, fmt::format("agent '{}' registered", id), to_json(a)};
+    // The reserve leaves room for the status flips the server records with the agent later.
+    if (auto e = check_event_locked(event, options_.item_reserve)) return std::move(*e);
+    if (it == agents_.end()) {
+      if (auto e = make_room_for_agent_locked()) return std::move(*e);
+      it = agents_.emplace(id, std::make_unique<AgentRow>()).first;
+    }
+    it->second->agent = a;
+    it->second->registration = next_registration_++;
+    copy = std::move(a);
+    record_locked(event);
   }
   deliver();
   return copy;
@@ -405,9 +483,23 @@ Result<HostAgent> HostState::Impl::set_status(std::string_view caller, StatusCha
     AgentRow& row = *it->second;
     if (row.agent.session_id != caller) return owned_by_another("agent", change.agent_id);
     // The call describes the agent's present state: no task given means no current task.
-    row.agent.current_task = std::move(change.current_task);
-    set_agent_status_locked(row, change.status, std::move(change.message),
-                            std::move(change.payload_json));
+    HostAgent after = row.agent;
+    after.current_task = std::move(change.current_task);
+    after.status = change.status;
+    std::string agent_json = to_json(after);
+    std::string message =
+        change.message ? std::move(*change.message)
+                       : fmt::format("agent '{}' is {}", after.id, to_string(after.status));
+    // Both the event and the agent it leaves behind (which later events carry) must fit.
+    EventSpec as_agent{"agent.status_changed", after.id, message, agent_json};
+    if (auto e = check_event_locked(as_agent, options_.item_reserve)) return std::move(*e);
+    EventSpec event{"agent.status_changed", after.id, std::move(message),
+                    change.payload_json ? std::move(*change.payload_json) : std::move(agent_json)};
+    if (change.payload_json) {
+      if (auto e = check_event_locked(event)) return std::move(*e);
+    }
+    row.agent = std::move(after);
+    record_locked(event);
     copy = row.agent;
   }
   deliver();
@@ -438,6 +530,51 @@ std::string HostState::Impl::agents_json() const {
   return out.take();
 }
 
+std::optional<Error> HostState::Impl::make_room_for_agent_locked() {
+  if (agents_.size() < options_.max_agents) return std::nullopt;
+  // Agents outlive their owner (PROTOCOL.md §4), so only one whose owner is gone may make room:
+  // the one registered longest ago. A scan, but only at the cap, and the cap is small.
+  auto victim = agents_.end();
+  for (auto it = agents_.begin(); it != agents_.end(); ++it) {
+    if (live_locked(it->second->agent.session_id)) continue;
+    if (victim == agents_.end() || it->second->registration < victim->second->registration) {
+      victim = it;
+    }
+  }
+  if (victim == agents_.end()) return too_many("host agents", options_.max_agents);
+  std::string id = victim->first;
+  std::string payload = to_json(victim->second->agent);
+  agents_.erase(victim);
+  record_locked({"agent.unregistered", id,
+                 fmt::format("agent '{}' unregistered: its owner is gone and the host holds {} "
+                             "agents",
+                             id, options_.max_agents),
+                 std::move(payload)});
+  return std::nullopt;
+}
+
+std::optional<Error> HostState::Impl::make_room_for_device_locked() {
+  if (devices_.size() < options_.max_devices) return std::nullopt;
+  auto victim = devices_.end();
+  for (auto it = devices_.begin(); it != devices_.end(); ++it) {
+    if (live_locked(it->second.device.session_id)) continue;
+    if (victim == devices_.end() || it->second.registration < victim->second.registration) {
+      victim = it;
+    }
+  }
+  if (victim == devices_.end()) return too_many("host devices", options_.max_devices);
+  std::string id = victim->first;
+  std::string payload = to_json(victim->second.device);
+  devices_.erase(victim);
+  // [ext] kind: upstream has no device removal; clients ignore kinds they do not know.
+  record_locked({"device.unregistered", std::nullopt,
+                 fmt::format("device '{}' unregistered: its owner is gone and the host holds {} "
+                             "devices",
+                             id, options_.max_devices),
+                 std::move(payload)});
+  return std::nullopt;
+}
+
 // ---- devices ----
 
 Result<HostDevice> HostState::Impl::register_device(std::string_view caller, DeviceSpec spec) {
@@ -447,13 +584,11 @@ Result<HostDevice> HostState::Impl::register_device(std::string_view caller, Dev
     std::lock_guard lock(mutex_);
     auto it = devices_.find(id);
     if (it != devices_.end()) {
-      const std::string& owner = it->second.session_id;
+      const std::string& owner = it->second.device.session_id;
       if (owner != caller && live_locked(owner)) return owned_by_another("device", id);
-    } else {
-      it = devices_.emplace(id, HostDevice{}).first;
-      it->second.id = id;
     }
-    HostDevice& d = it->second;
+    HostDevice d;
+    d.id = id;
     d.name = std::move(spec.name);
     d.platform = std::move(spec.platform);
     d.capabilities = std::move(spec.capabilities);
@@ -461,9 +596,17 @@ Result<HostDevice> HostState::Impl::register_device(std::string_view caller, Dev
     d.metadata_json = spec.metadata_json ? std::move(*spec.metadata_json) : "{}";
     d.session_id = std::string(caller);
     d.updated_at = now_locked();
-    copy = d;
-    record_locked({"device.registered", std::nullopt, fmt::format("device '{}' registered", id),
-                   to_json(d)});
+    EventSpec event{"device.registered", std::nullopt, fmt::format("device '{}' registered", id),
+                    to_json(d)};
+    if (auto e = check_event_locked(event)) return std::move(*e);
+    if (it == devices_.end()) {
+      if (auto e = make_room_for_device_locked()) return std::move(*e);
+      it = devices_.emplace(id, DeviceRow{}).first;
+    }
+    it->second.device = d;
+    it->second.registration = next_registration_++;
+    copy = std::move(d);
+    record_locked(event);
   }
   deliver();
   return copy;
@@ -475,17 +618,22 @@ Result<HostDevice> HostState::Impl::update_device(std::string_view caller, Devic
     std::lock_guard lock(mutex_);
     auto it = devices_.find(update.device_id);
     if (it == devices_.end()) return unknown("device", update.device_id);
-    HostDevice& d = it->second;
-    if (d.session_id != caller) return owned_by_another("device", update.device_id);
+    if (it->second.device.session_id != caller) {
+      return owned_by_another("device", update.device_id);
+    }
+    HostDevice d = it->second.device;
     if (update.name) d.name = std::move(*update.name);
     if (update.platform) d.platform = std::move(*update.platform);
     if (update.capabilities) d.capabilities = std::move(*update.capabilities);
     if (update.status) d.status = std::move(*update.status);
     if (update.metadata_json) d.metadata_json = std::move(*update.metadata_json);
     d.updated_at = now_locked();
-    copy = d;
-    record_locked({"device.updated", std::nullopt, fmt::format("device '{}' updated", d.id),
-                   to_json(d)});
+    EventSpec event{"device.updated", std::nullopt, fmt::format("device '{}' updated", d.id),
+                    to_json(d)};
+    if (auto e = check_event_locked(event)) return std::move(*e);
+    it->second.device = d;
+    copy = std::move(d);
+    record_locked(event);
   }
   deliver();
   return copy;
@@ -495,7 +643,7 @@ std::vector<HostDevice> HostState::Impl::devices() const {
   std::lock_guard lock(mutex_);
   std::vector<HostDevice> out;
   out.reserve(devices_.size());
-  for (const auto& [id, d] : devices_) out.push_back(d);
+  for (const auto& [id, row] : devices_) out.push_back(row.device);
   return out;
 }
 
@@ -503,18 +651,19 @@ std::string HostState::Impl::devices_json() const {
   json::Builder out;
   std::lock_guard lock(mutex_);
   out.begin_array();
-  for (const auto& [id, d] : devices_) write_json(out, d);
+  for (const auto& [id, row] : devices_) write_json(out, row.device);
   out.end_array();
   return out.take();
 }
 
 // ---- events ----
 
-HostEventRecord HostState::Impl::record(EventSpec event) {
+Result<HostEventRecord> HostState::Impl::record(EventSpec event) {
   HostEventRecord record;
   {
     std::lock_guard lock(mutex_);
-    record = record_locked(std::move(event));
+    if (auto e = check_event_locked(event)) return std::move(*e);
+    record = record_locked(event);
   }
   deliver();
   return record;
@@ -549,9 +698,11 @@ std::uint64_t HostState::Impl::last_sequence() const {
 
 // ---- approvals ----
 
-HostState::Created HostState::Impl::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
+Result<HostState::Created> HostState::Impl::create_approval(ApprovalSpec spec,
+                                                           ApprovalWaiter waiter) {
   Created created;
   std::string id = "approval-" + uuid_v4();
+  Wakeups wake;  // orphans denied to make room (their waiters are gone; kept for symmetry)
   {
     std::lock_guard lock(mutex_);
     auto row = std::make_unique<ApprovalRow>();
@@ -562,13 +713,37 @@ HostState::Created HostState::Impl::create_approval(ApprovalSpec spec, ApprovalW
     a.details_json = std::move(spec.details_json);
     a.created_at = now_locked();
     a.client_id = std::move(spec.owner);
+    EventSpec event{"approval.requested", a.agent_id,
+                    fmt::format("approval requested: {}", a.action), to_json(a)};
+    // The reserve leaves room for the resolution fields its approval.resolved event adds.
+    if (auto e = check_event_locked(event, options_.item_reserve)) return std::move(*e);
+    const std::optional<std::string>& counted_for = a.client_id ? a.client_id : spec.requested_by;
+    if (counted_for) {
+      auto n = pending_by_session_.find(*counted_for);
+      if (n != pending_by_session_.end() && n->second >= options_.max_pending_per_session) {
+        return Error{ErrorCode::server_busy,
+                     fmt::format("too many pending approvals: a session may have at most {}",
+                                 options_.max_pending_per_session)};
+      }
+    }
+    if (pending_counted_ >= options_.max_pending_approvals) {
+      return Error{ErrorCode::server_busy,
+                   fmt::format("too many pending approvals: at most {} in total",
+                               options_.max_pending_approvals)};
+    }
+    row->counted = true;
+    ++pending_counted_;
+    if (counted_for) {
+      row->counted_for = *counted_for;
+      ++pending_by_session_[*counted_for];
+    }
+    row->requested_by = std::move(spec.requested_by);
     if (waiter) {
       created.waiter_id = next_waiter_id_++;
       row->waiters.emplace_back(created.waiter_id, std::move(waiter));
     }
     created.approval = a;
-    record_locked({"approval.requested", a.agent_id,
-                   fmt::format("approval requested: {}", a.action), to_json(a)});
+    record_locked(event);
     // The requesting session's own agent waits for the answer (PROTOCOL.md §4.2).
     if (a.client_id && a.agent_id) {
       auto it = agents_.find(*a.agent_id);
@@ -582,26 +757,90 @@ HostState::Created HostState::Impl::create_approval(ApprovalSpec spec, ApprovalW
         }
       }
     }
+    ApprovalRow& kept = *row;
     approval_order_.push_back(id);
     approvals_.emplace(id, std::move(row));
+    // A gate row raised without a waiter has nobody waiting from the start.
+    if (kept.requested_by && kept.waiters.empty()) {
+      orphan_locked(kept);
+      evict_orphans_locked(wake);
+      evict_resolved_locked();
+    }
   }
   deliver();
+  for (auto& item : wake) item.waiter(item.approval);
   return created;
 }
 
+void HostState::Impl::uncount_pending_locked(ApprovalRow& row) {
+  if (row.counted) {
+    row.counted = false;
+    --pending_counted_;
+  }
+  if (row.counted_for) {
+    auto n = pending_by_session_.find(*row.counted_for);
+    if (n != pending_by_session_.end() && --n->second == 0) pending_by_session_.erase(n);
+    row.counted_for.reset();
+  }
+  if (row.orphan) {
+    row.orphan = false;
+    --orphan_count_;
+  }
+}
+
+void HostState::Impl::orphan_locked(ApprovalRow& row) {
+  if (row.orphan || !row.approval.pending()) return;
+  uncount_pending_locked(row);
+  row.orphan = true;
+  ++orphan_count_;
+  orphan_order_.push_back(row.approval.id);
+}
+
+void HostState::Impl::evict_orphans_locked(Wakeups& wake) {
+  // Oldest orphan first. Entries of rows resolved meanwhile are skipped as they come up.
+  while (orphan_count_ > options_.max_orphan_approvals && !orphan_order_.empty()) {
+    auto it = approvals_.find(orphan_order_.front());
+    orphan_order_.pop_front();
+    if (it == approvals_.end() || !it->second->orphan) continue;
+    resolve_row_locked(*it->second, Decision::deny, reaper_principal, std::string(orphan_notes),
+                       wake);
+  }
+  // Stale entries (orphans a host resolved) are compacted away once they dominate.
+  if (orphan_order_.size() > 2 * options_.max_orphan_approvals + 64) {
+    std::erase_if(orphan_order_, [this](const std::string& id) {
+      auto it = approvals_.find(id);
+      return it == approvals_.end() || !it->second->orphan;
+    });
+  }
+}
+
 void HostState::Impl::forget_waiter(std::string_view approval_id, std::uint64_t waiter_id) {
-  ApprovalWaiter dropped;  // destroyed outside the lock
-  std::lock_guard lock(mutex_);
-  auto it = approvals_.find(approval_id);
-  if (it == approvals_.end()) return;
-  auto& waiters = it->second->waiters;
-  for (auto w = waiters.begin(); w != waiters.end(); ++w) {
-    if (w->first == waiter_id) {
-      dropped = std::move(w->second);
-      waiters.erase(w);
-      return;
+  ApprovalWaiter dropped;  // destroyed outside the lock (declared first: outlives the guard)
+  Wakeups wake;
+  {
+    std::lock_guard lock(mutex_);
+    auto it = approvals_.find(approval_id);
+    if (it == approvals_.end()) return;
+    ApprovalRow& row = *it->second;
+    auto& waiters = row.waiters;
+    for (auto w = waiters.begin(); w != waiters.end(); ++w) {
+      if (w->first == waiter_id) {
+        dropped = std::move(w->second);
+        waiters.erase(w);
+        break;
+      }
+    }
+    // Nobody waits for this gate row any more (timed out, or its connection closed): it stays
+    // pending (PROTOCOL.md §5.1) but no longer counts against its requester, and only the newest
+    // max_orphan_approvals such rows are kept.
+    if (row.requested_by && row.waiters.empty() && row.approval.pending()) {
+      orphan_locked(row);
+      evict_orphans_locked(wake);
+      evict_resolved_locked();
     }
   }
+  if (!wake.empty()) deliver();
+  for (auto& item : wake) item.waiter(item.approval);
 }
 
 Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approval_id,
@@ -639,6 +878,18 @@ Result<ResolveOutcome> HostState::Impl::resolve_approval(std::string_view approv
                      payload.take()});
       outcome = {ResolveOutcome::Kind::proposed, a};
     } else {
+      // The approval.resolved event carries the row with the caller's notes: it must fit.
+      HostApproval after = a;
+      after.status = ApprovalStatus::approved;
+      after.resolution = decision;
+      after.resolved_by = std::string(principal);
+      after.resolved_at = now_locked();
+      after.notes = notes;
+      if (auto e = check_event_locked({"approval.resolved", a.agent_id,
+                                       fmt::format("approval '{}' approved", a.id),
+                                       to_json(after)})) {
+        return std::move(*e);
+      }
       resolve_row_locked(row, decision, principal, std::move(notes), wake);
       outcome = {ResolveOutcome::Kind::resolved, a};
       evict_resolved_locked();
@@ -658,6 +909,7 @@ void HostState::Impl::resolve_row_locked(ApprovalRow& row, Decision decision,
   a.resolved_by = std::string(principal);
   a.resolved_at = now_locked();
   a.notes = std::move(notes);
+  uncount_pending_locked(row);
   ++resolved_count_;
   resolved_order_.push_back(a.id);
   record_locked({"approval.resolved", a.agent_id,
@@ -766,7 +1018,7 @@ Subscription HostState::Impl::subscribe(std::string client_id,
     snap.key("agents").begin_array();
     for (const auto& [id, row] : agents_) write_json(snap, row->agent);
     snap.end_array().key("devices").begin_array();
-    for (const auto& [id, d] : devices_) write_json(snap, d);
+    for (const auto& [id, row] : devices_) write_json(snap, row.device);
     snap.end_array().key("approvals").begin_array();
     for (const auto& id : approval_order_) {
       if (auto it = approvals_.find(id); it != approvals_.end()) {
@@ -774,7 +1026,15 @@ Subscription HostState::Impl::subscribe(std::string client_id,
       }
     }
     snap.end_array().key("events").begin_array();
-    std::size_t n = std::min(options_.subscribe_backlog, ring_.size());
+    // The newest events that fit the byte budget (at most subscribe_backlog of them): the ring
+    // holds up to event_ring_bytes, and each concurrent subscribe would otherwise copy all of it.
+    std::size_t n = 0;
+    std::size_t bytes = 0;
+    for (auto it = ring_.rbegin(); it != ring_.rend() && n < options_.subscribe_backlog; ++it) {
+      bytes += it->event_json().size() + 1;
+      if (bytes > options_.subscribe_backlog_bytes) break;
+      ++n;
+    }
     for (auto it = ring_.end() - static_cast<std::ptrdiff_t>(n); it != ring_.end(); ++it) {
       snap.raw(it->event_json());
     }
@@ -883,7 +1143,7 @@ std::string HostState::devices_json() const {
   return impl_->devices_json();
 }
 
-HostEventRecord HostState::record(EventSpec event) {
+Result<HostEventRecord> HostState::record(EventSpec event) {
   return impl_->record(std::move(event));
 }
 
@@ -899,7 +1159,7 @@ std::uint64_t HostState::last_sequence() const {
   return impl_->last_sequence();
 }
 
-HostState::Created HostState::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
+Result<HostState::Created> HostState::create_approval(ApprovalSpec spec, ApprovalWaiter waiter) {
   return impl_->create_approval(std::move(spec), std::move(waiter));
 }
 

@@ -28,7 +28,7 @@ struct Setup {
     spec.owner = std::move(owner);
     spec.action = std::move(action);
     spec.agent_id = std::move(agent);
-    return state->create_approval(std::move(spec)).approval;
+    return state->create_approval(std::move(spec)).value().approval;
   }
   std::string last_kind() const {
     auto e = state->events(1);
@@ -147,7 +147,7 @@ TEST_SUITE("approval_core") {
     waited.action = "waited";
     auto third = s.state->create_approval(waited, [&](const HostApproval& r) {
       woken.push_back(r.status);
-    }).approval;
+    }).value().approval;
     std::uint64_t before = s.state->last_sequence();
 
     s.live.erase("A");
@@ -242,6 +242,8 @@ TEST_SUITE("approval_core") {
     Setup s;
     HostStateOptions options;
     options.max_resolved_approvals = 100;
+    options.max_pending_per_session = 10000;  // the pending bounds are not what this is about
+    options.max_pending_approvals = 10000;
     s.state = std::make_unique<HostState>(options);
     std::vector<HostApproval> pending, gone;
     for (int i = 0; i < 3000; ++i) pending.push_back(s.request("B", "p"));
@@ -276,7 +278,7 @@ TEST_SUITE("approval_core") {
     auto created = s.state->create_approval(spec, [&](const HostApproval& r) {
       ++woken;
       CHECK(r.status == ApprovalStatus::approved);
-    });
+    }).value();
     CHECK_FALSE(created.approval.client_id.has_value());
     CHECK_FALSE(parse_json(to_json(created.approval)).HasMember("client_id"));
     CHECK(s.state->resolve_approval(created.approval.id, Decision::approve, "B")->kind ==
@@ -284,7 +286,7 @@ TEST_SUITE("approval_core") {
     s.state->resolve_approval(created.approval.id, Decision::approve, "A");
     CHECK(woken == 1);
     // A forgotten waiter never runs.
-    auto other = s.state->create_approval(spec, [&](const HostApproval&) { ++woken; });
+    auto other = s.state->create_approval(spec, [&](const HostApproval&) { ++woken; }).value();
     s.state->forget_waiter(other.approval.id, other.waiter_id);
     s.state->resolve_approval(other.approval.id, Decision::deny, "A");
     CHECK(woken == 1);
@@ -379,7 +381,7 @@ TEST_SUITE("approval_core") {
       std::atomic<int> woken{0};
       ApprovalSpec spec;
       spec.action = "ws.method:vision.ocr";
-      auto created = s.state->create_approval(spec, [&](const HostApproval&) { ++woken; });
+      auto created = s.state->create_approval(spec, [&](const HostApproval&) { ++woken; }).value();
       std::atomic<int> resolved{0}, repeated{0};
       std::vector<std::thread> threads;
       for (int t = 0; t < 4; ++t) {

@@ -261,11 +261,11 @@ TEST_SUITE("host_state") {
 
   TEST_CASE("events: agent_id is null when unset and kept when given") {
     HostState state;
-    auto plain = parse_json(std::string(state.record(note("n")).event_json()));
+    auto plain = parse_json(std::string(state.record(note("n"))->event_json()));
     REQUIRE(plain.HasMember("agent_id"));
     CHECK(plain["agent_id"].IsNull());
     auto named = parse_json(std::string(
-        state.record({"host.notification", std::string("X"), "m", "{}"}).event_json()));
+        state.record({"host.notification", std::string("X"), "m", "{}"})->event_json()));
     CHECK(str(named["agent_id"]) == "X");
     // Keys in the order of PROTOCOL.md §4.1.
     std::vector<std::string> keys;
@@ -338,7 +338,7 @@ TEST_SUITE("host_state") {
     auto b = std::make_shared<RecordingSubscriber>();
     state.subscribe("a", a);
     state.subscribe("b", b);
-    auto record = state.record(note("hello"));
+    auto record = state.record(note("hello")).value();
     REQUIRE(a->snapshot().size() == 1);
     REQUIRE(b->snapshot().size() == 1);
     CHECK(a->snapshot()[0].get() == b->snapshot()[0].get());

@@ -28,6 +28,9 @@
 // owner; once the owner is no longer live (HostStateOptions::is_live), registering the same id
 // adopts the item. A departed owner's pending approvals are denied (reap_approvals_of).
 //
+// Bounds (HostStateOptions): every table, the ring and each event has one, so no client can grow
+// the state (or a host.subscribe reply) without limit; each says what happens when it is full.
+//
 // Threading: every member is thread-safe. One mutex guards the state, the event ring and the
 // subscriber list; no subscriber is ever called and no waiter ever runs while it is held.
 //
@@ -94,11 +97,16 @@ struct CAR_API ApprovalSpec {
   std::optional<std::string> agent_id;
   std::string action;
   std::string details_json = "{}";
+  // A system-level row raised for a session's request (the gate): the row counts against that
+  // session's pending bound while someone waits for it, and becomes an orphan once nobody does.
+  std::optional<std::string> requested_by;
 };
 
 // resolved_by and notes of the rows reap_approvals_of resolves (PROTOCOL.md §5.2).
 inline constexpr std::string_view reaper_principal = "system";
 inline constexpr std::string_view reaped_notes = "owner disconnected";
+// notes of a gate row denied because too many rows nobody waits for are kept.
+inline constexpr std::string_view orphan_notes = "requester no longer waiting";
 
 // How resolve_approval ended (PROTOCOL.md §5.2).
 struct CAR_API ResolveOutcome {
@@ -120,6 +128,30 @@ struct CAR_API HostStateOptions {
   // Resolved approval rows kept (the one resolved longest ago dropped beyond it); pending rows are never
   // dropped. The spec keeps resolved rows; this bounds a long-running daemon.
   std::size_t max_resolved_approvals = 1000;
+  // ---- bounds (PROTOCOL.md §4, §5, §8): nothing a client sends grows the state without limit ----
+  // One HostEvent's JSON. A call whose event would be larger changes nothing and is answered
+  // -32602 "invalid params: host event too large: ..."; agents and approval rows must leave
+  // item_reserve bytes of it free for the fields the server adds later (a status flip, a
+  // resolution by the system).
+  std::size_t max_event_bytes = 64 * 1024;
+  std::size_t item_reserve = 512;
+  // The ring is bounded by bytes as well as by event_capacity; the oldest events go first.
+  std::size_t event_ring_bytes = 4 * 1024 * 1024;
+  // A host.subscribe snapshot carries the newest events that fit in this many bytes (at most
+  // subscribe_backlog of them), so three subscribes cannot copy the whole ring three times.
+  std::size_t subscribe_backlog_bytes = 2 * 1024 * 1024;
+  // Pending approvals awaiting a live requester: per session (its own rows and the gate rows
+  // its waiting requests raised) and in total. Beyond either, create_approval is refused -32000.
+  std::size_t max_pending_per_session = 256;
+  std::size_t max_pending_approvals = 4096;
+  // Pending gate rows nobody waits for any more (the request timed out or its connection
+  // closed): the oldest beyond this is denied by reaper_principal with orphan_notes.
+  std::size_t max_orphan_approvals = 256;
+  // Agents and devices outlive their owner (PROTOCOL.md §4). At the cap a new id evicts the
+  // longest-registered one whose owner is gone (agent.unregistered / device.unregistered);
+  // when every owner is live the registration is refused -32000.
+  std::size_t max_agents = 1024;
+  std::size_t max_devices = 1024;
   WallClock clock;  // empty: the system clock
   // Whether the session `client_id` is still connected. Called with the HostState lock held, so
   // it must not call back into HostState. Empty: every owner counts as live.
@@ -142,27 +174,33 @@ class CAR_API HostState {
 
   // ---- agents ----
   // New (fresh id or unknown id), own (update, status kept) or adopted (owner gone). Records
-  // agent.registered. Error: -32603 "agent '<id>' is owned by another session".
+  // agent.registered. Errors: -32603 "agent '<id>' is owned by another session"; -32602
+  // "invalid params: host event too large: ..."; a new id at max_agents with every owner live:
+  // -32000 "too many host agents: at most N" (otherwise a departed owner's agent is evicted).
   Result<HostAgent> register_agent(std::string_view caller, AgentSpec spec);
   // Errors: -32603 "unknown agent '<id>'", "agent '<id>' is owned by another session".
   std::optional<Error> unregister_agent(std::string_view caller, std::string_view agent_id);
-  // Owner only; records agent.status_changed. Same errors as unregister_agent.
+  // Owner only; records agent.status_changed. Same errors as unregister_agent, and the -32602 of
+  // an event (or an agent left behind) too large.
   Result<HostAgent> set_status(std::string_view caller, StatusChange change);
   std::vector<HostAgent> agents() const;
   std::optional<HostAgent> agent(std::string_view agent_id) const;
   std::string agents_json() const;  // [HostAgent]
 
   // ---- devices ----
+  // As register_agent; at max_devices a departed owner's device is evicted (device.unregistered)
+  // or the registration is refused -32000 "too many host devices: at most N".
   Result<HostDevice> register_device(std::string_view caller, DeviceSpec spec);
   // Owner only. Errors: -32603 "unknown device '<id>'", "device '<id>' is owned by another
-  // session".
+  // session"; -32602 "invalid params: host event too large: ...".
   Result<HostDevice> update_device(std::string_view caller, DeviceUpdate update);
   std::vector<HostDevice> devices() const;
   std::string devices_json() const;  // [HostDevice]
 
   // ---- events ----
-  // Records and broadcasts one event (host.notify and everything above use this).
-  HostEventRecord record(EventSpec event);
+  // Records and broadcasts one event (host.notify and everything above use this). Error: -32602
+  // "invalid params: host event too large: ..." beyond HostStateOptions::max_event_bytes.
+  Result<HostEventRecord> record(EventSpec event);
   // The most recent `limit` events (capped by the ring), oldest first.
   std::vector<HostEventRecord> events(std::size_t limit) const;
   std::string events_json(std::size_t limit) const;  // [HostEvent]
@@ -177,13 +215,17 @@ class CAR_API HostState {
     HostApproval approval;
     std::uint64_t waiter_id = 0;
   };
-  Created create_approval(ApprovalSpec spec, ApprovalWaiter waiter = {});
-  // Drops a waiter that is no longer interested (e.g. the gate timed out). No-op if it ran.
+  // Errors: -32000 "too many pending approvals: ..." (HostStateOptions' pending bounds), -32602
+  // "invalid params: host event too large: ...".
+  Result<Created> create_approval(ApprovalSpec spec, ApprovalWaiter waiter = {});
+  // Drops a waiter that is no longer interested (e.g. the gate timed out). No-op if it ran. A
+  // row with `requested_by` and no waiter left becomes an orphan (max_orphan_approvals).
   void forget_waiter(std::string_view approval_id, std::uint64_t waiter_id);
   // PROTOCOL.md §5.2, checks in order: unknown ⇒ -32603 "unknown approval '<id>'"; resolved ⇒
   // already_resolved; session-owned with its owner gone ⇒ -32603 "owner is no longer connected";
   // session-owned and `principal` is not the owner ⇒ proposed; otherwise resolved (first writer
-  // wins; `principal` becomes resolved_by).
+  // wins; `principal` becomes resolved_by). A resolution whose event would pass
+  // max_event_bytes (long notes) is -32602 and leaves the row pending.
   Result<ResolveOutcome> resolve_approval(std::string_view approval_id, Decision decision,
                                           std::string_view principal,
                                           std::optional<std::string> notes = std::nullopt);
