@@ -236,4 +236,13 @@ TEST_SUITE("cli") {
     CHECK_FALSE(parse_listen_address("h:"));
     CHECK_FALSE(parse_listen_address("h:8x"));
   }
+
+  TEST_CASE("--retain-runs and --retain-days take 0 (unlimited) or a positive count") {
+    auto o = parse_ok({"--retain-runs", "5", "--retain-days=0"});
+    CHECK(*o.retain_runs == 5);
+    CHECK(*o.retain_days == 0);
+    CHECK_FALSE(parse_ok({}).retain_runs);
+    CHECK(parse_error({"--retain-runs", "-1"}).find("--retain-runs") != std::string::npos);
+    CHECK(parse_error({"--retain-days", "x"}).find("--retain-days") != std::string::npos);
+  }
 }

@@ -112,7 +112,8 @@ std::string unsubscribe_result(std::string_view run_id, bool removed) {
   return b.take();
 }
 
-std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs) {
+std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs,
+                        std::optional<std::string_view> next_before) {
   json::Builder b;
   b.begin_object();
   b.key("agent_id").str(agent_id);
@@ -129,6 +130,7 @@ std::string list_result(std::string_view agent_id, std::span<const RunSummary> r
     b.end_object();
   }
   b.end_array();
+  if (next_before) b.key("next_before").str(*next_before);
   b.end_object();
   return b.take();
 }

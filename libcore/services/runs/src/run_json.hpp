@@ -46,8 +46,9 @@ std::string snapshot_result(std::string_view run_id, std::string_view agent_id,
 // runs.unsubscribe: {run_id, removed}
 std::string unsubscribe_result(std::string_view run_id, bool removed);
 // runs.list: {agent_id, runs:[{run_id, agent_id, intent, started_at, ended_at?, status,
-// turn_count}]}
-std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs);
+// turn_count}], next_before?}  ([ext] next_before: more runs follow; PROTOCOL.md §7.2)
+std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs,
+                        std::optional<std::string_view> next_before = std::nullopt);
 // runs.get_trace: {run_id, agent_id, records, cursor, next_cursor?}
 std::string trace_page_result(std::string_view run_id, std::string_view agent_id,
                               std::span<const std::string> records, std::size_t cursor,

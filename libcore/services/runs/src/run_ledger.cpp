@@ -477,6 +477,7 @@ void RunLedger::run_store_job(const RunPtr& run) {
 
 void RunLedger::process_op(const RunPtr& run, StoreOp& op, TraceFanout::Claimed& ready) {
   std::optional<std::string> error;
+  bool prune_agent = false;  // an ending was written: its agent may hold one run too many
   {
     std::lock_guard lock(*lock_);
     if (run->removed) {
@@ -539,11 +540,13 @@ void RunLedger::process_op(const RunPtr& run, StoreOp& op, TraceFanout::Claimed&
           run->turns.shrink_to_fit();
           ended_order_.push_back(run->run_id);
           evict_locked();
+          prune_agent = true;
           break;
       }
     }
   }
   if (error) log_warn("run {}: store write failed: {}", run->run_id, *error);
+  if (prune_agent) queue_prune(run->agent_id);
   if (op.done) {
     try {
       op.done(std::move(error));
@@ -637,14 +640,29 @@ void RunLedger::subscribe_stored(std::shared_ptr<Connection> reader, std::string
 // ---- runs.list / runs.get_trace ----
 
 void RunLedger::list(const Connection& reader, std::string agent_id,
-                     Completion<std::vector<RunSummary>> done) {
+                     std::optional<std::size_t> limit, std::optional<std::string> before,
+                     Completion<RunPage> done) {
   if (!may_read(server_, reader, agent_id, {})) {
     done(Error::internal("not authorized for agent"));  // before any storage is read
     return;
   }
+  if (limit) *limit = std::min(*limit, config_.max_list_page);
   on_pool(server_.executor(),
-          [self = shared_from_this(), agent_id = std::move(agent_id), done = std::move(done)] {
-            auto runs = self->store_->list(agent_id);
+          [self = shared_from_this(), agent_id = std::move(agent_id), limit,
+           before = std::move(before), done = std::move(done)] {
+            std::optional<RunPage> page;
+            try {
+              page = self->store_->list_page(agent_id, limit.value_or(0), before);
+            } catch (const std::exception& e) {
+              done(Error::internal(fmt::format("store read failed: {}", e.what())));
+              return;
+            }
+            if (!page) {
+              done(Error{ErrorCode::invalid_params,
+                         fmt::format("unknown run '{}' for 'before'", before.value_or(""))});
+              return;
+            }
+            auto& runs = page->runs;
             {
               std::lock_guard lock(*self->lock_);
               for (auto& s : runs) {
@@ -658,12 +676,39 @@ void RunLedger::list(const Connection& reader, std::string agent_id,
                 }
               }
             }
-            std::sort(runs.begin(), runs.end(), [](const RunSummary& a, const RunSummary& b) {
-              if (a.started_at != b.started_at) return a.started_at > b.started_at;
-              return a.run_id > b.run_id;
-            });
-            done(std::move(runs));
+            done(std::move(*page));
           });
+}
+
+// ---- retention ----
+
+bool RunLedger::is_open(std::string_view run_id) const {
+  std::lock_guard lock(*lock_);
+  auto it = runs_.find(std::string(run_id));
+  return it != runs_.end() && !it->second->removed && it->second->status == RunStatus::in_progress;
+}
+
+void RunLedger::prune_store() { queue_prune(std::nullopt); }
+
+void RunLedger::queue_prune(std::optional<std::string> agent_id) {
+  const RetentionPolicy& policy = config_.retention;
+  if (policy.max_runs_per_agent == 0 && policy.max_age_days == 0) return;
+  on_pool(server_.executor(), [self = shared_from_this(), agent_id = std::move(agent_id)] {
+    std::weak_ptr<RunLedger> weak = self;
+    IsOpenRun is_open = [weak](std::string_view id) {
+      auto ledger = weak.lock();
+      return !ledger || ledger->is_open(id);  // no ledger: be safe, keep it
+    };
+    try {
+      std::optional<std::string_view> agent;
+      if (agent_id) agent = *agent_id;
+      std::size_t removed = self->store_->prune(agent, self->config_.retention, is_open,
+                                                std::chrono::system_clock::now());
+      if (removed != 0) log_debug("run store: pruned {} run(s)", removed);
+    } catch (const std::exception& e) {
+      log_warn("run store: pruning failed: {}", e.what());  // an embedder's RunStore
+    }
+  });
 }
 
 void RunLedger::get_trace(std::shared_ptr<Connection> reader, std::string run_id,
