@@ -155,6 +155,10 @@ RunIndex::AgentRuns RunIndex::rebuild_agent_locked(const std::string& key) {
     runs.started_at_of[id] = entry.summary.started_at;
     runs.by_start[{entry.summary.started_at, id}] = std::move(entry);
   }
+  // An agent directory without runs needs no log (so a store of many empty directories is
+  // indexed without writing a file for each).
+  std::error_code exists_ec;
+  if (log.empty() && !fs::exists(log_path(key), exists_ec)) return runs;
   if (auto error = replace_file(log_path(key), log)) {
     log_warn("run store: could not write the summaries of {}: {}", key, *error);
   }
