@@ -204,3 +204,46 @@ def test_torn_line_after_ended_reads_completed_everywhere():
         assert listed[0]["status"] == "completed" and "ended_at" in listed[0], listed
         snap = p.call("runs.subscribe", {"run_id": run_id})["result"]
         assert snap["status"] == "completed" and listed[0]["turn_count"] == 2
+
+
+def big_turn(i):
+    # About 192 KB: strings are cut at 16 KiB each (§7.3), so the bulk is spread over twelve.
+    return {"prompt": f"p{i}", "output": ["x" * 16000] * 12}
+
+
+def test_subscribe_snapshot_is_bounded_and_the_rest_pages_with_get_trace():
+    with Daemon(*listen()) as d:
+        p = Peer(d)
+        run_id = p.call("runs.start", {"intent": "x", "agent_id": "big"})["result"]["run_id"]
+        for i in range(30):
+            assert p.call("runs.record_turns", {"run_id": run_id, "turns": [big_turn(i)]})["result"]["ok"]
+
+        def check(snap):
+            size = len(json.dumps(snap["turns_so_far"]))
+            assert size <= 2 * 1024 * 1024 + 64 * 1024, size
+            start = snap["turns_from"]
+            assert snap["cursor"] == 30 == start + len(snap["turns_so_far"])
+            assert [t["index"] for t in snap["turns_so_far"]] == list(range(start, 30))
+            # The older turns: runs.get_trace from record 1 (record 0 is `started`).
+            older, cursor = [], 1
+            for _ in range(40):
+                page = p.call("runs.get_trace", {"run_id": run_id, "cursor": cursor})["result"]
+                older += [r for r in page["records"] if r["record"] == "turn"]
+                cursor = page.get("next_cursor")
+                if cursor is None or len(older) >= start:
+                    break
+            assert [t["index"] for t in older[:start]] == list(range(start))
+            return size
+
+        live = p.call("runs.subscribe", {"run_id": run_id})["result"]
+        assert live["status"] == "in_progress"
+        size = check(live)
+        assert p.call("runs.complete", {"run_id": run_id, "outcome": OK})["result"]["ok"]
+        q = Peer(d)
+        stored = q.call("runs.subscribe", {"run_id": run_id})["result"]
+        assert stored["status"] == "completed"
+        check(stored)
+        small = ended_run(p, "big", 2)
+        plain = p.call("runs.subscribe", {"run_id": small})["result"]
+        assert "turns_from" not in plain and plain["cursor"] == len(plain["turns_so_far"]) == 2
+        print(f"  snapshot of 30 turns of ~192 KB: {size} bytes of turns, from index {live['turns_from']}")

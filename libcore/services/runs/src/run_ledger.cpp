@@ -76,6 +76,24 @@ Error key_of_another_agent() {
   return {ErrorCode::invalid_params, "idempotency key belongs to another agent"};
 }
 
+// Leaves the newest turns of at most `max_bytes` (and at least one) in `snapshot`, so one
+// subscriber's reply is bounded however long the run is (the queue a snapshot lands in is not).
+void bound_snapshot(TraceSnapshot& snapshot, std::size_t max_bytes) {
+  auto& turns = snapshot.turns;
+  std::size_t bytes = 0;
+  std::size_t keep = 0;
+  while (keep < turns.size()) {
+    std::size_t size = turns[turns.size() - 1 - keep]->size() + 1;
+    if (keep != 0 && bytes + size > max_bytes) break;
+    bytes += size;
+    keep += 1;
+  }
+  std::size_t cut = turns.size() - keep;
+  if (cut == 0) return;
+  turns.erase(turns.begin(), turns.begin() + static_cast<std::ptrdiff_t>(cut));
+  snapshot.turns_from = cut;
+}
+
 // The answer to a start whose idempotency key names an existing run.
 Result<StartedRun> existing_start(std::string run_id, std::string_view found_agent_id,
                                   std::string agent_id) {
@@ -600,6 +618,7 @@ void RunLedger::subscribe(std::shared_ptr<Connection> reader, std::string run_id
   snapshot.status = RunStatus::in_progress;
   snapshot.subscriber = fanout_->attach_locked(reader, run_id, snapshot.cursor);
   lock.unlock();
+  bound_snapshot(snapshot, config_.max_snapshot_bytes);
   done(std::move(snapshot));
 }
 
@@ -626,6 +645,7 @@ void RunLedger::subscribe_stored(std::shared_ptr<Connection> reader, std::string
       }
     }
     snapshot.cursor = snapshot.turns.size();
+    bound_snapshot(snapshot, self->config_.max_snapshot_bytes);
     {
       std::lock_guard lock(*self->lock_);
       if (!reader->closed()) {

@@ -104,6 +104,8 @@ struct TraceSnapshot {
   std::string agent_id;
   std::vector<std::shared_ptr<const std::string>> turns;
   std::uint64_t cursor = 0;
+  // Index of turns.front(): the snapshot holds only the newest max_snapshot_bytes of turns.
+  std::uint64_t turns_from = 0;
   RunStatus status = RunStatus::in_progress;
   // Paused; resume it once the snapshot is queued. Null when the connection closed meanwhile.
   std::shared_ptr<StreamSubscriber> subscriber;

@@ -113,7 +113,8 @@ void runs_subscribe(const Services& s, const Request& request, Reply reply) {
         }
         // The subscription delivers nothing before its snapshot reply is queued on the sink.
         reply.ok(detail::snapshot_result(run_id, snapshot->agent_id, snapshot->turns,
-                                         snapshot->cursor, snapshot->status),
+                                         snapshot->cursor, snapshot->status,
+                                         snapshot->turns_from),
                  [subscriber = snapshot->subscriber] {
                    if (subscriber) subscriber->resume();
                  });
