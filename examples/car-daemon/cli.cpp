@@ -123,6 +123,8 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
        }},
       {"--agent-id", text(o.agent_id)},
       {"--state-dir", text(o.state_dir)},
+      {"--retain-runs", integer(o.retain_runs, 0, 100000000)},
+      {"--retain-days", integer(o.retain_days, 0, 1000000)},
       {"--approval-method", append(o.approval_methods)},
       {"--approval-timeout", integer(o.approval_timeout_s, 1, 86400)},
       {"--grace-ms", integer(o.grace_ms, 0, big)},
@@ -316,6 +318,8 @@ auth-token and host-token, mode 0600, removed at shutdown):
                               write(2), surviving a daemon crash; batch after fdatasync,
                               surviving power loss (one sync per store job, shared by
                               pipelined calls)
+  --retain-runs N             keep the newest N ended runs per agent, default 1000 (0: all)
+  --retain-days D             delete runs started more than D days ago, default 30 (0: never)
 
 Approval gate and timeouts:
   --no-approvals              disable the high-risk approval gate (env CAR_NO_APPROVALS=1)

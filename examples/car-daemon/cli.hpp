@@ -47,6 +47,8 @@ struct Options {
   std::optional<std::string> agent_id;
   std::optional<std::string> state_dir;
   SyncOption sync = SyncOption::none;
+  std::optional<std::int64_t> retain_runs;  // run retention (PROTOCOL.md §7.7); 0 = unlimited
+  std::optional<std::int64_t> retain_days;
 
   bool no_approvals = false;
   std::vector<std::string> approval_methods;

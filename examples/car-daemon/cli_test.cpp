@@ -275,4 +275,13 @@ TEST_SUITE("cli") {
     CHECK(parse_error({"--sync", "always"}).find("expects none or batch") != std::string::npos);
     CHECK(usage_text().find("--sync none|batch") != std::string::npos);
   }
+
+  TEST_CASE("--retain-runs and --retain-days take 0 (unlimited) or a positive count") {
+    auto o = parse_ok({"--retain-runs", "5", "--retain-days=0"});
+    CHECK(*o.retain_runs == 5);
+    CHECK(*o.retain_days == 0);
+    CHECK_FALSE(parse_ok({}).retain_runs);
+    CHECK(parse_error({"--retain-runs", "-1"}).find("--retain-runs") != std::string::npos);
+    CHECK(parse_error({"--retain-days", "x"}).find("--retain-days") != std::string::npos);
+  }
 }

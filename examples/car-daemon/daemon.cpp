@@ -268,6 +268,12 @@ void Daemon::install_services(session::AuthConfig auth) {
   }
   if (options_.drain_on_loop) run_config.drain_thread = DrainThread::loop;
   run_config.sync = options_.sync == SyncOption::batch ? runs::StoreSync::batch : runs::StoreSync::none;
+  if (options_.retain_runs) {
+    run_config.retention.max_runs_per_agent = static_cast<std::size_t>(*options_.retain_runs);
+  }
+  if (options_.retain_days) {
+    run_config.retention.max_age_days = static_cast<std::uint32_t>(*options_.retain_days);
+  }
   runs_ = runs::install_run_services(*server_, run_config);
 }
 

@@ -89,7 +89,7 @@ std::string turns_refused_result(std::string_view run_id, std::string_view reaso
 
 std::string snapshot_result(std::string_view run_id, std::string_view agent_id,
                             std::span<const std::shared_ptr<const std::string>> turns,
-                            std::uint64_t cursor, RunStatus status) {
+                            std::uint64_t cursor, RunStatus status, std::uint64_t turns_from) {
   json::Builder b;
   b.begin_object();
   b.key("run_id").str(run_id);
@@ -97,6 +97,7 @@ std::string snapshot_result(std::string_view run_id, std::string_view agent_id,
   b.key("turns_so_far").begin_array();
   for (const auto& turn : turns) b.raw(*turn);
   b.end_array();
+  if (turns_from != 0) uint64(b.key("turns_from"), turns_from);
   uint64(b.key("cursor"), cursor);
   b.key("status").str(to_string(status));
   b.end_object();
@@ -112,7 +113,8 @@ std::string unsubscribe_result(std::string_view run_id, bool removed) {
   return b.take();
 }
 
-std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs) {
+std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs,
+                        std::optional<std::string_view> next_before) {
   json::Builder b;
   b.begin_object();
   b.key("agent_id").str(agent_id);
@@ -129,6 +131,7 @@ std::string list_result(std::string_view agent_id, std::span<const RunSummary> r
     b.end_object();
   }
   b.end_array();
+  if (next_before) b.key("next_before").str(*next_before);
   b.end_object();
   return b.take();
 }

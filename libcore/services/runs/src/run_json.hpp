@@ -39,15 +39,18 @@ std::string turns_recorded_result(std::string_view run_id, std::uint64_t base_in
                                   std::size_t count);
 // runs.record_turns refused: {run_id, base_index:0, count:0, ok:false, dropped:<reason>}
 std::string turns_refused_result(std::string_view run_id, std::string_view reason);
-// runs.subscribe: {run_id, agent_id, turns_so_far, cursor, status}
+// runs.subscribe: {run_id, agent_id, turns_so_far, turns_from?, cursor, status} — [ext]
+// `turns_from` (only when not 0) is the index of the first turn in turns_so_far: a bounded
+// snapshot leaves out the oldest turns, which runs.get_trace serves (PROTOCOL.md §7.2).
 std::string snapshot_result(std::string_view run_id, std::string_view agent_id,
                             std::span<const std::shared_ptr<const std::string>> turns,
-                            std::uint64_t cursor, RunStatus status);
+                            std::uint64_t cursor, RunStatus status, std::uint64_t turns_from = 0);
 // runs.unsubscribe: {run_id, removed}
 std::string unsubscribe_result(std::string_view run_id, bool removed);
 // runs.list: {agent_id, runs:[{run_id, agent_id, intent, started_at, ended_at?, status,
-// turn_count}]}
-std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs);
+// turn_count}], next_before?}  ([ext] next_before: more runs follow; PROTOCOL.md §7.2)
+std::string list_result(std::string_view agent_id, std::span<const RunSummary> runs,
+                        std::optional<std::string_view> next_before = std::nullopt);
 // runs.get_trace: {run_id, agent_id, records, cursor, next_cursor?}
 std::string trace_page_result(std::string_view run_id, std::string_view agent_id,
                               std::span<const std::string> records, std::size_t cursor,

@@ -79,6 +79,24 @@ Error key_of_another_agent() {
   return {ErrorCode::invalid_params, "idempotency key belongs to another agent"};
 }
 
+// Leaves the newest turns of at most `max_bytes` (and at least one) in `snapshot`, so one
+// subscriber's reply is bounded however long the run is (the queue a snapshot lands in is not).
+void bound_snapshot(TraceSnapshot& snapshot, std::size_t max_bytes) {
+  auto& turns = snapshot.turns;
+  std::size_t bytes = 0;
+  std::size_t keep = 0;
+  while (keep < turns.size()) {
+    std::size_t size = turns[turns.size() - 1 - keep]->size() + 1;
+    if (keep != 0 && bytes + size > max_bytes) break;
+    bytes += size;
+    keep += 1;
+  }
+  std::size_t cut = turns.size() - keep;
+  if (cut == 0) return;
+  turns.erase(turns.begin(), turns.begin() + static_cast<std::ptrdiff_t>(cut));
+  snapshot.turns_from = cut;
+}
+
 // The answer to a start whose idempotency key names an existing run.
 Result<StartedRun> existing_start(std::string run_id, std::string_view found_agent_id,
                                   std::string agent_id) {
@@ -538,6 +556,7 @@ std::optional<std::string> RunLedger::write_op(const RunPtr& run, const StoreOp&
 
 void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::string> error,
                             TraceFanout::Claimed& ready) {
+  bool prune_agent = false;  // an ending was written: its agent may hold one run too many
   {
     std::lock_guard lock(*lock_);
     store_ops_ += 1;
@@ -583,11 +602,13 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
           run->turns.shrink_to_fit();
           ended_order_.push_back(run->run_id);
           evict_locked();
+          prune_agent = true;
           break;
       }
     }
   }
   if (error) log_warn("run {}: store write failed: {}", run->run_id, *error);
+  if (prune_agent) queue_prune(run->agent_id);
   if (op.done) {
     try {
       op.done(std::move(error));
@@ -641,6 +662,7 @@ void RunLedger::subscribe(std::shared_ptr<Connection> reader, std::string run_id
   snapshot.status = RunStatus::in_progress;
   snapshot.subscriber = fanout_->attach_locked(reader, run_id, snapshot.cursor);
   lock.unlock();
+  bound_snapshot(snapshot, config_.max_snapshot_bytes);
   done(std::move(snapshot));
 }
 
@@ -667,6 +689,7 @@ void RunLedger::subscribe_stored(std::shared_ptr<Connection> reader, std::string
       }
     }
     snapshot.cursor = snapshot.turns.size();
+    bound_snapshot(snapshot, self->config_.max_snapshot_bytes);
     {
       std::lock_guard lock(*self->lock_);
       if (!reader->closed()) {
@@ -681,14 +704,29 @@ void RunLedger::subscribe_stored(std::shared_ptr<Connection> reader, std::string
 // ---- runs.list / runs.get_trace ----
 
 void RunLedger::list(const Connection& reader, std::string agent_id,
-                     Completion<std::vector<RunSummary>> done) {
+                     std::optional<std::size_t> limit, std::optional<std::string> before,
+                     Completion<RunPage> done) {
   if (!may_read(server_, reader, agent_id, {})) {
     done(Error::internal("not authorized for agent"));  // before any storage is read
     return;
   }
+  if (limit) *limit = std::min(*limit, config_.max_list_page);
   on_pool(server_.executor(),
-          [self = shared_from_this(), agent_id = std::move(agent_id), done = std::move(done)] {
-            auto runs = self->store_->list(agent_id);
+          [self = shared_from_this(), agent_id = std::move(agent_id), limit,
+           before = std::move(before), done = std::move(done)] {
+            std::optional<RunPage> page;
+            try {
+              page = self->store_->list_page(agent_id, limit.value_or(0), before);
+            } catch (const std::exception& e) {
+              done(Error::internal(fmt::format("store read failed: {}", e.what())));
+              return;
+            }
+            if (!page) {
+              done(Error{ErrorCode::invalid_params,
+                         fmt::format("unknown run '{}' for 'before'", before.value_or(""))});
+              return;
+            }
+            auto& runs = page->runs;
             {
               std::lock_guard lock(*self->lock_);
               for (auto& s : runs) {
@@ -702,12 +740,39 @@ void RunLedger::list(const Connection& reader, std::string agent_id,
                 }
               }
             }
-            std::sort(runs.begin(), runs.end(), [](const RunSummary& a, const RunSummary& b) {
-              if (a.started_at != b.started_at) return a.started_at > b.started_at;
-              return a.run_id > b.run_id;
-            });
-            done(std::move(runs));
+            done(std::move(*page));
           });
+}
+
+// ---- retention ----
+
+bool RunLedger::is_open(std::string_view run_id) const {
+  std::lock_guard lock(*lock_);
+  auto it = runs_.find(std::string(run_id));
+  return it != runs_.end() && !it->second->removed && it->second->status == RunStatus::in_progress;
+}
+
+void RunLedger::prune_store() { queue_prune(std::nullopt); }
+
+void RunLedger::queue_prune(std::optional<std::string> agent_id) {
+  const RetentionPolicy& policy = config_.retention;
+  if (policy.max_runs_per_agent == 0 && policy.max_age_days == 0) return;
+  on_pool(server_.executor(), [self = shared_from_this(), agent_id = std::move(agent_id)] {
+    std::weak_ptr<RunLedger> weak = self;
+    IsOpenRun is_open = [weak](std::string_view id) {
+      auto ledger = weak.lock();
+      return !ledger || ledger->is_open(id);  // no ledger: be safe, keep it
+    };
+    try {
+      std::optional<std::string_view> agent;
+      if (agent_id) agent = *agent_id;
+      std::size_t removed = self->store_->prune(agent, self->config_.retention, is_open,
+                                                std::chrono::system_clock::now());
+      if (removed != 0) log_debug("run store: pruned {} run(s)", removed);
+    } catch (const std::exception& e) {
+      log_warn("run store: pruning failed: {}", e.what());  // an embedder's RunStore
+    }
+  });
 }
 
 void RunLedger::get_trace(std::shared_ptr<Connection> reader, std::string run_id,

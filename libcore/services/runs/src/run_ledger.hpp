@@ -104,6 +104,8 @@ struct TraceSnapshot {
   std::string agent_id;
   std::vector<std::shared_ptr<const std::string>> turns;
   std::uint64_t cursor = 0;
+  // Index of turns.front(): the snapshot holds only the newest max_snapshot_bytes of turns.
+  std::uint64_t turns_from = 0;
   RunStatus status = RunStatus::in_progress;
   // Paused; resume it once the snapshot is queued. Null when the connection closed meanwhile.
   std::shared_ptr<StreamSubscriber> subscriber;
@@ -166,10 +168,14 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   void subscribe(std::shared_ptr<Connection> reader, std::string run_id,
                  Completion<TraceSnapshot> done);
 
-  // Every run of `agent_id`, newest first, with the live status. Error: -32603 not authorized
-  // (decided before any storage is read).
-  void list(const Connection& reader, std::string agent_id,
-            Completion<std::vector<RunSummary>> done);
+  // The runs of `agent_id`, newest first, with the live status: at most `limit` (nothing: all)
+  // started before the run `before`. Errors: -32603 not authorized (decided before any storage is
+  // read); -32602 for a `before` that is not a run of this agent.
+  void list(const Connection& reader, std::string agent_id, std::optional<std::size_t> limit,
+            std::optional<std::string> before, Completion<RunPage> done);
+
+  // Applies the retention policy to every agent's stored runs, on the pool (start-up).
+  void prune_store();
 
   // The stored records of `run_id` from index `cursor`, at most max_trace_page_bytes of them (at
   // least one). Nothing when the store has no such run. Error: -32603 not authorized.
@@ -207,6 +213,9 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   // Ends an open run `incomplete` (grace expiry, shutdown).
   void end_incomplete_locked(const RunPtr& run);
   void evict_locked();
+  // Applies the retention policy to `agent_id` (nothing: every agent) on the pool.
+  void queue_prune(std::optional<std::string> agent_id);
+  bool is_open(std::string_view run_id) const;
   std::string next_timestamp_locked();
 
   // The store actor.

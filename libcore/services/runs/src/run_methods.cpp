@@ -113,7 +113,8 @@ void runs_subscribe(const Services& s, const Request& request, Reply reply) {
         }
         // The subscription delivers nothing before its snapshot reply is queued on the sink.
         reply.ok(detail::snapshot_result(run_id, snapshot->agent_id, snapshot->turns,
-                                         snapshot->cursor, snapshot->status),
+                                         snapshot->cursor, snapshot->status,
+                                         snapshot->turns_from),
                  [subscriber = snapshot->subscriber] {
                    if (subscriber) subscriber->resume();
                  });
@@ -127,14 +128,26 @@ void runs_unsubscribe(const Services& s, const Request& request, Reply reply) {
 }
 
 void runs_list(const Services& s, const Request& request, Reply reply) {
-  std::string agent_id = *opt_string(request.params(), "agent_id");
-  s.ledger->list(request.connection(), agent_id,
-                 [reply, agent_id](Result<std::vector<RunSummary>> runs) {
-                   if (!runs) {
-                     reply.error(runs.error());
+  const json::Value& p = request.params();
+  std::string agent_id = *opt_string(p, "agent_id");
+  // [ext] paging (PROTOCOL.md §7.2): without `limit` every retained run, as before.
+  std::optional<std::size_t> limit;
+  if (auto l = param::integer(p, "limit")) {
+    if (*l < 1) {
+      reply.error(Error::invalid_params("limit", "must be a positive integer"));
+      return;
+    }
+    limit = static_cast<std::size_t>(*l);
+  }
+  s.ledger->list(request.connection(), agent_id, limit, opt_string(p, "before"),
+                 [reply, agent_id](Result<RunPage> page) {
+                   if (!page) {
+                     reply.error(page.error());
                      return;
                    }
-                   reply.ok(detail::list_result(agent_id, runs.value()));
+                   std::optional<std::string_view> next;
+                   if (page->next_before) next = *page->next_before;
+                   reply.ok(detail::list_result(agent_id, page->runs, next));
                  });
 }
 
@@ -195,7 +208,11 @@ std::shared_ptr<RunService> install_run_services(Server& server, RunConfig confi
               bind(runs_subscribe));
   methods.add("runs.unsubscribe", {required("run_id", ParamType::non_empty_string)},
               bind(runs_unsubscribe));
-  methods.add("runs.list", {required("agent_id", ParamType::non_empty_string)}, bind(runs_list));
+  methods.add("runs.list",
+              {required("agent_id", ParamType::non_empty_string),
+               optional("limit", ParamType::non_negative_integer),
+               optional("before", ParamType::non_empty_string)},
+              bind(runs_list));
   methods.add("runs.get_trace",
               {required("run_id", ParamType::non_empty_string),
                optional("cursor", ParamType::non_negative_integer)},
@@ -207,6 +224,7 @@ std::shared_ptr<RunService> install_run_services(Server& server, RunConfig confi
   server.add_teardown_step(teardown_order::run_subscriptions, [fanout](Connection& c) {
     if (auto f = fanout.lock()) f->remove_client(c.client_id());
   });
+  service->ledger_->prune_store();  // retention at start-up, on the pool
   std::weak_ptr<detail::RunLedger> ledger = service->ledger_;
   server.add_teardown_step(teardown_order::run_grace, [ledger](Connection& c) {
     if (auto l = ledger.lock()) l->start_grace(c.client_id());

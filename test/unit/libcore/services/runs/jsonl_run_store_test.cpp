@@ -64,10 +64,12 @@ TEST_SUITE("jsonl_run_store") {
     auto root = std::filesystem::weakly_canonical(dir.path / "runs").string();
     CHECK(canonical.rfind(root + "/", 0) == 0);
     CHECK(path.parent_path().filename() == "%2E%2E%2F%2E%2E%2Fevil");
-    // Exactly one directory and one file were created under runs/.
+    // Exactly one agent directory holding one run file was created under runs/ (besides the
+    // index: runs/.index and the agent's .summaries log).
     std::size_t entries = 0;
     for (auto& e : std::filesystem::recursive_directory_iterator(dir.path)) {
-      (void)e;
+      std::string rel = std::filesystem::relative(e.path(), dir.path).string();
+      if (rel.rfind("runs/.index", 0) == 0 || e.path().filename() == ".summaries") continue;
       ++entries;
     }
     CHECK(entries == 3);  // runs/, runs/<agent>/, the file

@@ -64,6 +64,14 @@ struct CAR_API RunConfig {
   // [ext] runs.get_trace returns at most this many bytes of records (at least one record) and
   // then adds `next_cursor`; a peer pages on with cursor = next_cursor.
   std::size_t max_trace_page_bytes = 4 * 1024 * 1024;
+  // [ext] A runs.subscribe snapshot carries the newest turns of at most this many bytes (at least
+  // one turn) and says from which index (`turns_from`); older turns are paged with runs.get_trace.
+  std::size_t max_snapshot_bytes = 2 * 1024 * 1024;
+  // [ext] runs.list {limit} is clamped to this many runs per page (PROTOCOL.md §7.2).
+  std::size_t max_list_page = 1000;
+  // What the store keeps (PROTOCOL.md §7.7; car-daemon --retain-runs / --retain-days): applied on
+  // the pool at start-up to every agent, and to an agent each time one of its runs ends.
+  RetentionPolicy retention;
   // The store; null means make_jsonl_run_store(state_dir).
   std::shared_ptr<RunStore> store;
   // Whether a call is answered after its records' write (none) or after their sync (batch).

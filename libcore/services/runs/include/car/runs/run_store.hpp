@@ -1,5 +1,9 @@
 #pragma once
 
+#include <chrono>
+#include <cstddef>
+#include <cstdint>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <span>
@@ -44,6 +48,21 @@ struct CAR_API StoredTrace {
   RunSummary summary;
 };
 
+// One page of runs.list (PROTOCOL.md §7.2 [ext]): newest `started_at` first.
+struct CAR_API RunPage {
+  std::vector<RunSummary> runs;
+  std::optional<std::string> next_before;  // set when older runs remain: pass it as `before`
+};
+
+// What the store keeps (PROTOCOL.md §7.7). 0 disables a limit. Open runs are never removed.
+struct CAR_API RetentionPolicy {
+  std::size_t max_runs_per_agent = 1000;  // the newest are kept
+  std::uint32_t max_age_days = 30;        // by `started_at`
+};
+
+// Whether a run is still open in this process (pruning must never remove one).
+using IsOpenRun = std::function<bool(std::string_view run_id)>;
+
 class CAR_API RunStore {
  public:
   RunStore() = default;
@@ -71,13 +90,27 @@ class CAR_API RunStore {
 
   // Every stored run of `agent_id`, in no particular order.
   virtual std::vector<RunSummary> list(std::string_view agent_id) = 0;
+
+  // At most `limit` (0: no limit) runs of `agent_id` started strictly before the run `before`
+  // (absent: from the newest). Nothing when `before` is not a stored run of this agent. The
+  // default sorts list(); the JSONL store serves it from its index in O(page).
+  virtual std::optional<RunPage> list_page(std::string_view agent_id, std::size_t limit,
+                                           std::optional<std::string_view> before);
+
+  // Deletes the runs `policy` does not keep (of `agent_id`, or of every agent), never one for
+  // which `is_open` is true; returns how many were deleted. The default keeps everything.
+  virtual std::size_t prune(std::optional<std::string_view> agent_id, const RetentionPolicy& policy,
+                            const IsOpenRun& is_open, std::chrono::system_clock::time_point now);
 };
 
 // The default store: `<state_dir>/runs/<agent>/<run_id>.jsonl`, one record per line, both path
 // components encoded with encode_path_component. An encoded component longer than 200 bytes (file
 // names are limited to 255) keeps its first 135 bytes and ends in '~' + the SHA-256 of the id in
 // hex; '~' never occurs in an encoded component, so this cannot collide with a short name.
-// Directories are created on first append (0700), files with mode 0600.
+// Directories are created on first append (0700), files with mode 0600. An index beside the files
+// (`runs/.index/by-id/<run>` locations, `runs/<agent>/.summaries` logs) makes find, list_page and
+// prune cost O(1)/O(page) whatever the store holds; the JSONL files stay the source of truth and
+// the index is rebuilt from them when it is missing or found corrupt.
 CAR_API std::shared_ptr<RunStore> make_jsonl_run_store(std::string state_dir);
 
 // The path a JSONL store under `state_dir` uses for a run (exposed for tests and tools).
