@@ -174,3 +174,32 @@ def test_agents_of_departed_sessions_make_room_at_the_cap():
         agents = watcher.call("host.agents")["result"]
         assert len(agents) == 1024
         assert "a0000" not in {a["id"] for a in agents} and "extra" in {a["id"] for a in agents}
+
+
+def test_large_rows_are_bounded_by_bytes_so_a_snapshot_stays_small():
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        p = Peer(d)
+        big = "c" * (60 * KIB)
+        refused = None
+        for i in range(256):
+            send_fast(p, request("host.request_approval", {"title": "t", "context": big}, 10 + i))
+            r = p.wait(lambda m, rid=10 + i: m.get("id") == rid)
+            if "error" in r:
+                refused = (i, r["error"])
+                break
+        assert refused is not None, "256 rows of 60 KiB all kept"
+        assert refused[1] == {"code": -32000,
+                              "message": "too many pending approvals: at most 4194304 bytes"}
+        meta = {"m": "x" * (60 * KIB)}
+        for i in range(64):
+            send_fast(p, request("host.register_agent",
+                                 {"id": f"a{i}", "name": "n", "kind": "k", "metadata": meta}, 1000 + i))
+            r = p.wait(lambda m, rid=1000 + i: m.get("id") == rid)
+            if "error" in r:
+                break
+        assert r.get("error") == {"code": -32000, "message": "too many host agents: at most 2097152 bytes"}, r
+        s = Peer(d)
+        s.send(request("host.subscribe", {}, 1))
+        size = len(s.ws.recv_text())
+        print(f"{refused[0]} approvals of 60 KiB kept, {i} agents of 60 KiB; host.subscribe {size} bytes")
+        assert size < 10 * MIB

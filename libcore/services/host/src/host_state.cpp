@@ -206,10 +206,13 @@ class HostState::Impl {
   // Records an event unchecked (the server's own events, whose sizes its checks bounded).
   HostEventRecord record_locked(const EventSpec& event);
   HostEventRecord append_locked(std::string body);
-  // Agents and devices: at the cap, makes room for one new id by evicting the longest-registered
-  // item whose owner is gone, or says who holds the cap.
-  std::optional<Error> make_room_for_agent_locked();
-  std::optional<Error> make_room_for_device_locked();
+  // Agents and devices: makes room for a change of item `keep` from `old_bytes` to `new_bytes`
+  // (`adds` when `keep` is a new id) by evicting the longest-registered items whose owner is
+  // gone, or says which bound is full.
+  std::optional<Error> make_room_for_agent_locked(std::string_view keep, bool adds,
+                                                  std::size_t old_bytes, std::size_t new_bytes);
+  std::optional<Error> make_room_for_device_locked(std::string_view keep, bool adds,
+                                                   std::size_t old_bytes, std::size_t new_bytes);
   void set_agent_status_locked(AgentRow& row, AgentStatus status,
                                std::optional<std::string> message,
                                std::optional<std::string> payload_json);
@@ -242,6 +245,7 @@ class HostState::Impl {
   struct DeviceRow {
     HostDevice device;
     std::uint64_t registration = 0;
+    std::size_t bytes = 0;
   };
   std::map<std::string, DeviceRow, std::less<>> devices_;
   std::map<std::string, std::unique_ptr<ApprovalRow>, std::less<>> approvals_;
@@ -263,6 +267,11 @@ class HostState::Impl {
   std::size_t pending_counted_ = 0;
   std::deque<std::string> orphan_order_;  // may hold ids no longer orphans (skipped)
   std::size_t orphan_count_ = 0;
+  // Bytes (row JSON) of the agents, the devices, the counted pending rows and the resolved rows.
+  std::size_t agent_bytes_ = 0;
+  std::size_t device_bytes_ = 0;
+  std::size_t pending_bytes_ = 0;
+  std::size_t resolved_bytes_ = 0;
 
   std::shared_ptr<const SubscriberList> subscribers_;  // copy-on-write
   std::vector<OutboxItem> outbox_;                     // in sequence order
@@ -272,6 +281,7 @@ class HostState::Impl {
 struct HostState::Impl::AgentRow {
   HostAgent agent;
   std::uint64_t registration = 0;  // next_registration_ at its last registration
+  std::size_t bytes = 0;           // its JSON, in agent_bytes_
   // Pending session-owned approvals that flipped this agent to waiting_for_approval, and the
   // status it had before the first of them.
   std::size_t approvals_waiting = 0;
@@ -286,6 +296,7 @@ struct HostState::Impl::ApprovalRow {
   std::optional<std::string> requested_by;
   bool counted = false;  // in pending_counted_
   bool orphan = false;   // in orphan_count_
+  std::size_t bytes = 0;  // its JSON: in pending_bytes_ while counted, resolved_bytes_ once resolved
   std::optional<std::string> flipped_agent;
   std::vector<std::pair<std::uint64_t, ApprovalWaiter>> waiters;
 };
@@ -407,12 +418,16 @@ void HostState::Impl::set_agent_status_locked(AgentRow& row, AgentStatus status,
                                         std::optional<std::string> message,
                                         std::optional<std::string> payload_json) {
   row.agent.status = status;
+  // A system flip (approvals) changes the row by a few bytes; the byte bound follows it.
+  std::string agent_json = to_json(row.agent);
+  agent_bytes_ = agent_bytes_ - row.bytes + agent_json.size();
+  row.bytes = agent_json.size();
   // Upstream clients put their own payload on the event and read it back as sent, so a given
   // payload is used verbatim; only without one does the event carry the agent [ext].
   record_locked({"agent.status_changed", row.agent.id,
                  message ? std::move(*message)
                          : fmt::format("agent '{}' is {}", row.agent.id, to_string(status)),
-                 payload_json ? std::move(*payload_json) : to_json(row.agent)});
+                 payload_json ? std::move(*payload_json) : std::move(agent_json)});
 }
 
 Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, AgentSpec spec) {
@@ -445,10 +460,13 @@ Result<HostAgent> HostState::Impl::register_agent(std::string_view caller, Agent
     EventSpec event{"agent.registered", id, fmt::format("agent '{}' registered", id), to_json(a)};
     // The reserve leaves room for the status flips the server records with the agent later.
     if (auto e = check_event_locked(event, options_.item_reserve)) return std::move(*e);
-    if (it == agents_.end()) {
-      if (auto e = make_room_for_agent_locked()) return std::move(*e);
-      it = agents_.emplace(id, std::make_unique<AgentRow>()).first;
-    }
+    const bool adds = it == agents_.end();
+    const std::size_t old_bytes = adds ? 0 : it->second->bytes;
+    const std::size_t new_bytes = event.payload_json.size();
+    if (auto e = make_room_for_agent_locked(id, adds, old_bytes, new_bytes)) return std::move(*e);
+    if (adds) it = agents_.emplace(id, std::make_unique<AgentRow>()).first;
+    agent_bytes_ = agent_bytes_ - old_bytes + new_bytes;
+    it->second->bytes = new_bytes;
     it->second->agent = a;
     it->second->registration = next_registration_++;
     copy = std::move(a);
@@ -466,6 +484,7 @@ std::optional<Error> HostState::Impl::unregister_agent(std::string_view caller,
     if (it == agents_.end()) return unknown("agent", agent_id);
     if (it->second->agent.session_id != caller) return owned_by_another("agent", agent_id);
     std::string payload = to_json(it->second->agent);
+    agent_bytes_ -= it->second->bytes;
     agents_.erase(it);
     record_locked({"agent.unregistered", std::string(agent_id),
                    fmt::format("agent '{}' unregistered", agent_id), std::move(payload)});
@@ -498,6 +517,12 @@ Result<HostAgent> HostState::Impl::set_status(std::string_view caller, StatusCha
     if (change.payload_json) {
       if (auto e = check_event_locked(event)) return std::move(*e);
     }
+    const std::size_t new_bytes = as_agent.payload_json.size();
+    if (auto e = make_room_for_agent_locked(after.id, false, row.bytes, new_bytes)) {
+      return std::move(*e);
+    }
+    agent_bytes_ = agent_bytes_ - row.bytes + new_bytes;
+    row.bytes = new_bytes;
     row.agent = std::move(after);
     record_locked(event);
     copy = row.agent;
@@ -530,49 +555,71 @@ std::string HostState::Impl::agents_json() const {
   return out.take();
 }
 
-std::optional<Error> HostState::Impl::make_room_for_agent_locked() {
-  if (agents_.size() < options_.max_agents) return std::nullopt;
-  // Agents outlive their owner (PROTOCOL.md §4), so only one whose owner is gone may make room:
-  // the one registered longest ago. A scan, but only at the cap, and the cap is small.
-  auto victim = agents_.end();
-  for (auto it = agents_.begin(); it != agents_.end(); ++it) {
-    if (live_locked(it->second->agent.session_id)) continue;
-    if (victim == agents_.end() || it->second->registration < victim->second->registration) {
-      victim = it;
+std::optional<Error> HostState::Impl::make_room_for_agent_locked(std::string_view keep,
+                                                                 bool adds,
+                                                                 std::size_t old_bytes,
+                                                                 std::size_t new_bytes) {
+  for (;;) {
+    const bool count_full = adds && agents_.size() >= options_.max_agents;
+    const bool bytes_full = agent_bytes_ - old_bytes + new_bytes > options_.max_agent_bytes;
+    if (!count_full && !bytes_full) return std::nullopt;
+    // Agents outlive their owner (PROTOCOL.md §4), so only one whose owner is gone may make
+    // room: the one registered longest ago. A scan, but only at a bound, and the table is small.
+    auto victim = agents_.end();
+    for (auto it = agents_.begin(); it != agents_.end(); ++it) {
+      if (it->first == keep || live_locked(it->second->agent.session_id)) continue;
+      if (victim == agents_.end() || it->second->registration < victim->second->registration) {
+        victim = it;
+      }
     }
+    if (victim == agents_.end()) {
+      return count_full ? too_many("host agents", options_.max_agents)
+                        : Error{ErrorCode::server_busy,
+                                fmt::format("too many host agents: at most {} bytes",
+                                            options_.max_agent_bytes)};
+    }
+    std::string id = victim->first;
+    std::string payload = to_json(victim->second->agent);
+    agent_bytes_ -= victim->second->bytes;
+    agents_.erase(victim);
+    record_locked({"agent.unregistered", id,
+                   fmt::format("agent '{}' unregistered: its owner is gone and the host is full",
+                               id),
+                   std::move(payload)});
   }
-  if (victim == agents_.end()) return too_many("host agents", options_.max_agents);
-  std::string id = victim->first;
-  std::string payload = to_json(victim->second->agent);
-  agents_.erase(victim);
-  record_locked({"agent.unregistered", id,
-                 fmt::format("agent '{}' unregistered: its owner is gone and the host holds {} "
-                             "agents",
-                             id, options_.max_agents),
-                 std::move(payload)});
-  return std::nullopt;
 }
 
-std::optional<Error> HostState::Impl::make_room_for_device_locked() {
-  if (devices_.size() < options_.max_devices) return std::nullopt;
-  auto victim = devices_.end();
-  for (auto it = devices_.begin(); it != devices_.end(); ++it) {
-    if (live_locked(it->second.device.session_id)) continue;
-    if (victim == devices_.end() || it->second.registration < victim->second.registration) {
-      victim = it;
+std::optional<Error> HostState::Impl::make_room_for_device_locked(std::string_view keep,
+                                                                  bool adds,
+                                                                  std::size_t old_bytes,
+                                                                  std::size_t new_bytes) {
+  for (;;) {
+    const bool count_full = adds && devices_.size() >= options_.max_devices;
+    const bool bytes_full = device_bytes_ - old_bytes + new_bytes > options_.max_device_bytes;
+    if (!count_full && !bytes_full) return std::nullopt;
+    auto victim = devices_.end();
+    for (auto it = devices_.begin(); it != devices_.end(); ++it) {
+      if (it->first == keep || live_locked(it->second.device.session_id)) continue;
+      if (victim == devices_.end() || it->second.registration < victim->second.registration) {
+        victim = it;
+      }
     }
+    if (victim == devices_.end()) {
+      return count_full ? too_many("host devices", options_.max_devices)
+                        : Error{ErrorCode::server_busy,
+                                fmt::format("too many host devices: at most {} bytes",
+                                            options_.max_device_bytes)};
+    }
+    std::string id = victim->first;
+    std::string payload = to_json(victim->second.device);
+    device_bytes_ -= victim->second.bytes;
+    devices_.erase(victim);
+    // [ext] kind: upstream has no device removal; clients ignore kinds they do not know.
+    record_locked({"device.unregistered", std::nullopt,
+                   fmt::format("device '{}' unregistered: its owner is gone and the host is full",
+                               id),
+                   std::move(payload)});
   }
-  if (victim == devices_.end()) return too_many("host devices", options_.max_devices);
-  std::string id = victim->first;
-  std::string payload = to_json(victim->second.device);
-  devices_.erase(victim);
-  // [ext] kind: upstream has no device removal; clients ignore kinds they do not know.
-  record_locked({"device.unregistered", std::nullopt,
-                 fmt::format("device '{}' unregistered: its owner is gone and the host holds {} "
-                             "devices",
-                             id, options_.max_devices),
-                 std::move(payload)});
-  return std::nullopt;
 }
 
 // ---- devices ----
@@ -599,10 +646,13 @@ Result<HostDevice> HostState::Impl::register_device(std::string_view caller, Dev
     EventSpec event{"device.registered", std::nullopt, fmt::format("device '{}' registered", id),
                     to_json(d)};
     if (auto e = check_event_locked(event)) return std::move(*e);
-    if (it == devices_.end()) {
-      if (auto e = make_room_for_device_locked()) return std::move(*e);
-      it = devices_.emplace(id, DeviceRow{}).first;
-    }
+    const bool adds = it == devices_.end();
+    const std::size_t old_bytes = adds ? 0 : it->second.bytes;
+    const std::size_t new_bytes = event.payload_json.size();
+    if (auto e = make_room_for_device_locked(id, adds, old_bytes, new_bytes)) return std::move(*e);
+    if (adds) it = devices_.emplace(id, DeviceRow{}).first;
+    device_bytes_ = device_bytes_ - old_bytes + new_bytes;
+    it->second.bytes = new_bytes;
     it->second.device = d;
     it->second.registration = next_registration_++;
     copy = std::move(d);
@@ -631,6 +681,12 @@ Result<HostDevice> HostState::Impl::update_device(std::string_view caller, Devic
     EventSpec event{"device.updated", std::nullopt, fmt::format("device '{}' updated", d.id),
                     to_json(d)};
     if (auto e = check_event_locked(event)) return std::move(*e);
+    const std::size_t new_bytes = event.payload_json.size();
+    if (auto e = make_room_for_device_locked(d.id, false, it->second.bytes, new_bytes)) {
+      return std::move(*e);
+    }
+    device_bytes_ = device_bytes_ - it->second.bytes + new_bytes;
+    it->second.bytes = new_bytes;
     it->second.device = d;
     copy = std::move(d);
     record_locked(event);
@@ -731,7 +787,15 @@ Result<HostState::Created> HostState::Impl::create_approval(ApprovalSpec spec,
                    fmt::format("too many pending approvals: at most {} in total",
                                options_.max_pending_approvals)};
     }
+    const std::size_t bytes = event.payload_json.size();
+    if (pending_bytes_ + bytes > options_.max_pending_approval_bytes) {
+      return Error{ErrorCode::server_busy,
+                   fmt::format("too many pending approvals: at most {} bytes",
+                               options_.max_pending_approval_bytes)};
+    }
     row->counted = true;
+    row->bytes = bytes;
+    pending_bytes_ += bytes;
     ++pending_counted_;
     if (counted_for) {
       row->counted_for = *counted_for;
@@ -776,6 +840,7 @@ void HostState::Impl::uncount_pending_locked(ApprovalRow& row) {
   if (row.counted) {
     row.counted = false;
     --pending_counted_;
+    pending_bytes_ -= row.bytes;
   }
   if (row.counted_for) {
     auto n = pending_by_session_.find(*row.counted_for);
@@ -910,10 +975,14 @@ void HostState::Impl::resolve_row_locked(ApprovalRow& row, Decision decision,
   a.resolved_at = now_locked();
   a.notes = std::move(notes);
   uncount_pending_locked(row);
+  std::string row_json = to_json(a);
+  row.bytes = row_json.size();
+  resolved_bytes_ += row.bytes;
   ++resolved_count_;
   resolved_order_.push_back(a.id);
   record_locked({"approval.resolved", a.agent_id,
-                 fmt::format("approval '{}' {}", a.id, to_string(a.status)), to_json(a)});
+                 fmt::format("approval '{}' {}", a.id, to_string(a.status)),
+                 std::move(row_json)});
   if (row.flipped_agent) {
     auto agent_it = agents_.find(*row.flipped_agent);
     if (agent_it != agents_.end() && agent_it->second->approvals_waiting > 0) {
@@ -957,10 +1026,13 @@ void HostState::Impl::evict_resolved_locked() {
   // The longest-resolved rows go first. Constant work per evicted row: a reap that resolves
   // thousands of rows at once (a departing owner) must not turn into a scan per row of every
   // pending row ahead of it, all under the lock, on the loop thread.
-  while (resolved_count_ > options_.max_resolved_approvals && !resolved_order_.empty()) {
+  while ((resolved_count_ > options_.max_resolved_approvals ||
+          resolved_bytes_ > options_.max_resolved_approval_bytes) &&
+         !resolved_order_.empty()) {
     auto it = approvals_.find(resolved_order_.front());
     resolved_order_.pop_front();
     if (it == approvals_.end() || it->second->approval.pending()) continue;
+    resolved_bytes_ -= it->second->bytes;
     approvals_.erase(it);
     --resolved_count_;
     ++stale_order_entries_;

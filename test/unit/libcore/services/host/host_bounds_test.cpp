@@ -334,4 +334,58 @@ TEST_SUITE("host_bounds") {
     CHECK(rows[0].notes == std::string(orphan_notes));
     CHECK(rows[1].pending());
   }
+
+  TEST_CASE("the tables are bounded by bytes too") {
+    HostStateOptions options;
+    options.max_agent_bytes = 3000;
+    options.max_device_bytes = 1500;
+    options.max_pending_approval_bytes = 3000;
+    options.max_resolved_approval_bytes = 2000;
+    Bounded b(options);
+    std::string meta = R"({"k":")" + std::string(800, 'm') + R"("})";
+    // Agents: three of ~1 KiB fit, a fourth does not while every owner is live.
+    REQUIRE(b.state->register_agent("A", agent("a1", meta)).ok());
+    REQUIRE(b.state->register_agent("B", agent("b1", meta)).ok());
+    auto full = b.state->register_agent("B", agent("b2", meta));
+    if (full.ok()) full = b.state->register_agent("B", agent("b3", meta));
+    REQUIRE_FALSE(full.ok());
+    CHECK(full.error().code == -32000);
+    CHECK(full.error().message == "too many host agents: at most 3000 bytes");
+    // Growing one's own agent is held to the same budget.
+    StatusChange change;
+    change.agent_id = "b1";
+    change.status = AgentStatus::running;
+    change.current_task = std::string(2000, 't');
+    CHECK_FALSE(b.state->set_status("B", change).ok());
+    // A departed owner's agent makes room.
+    b.live.erase("A");
+    REQUIRE(b.state->register_agent("B", agent("b3", meta)).ok());
+    CHECK_FALSE(b.state->agent("a1").has_value());
+
+    REQUIRE(b.state->register_device("B", device("d1")).ok());
+    DeviceUpdate update;
+    update.device_id = "d1";
+    update.metadata_json = R"({"k":")" + std::string(1500, 'm') + R"("})";
+    auto grown = b.state->update_device("B", update);
+    REQUIRE_FALSE(grown.ok());
+    CHECK(grown.error().message == "too many host devices: at most 1500 bytes");
+
+    // Pending rows by bytes.
+    std::string details = R"({"d":")" + std::string(900, 'd') + R"("})";
+    std::vector<std::string> ids;
+    Result<HostState::Created> made = b.state->create_approval(owned("B", details));
+    while (made.ok() && ids.size() < 10) {
+      ids.push_back(made->approval.id);
+      made = b.state->create_approval(owned("B", details));
+    }
+    REQUIRE_FALSE(made.ok());
+    CHECK(ids.size() == 2);
+    CHECK(made.error().message == "too many pending approvals: at most 3000 bytes");
+    // Resolved rows by bytes: the one resolved longest ago goes.
+    REQUIRE(b.state->resolve_approval(ids[0], Decision::approve, "B").ok());
+    REQUIRE(b.state->resolve_approval(ids[1], Decision::approve, "B").ok());
+    CHECK_FALSE(b.state->approval(ids[0]).has_value());
+    CHECK(b.state->approval(ids[1]).has_value());
+    CHECK(b.state->create_approval(owned("B", details)).ok());
+  }
 }

@@ -152,6 +152,15 @@ struct CAR_API HostStateOptions {
   // when every owner is live the registration is refused -32000.
   std::size_t max_agents = 1024;
   std::size_t max_devices = 1024;
+  // The same tables by bytes (the JSON of their rows), so that a host.subscribe snapshot stays
+  // near 10 MiB however large each row is: agents and devices as max_agents (a departed owner's
+  // evicted first; "too many host agents: at most N bytes"); pending rows as
+  // max_pending_approvals ("too many pending approvals: at most N bytes"); resolved rows as
+  // max_resolved_approvals (the one resolved longest ago dropped).
+  std::size_t max_agent_bytes = 2 * 1024 * 1024;
+  std::size_t max_device_bytes = 1024 * 1024;
+  std::size_t max_pending_approval_bytes = 4 * 1024 * 1024;
+  std::size_t max_resolved_approval_bytes = 1024 * 1024;
   WallClock clock;  // empty: the system clock
   // Whether the session `client_id` is still connected. Called with the HostState lock held, so
   // it must not call back into HostState. Empty: every owner counts as live.
