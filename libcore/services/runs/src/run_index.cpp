@@ -16,6 +16,9 @@ namespace {
 namespace fs = std::filesystem;
 
 constexpr std::string_view format_version = "1\n";
+// A by-id entry is written just before its run's first line; younger than this, an entry without
+// its file is taken for a start still in progress.
+constexpr long stale_entry_seconds = 60;
 
 std::string string_member(const json::Value& v, const char* name) {
   auto it = v.FindMember(name);
@@ -352,10 +355,22 @@ void RunIndex::note_removed(std::string_view agent_id, std::string_view run_id) 
 
 // ---- reads ----
 
-std::optional<RunLocation> RunIndex::verify(std::string_view run_id, std::string_view agent_id) {
-  auto line = read_first_line(agent_dir(store_component(agent_id)) + "/" + run_file_name(run_id));
+namespace {
+
+// The identity of the run in `path` from its first line — the daemon's files always start with
+// `started` — or, when that line is damaged, from the whole file as every reader sees it.
+std::optional<StoredTrace> started_of(const std::string& path) {
+  auto line = read_first_line(path);
   if (!line) return std::nullopt;
-  auto trace = parse_trace(*line);
+  if (auto trace = parse_trace(*line)) return trace;
+  auto text = read_whole_file(path);
+  return text ? parse_trace(*text) : std::nullopt;
+}
+
+}  // namespace
+
+std::optional<RunLocation> RunIndex::verify(std::string_view run_id, std::string_view agent_id) {
+  auto trace = started_of(agent_dir(store_component(agent_id)) + "/" + run_file_name(run_id));
   if (!trace || trace->location.run_id != run_id) return std::nullopt;
   trace->location.ended = false;  // find() reports identity only
   return trace->location;
@@ -368,9 +383,7 @@ std::optional<RunLocation> RunIndex::scan_for(std::string_view run_id) {
   for (fs::directory_iterator it(root_, ec), end; !ec && it != end; it.increment(ec)) {
     std::string dir = it->path().filename().string();
     if (is_index_dir_name(dir)) continue;
-    auto line = read_first_line((it->path() / name).string());
-    if (!line) continue;
-    auto trace = parse_trace(*line);
+    auto trace = started_of((it->path() / name).string());
     if (!trace || trace->location.run_id != run_id) continue;
     (void)replace_file(by_id_path(run_id), location_text(trace->location));
     trace->location.ended = false;
@@ -380,7 +393,9 @@ std::optional<RunLocation> RunIndex::scan_for(std::string_view run_id) {
   // this young may belong to a start still writing, so only an old one is removed.
   struct stat st {};
   const std::string entry = by_id_path(run_id);
-  if (::stat(entry.c_str(), &st) == 0 && st.st_mtime + 60 < ::time(nullptr)) ::unlink(entry.c_str());
+  if (::stat(entry.c_str(), &st) == 0 && st.st_mtime + stale_entry_seconds < ::time(nullptr)) {
+    ::unlink(entry.c_str());
+  }
   return std::nullopt;
 }
 
@@ -400,6 +415,15 @@ std::optional<RunLocation> RunIndex::find(std::string_view run_id) {
   }
   if (!agent_id.empty()) {
     if (auto found = verify(run_id, agent_id)) return found;
+    // No file where the entry points: a start still writing it (or one that just failed). A
+    // young entry is therefore a plain miss — so pipelined starts and lookups of the same keys
+    // cannot make anyone pay a scan; an old one is scanned for once, then removed.
+    struct stat st {};
+    std::string file = agent_dir(store_component(agent_id)) + "/" + run_file_name(run_id);
+    if (::stat(file.c_str(), &st) != 0 && ::stat(by_id_path(run_id).c_str(), &st) == 0 &&
+        st.st_mtime + stale_entry_seconds >= ::time(nullptr)) {
+      return std::nullopt;
+    }
   }
   // Damaged, or left by a start that never wrote its file: one scan settles it and repairs it.
   log_warn("run store: index entry of run {} does not match the run files; repairing it", run_id);

@@ -135,8 +135,13 @@ TEST_SUITE("run_store_index") {
     for (int i = 0; i < 4; ++i) add_run(*store, "a1", "r" + std::to_string(i), started_at(i));
     SUBCASE("a by-id entry pointing elsewhere or unreadable") {
       overwrite(dir.path / "runs" / ".index" / "by-id" / "r1", "\x01garbage");
-      overwrite(dir.path / "runs" / ".index" / "by-id" / "r2",
-                R"({"run_id":"r2","agent_id":"elsewhere","client_id":"x"})");
+      auto r2 = dir.path / "runs" / ".index" / "by-id" / "r2";
+      overwrite(r2, R"({"run_id":"r2","agent_id":"elsewhere","client_id":"x"})");
+      // A young entry without its file is a start in progress (a miss, no scan); an old one is
+      // scanned for and repaired.
+      CHECK_FALSE(make_jsonl_run_store(dir.str())->find("r2"));
+      std::filesystem::last_write_time(r2, std::filesystem::file_time_type::clock::now() -
+                                               std::chrono::minutes(5));
       auto fresh = make_jsonl_run_store(dir.str());
       REQUIRE(fresh->find("r1"));
       CHECK(fresh->find("r1")->agent_id == "a1");
