@@ -204,6 +204,8 @@ bool Daemon::start_listeners() {
                                 : stdio::Framing::ndjson;
     // stdio ends the daemon: EOF (or a closed connection) means the peer is done with us.
     stdio_ = stdio::start_stdio(&loop_, *server_, stdio_options, [this] {
+      // Lost replies must not look like success to whoever runs us (the failure is logged).
+      if (stdio_->failed()) exit_status_ = 1;
       stdio_.reset();
       begin_shutdown("stdio finished");
     });

