@@ -120,3 +120,28 @@ def test_stdio_exits_non_zero_when_its_output_fails():
         d.proc.stdin.flush()
         assert d.wait(15) != 0
         assert "stdio: output failed" in stderr_after_exit(d)
+
+
+def test_a_ping_flood_from_a_peer_that_never_reads_holds_one_pong():
+    # Item 3: before, every pong was its own uv_write outside the sink (+724 MB in one second).
+    # 300,000 pings would have cost the old daemon about 110 MB; now one pong waits at most.
+    with Daemon("--listen", "127.0.0.1:0") as d:  # auth on: the client never authenticates
+        addr = RawWs.url_address(d.ws_url())
+        sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window
+        sock.settimeout(30)
+        sock.connect(addr)
+        ws = RawWs.__new__(RawWs)
+        ws.sock, ws.buffer, ws.status, ws.response_headers = sock, b"", None, {}
+        assert ws.handshake() == 101
+        time.sleep(0.3)
+        before = rss_kib(d.proc.pid)
+        chunk = frame(0x9, b"0123456789abcdef") * 1000
+        for _ in range(300):
+            sock.sendall(chunk)
+        time.sleep(0.5)  # let the daemon read what is in flight
+        grown_mib = (rss_kib(d.proc.pid) - before) / 1024
+        assert grown_mib < 16, f"daemon RSS grew by {grown_mib:.1f} MiB"
+        assert d.proc.poll() is None
+        print(f"  ping flood: 300000 pings, RSS +{grown_mib:.1f} MiB")
+        sock.close()

@@ -56,6 +56,26 @@ SinkError QueuedFrameSink::enqueue(Frame frame, SendCompletion done,
   return SinkError::none;
 }
 
+SinkError QueuedFrameSink::send_control(Frame encoded) {
+  if (!encoded) return SinkError::aborted;
+  std::lock_guard lock(mutex_);
+  if (state_ != State::open) return SinkError::closed;
+  // Only queue_ is searched: a control frame already handed to the transport is being written.
+  for (auto& p : queue_) {
+    if (!p.encoded) continue;
+    queued_bytes_ = queued_bytes_ - p.frame->size() + encoded->size();
+    p.frame = std::move(encoded);  // the older deadline stays: a flood cannot postpone it
+    return SinkError::none;
+  }
+  queued_frames_ += 1;
+  queued_bytes_ += encoded->size();
+  Pending pending{std::move(encoded), {}, executor_.now() + limits_.write_deadline};
+  pending.encoded = true;
+  queue_.push_back(std::move(pending));
+  schedule_pump_locked();
+  return SinkError::none;
+}
+
 bool QueuedFrameSink::above_high_locked() const {
   return queued_bytes_ > high_watermark_ || queued_frames_ > limits_.max_frames / 2;
 }

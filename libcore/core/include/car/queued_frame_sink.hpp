@@ -27,6 +27,12 @@ class CAR_API QueuedFrameSink : public FrameSink, public std::enable_shared_from
   SinkError send(Frame frame, SendCompletion done = {},
                  std::chrono::milliseconds deadline = std::chrono::milliseconds{0}) override;
   SinkError send_reply(Frame frame, SendCompletion done = {}) override;
+  // A control frame the transport encoded itself (a WebSocket pong), written as-is — no framing
+  // prefix or suffix — in queue order. At most one such frame waits unsent: a newer one replaces
+  // it and keeps its deadline, so a peer that floods pings and never reads holds one pong, not
+  // one per ping (RFC 6455 §5.5.3 allows answering only the latest). Not refused for size; refused
+  // (closed) once the sink is no longer open.
+  SinkError send_control(Frame encoded);
   void close(std::uint16_t code, std::string reason) override;
   void abort(SinkError why, std::string reason) override;
   void on_end(SinkEndObserver observer) override;
@@ -48,6 +54,7 @@ class CAR_API QueuedFrameSink : public FrameSink, public std::enable_shared_from
     Frame frame;
     SendCompletion done;
     Executor::Clock::time_point deadline;
+    bool encoded = false;  // send_control: written as-is, without the transport's framing
   };
   using Batch = std::vector<Pending>;
 

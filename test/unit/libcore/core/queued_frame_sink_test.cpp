@@ -3,6 +3,8 @@
 #include <atomic>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "../../test_support.hpp"
 
 using namespace car;
@@ -290,6 +292,45 @@ TEST_SUITE("queued_frame_sink") {
     sink->set_stalled(false);
     ex.run_until_idle();
     CHECK(reports == std::vector<bool>{true, false});
+  }
+
+  TEST_CASE("control frames: one waits unsent, a newer one replaces it and keeps its deadline") {
+    ManualExecutor ex;
+    SinkLimits limits;
+    limits.write_deadline = 1000ms;
+    auto sink = LoopbackSink::create(ex, limits);
+    sink->set_stalled(true);
+    CHECK(sink->send_control(make_frame("pong-1")) == SinkError::none);
+    ex.run_until_idle();  // pong-1 is now in flight and stays there
+    ex.advance(600ms);
+    for (int i = 2; i <= 1000; ++i) {
+      CHECK(sink->send_control(make_frame(fmt::format("pong-{}", i))) == SinkError::none);
+    }
+    CHECK(sink->stats().queued_frames == 2);  // one in flight, one waiting: not 1000
+    CHECK(sink->stats().queued_bytes == 6 + 9);
+    ex.advance(500ms);  // past the deadline of the first waiting pong, set 400 ms ago
+    ex.run_until_idle();
+    auto end = sink->transport_end();
+    REQUIRE(end.has_value());
+    CHECK(end->error == SinkError::deadline_exceeded);
+  }
+
+  TEST_CASE("control frames are written as they are, in queue order") {
+    ManualExecutor ex;
+    auto sink = LoopbackSink::create(ex);
+    sink->set_stalled(true);
+    sink->send(make_frame("a"));
+    ex.run_until_idle();
+    sink->send(make_frame("b"));
+    sink->send_control(make_frame("p1"));
+    sink->send_control(make_frame("p2"));
+    sink->send(make_frame("c"));
+    sink->set_stalled(false);
+    ex.run_until_idle();
+    CHECK(sink->written() == std::vector<std::string>{"a", "b", "p2", "c"});
+    sink->abort(SinkError::aborted, "x");
+    ex.run_until_idle();
+    CHECK(sink->send_control(make_frame("p3")) == SinkError::closed);
   }
 
   TEST_CASE("sends from many threads: every accepted frame completes exactly once") {

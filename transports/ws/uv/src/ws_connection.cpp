@@ -112,7 +112,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     log_info("{}: ignoring a binary message of {} bytes (reserved for audio)", peer_, size);
   }
   void on_ping(std::string_view payload) override {
-    send_control(encode_frame(Opcode::pong, payload), false);
+    // Through the sink: bounded, under its deadline and read-pausing; a newer pong replaces one
+    // that is still waiting, so a ping flood holds one pong however long the peer stops reading.
+    if (sink_) sink_->send_control(make_frame(encode_frame(Opcode::pong, payload)));
   }
   void on_pong(std::string_view) override { unanswered_pings_ = 0; }
   void on_close(std::uint16_t code, std::string_view) override {
@@ -225,8 +227,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     send_control(build_reject_response(status, reason), true);
   }
 
-  // Control frames and handshake responses bypass the sink's queue: each is its own uv_write, so
-  // it goes out right after whatever libuv already holds, never behind queued data.
+  // Handshake responses, keepalive pings and the final close frame bypass the sink's queue: each
+  // is its own uv_write. Each is bounded by itself (one per connection, or one per ping
+  // interval); pongs, which the peer decides the number of, go through the sink (on_ping).
   void send_control(std::string bytes, bool then_shutdown) {
     if (closing_) return;
     uv::Stream::Done done;
