@@ -145,3 +145,23 @@ def test_a_ping_flood_from_a_peer_that_never_reads_holds_one_pong():
         assert d.proc.poll() is None
         print(f"  ping flood: 300000 pings, RSS +{grown_mib:.1f} MiB")
         sock.close()
+
+
+def test_five_wrong_auth_attempts_close_the_connection_with_1008():
+    with Daemon("--listen", "127.0.0.1:0") as d:
+        ws = RawWs(RawWs.url_address(d.ws_url()))
+        for i in range(1, 6):
+            ws.send_text(json.dumps(request("session.auth", {"token": f"wrong-{i}"}, id=i)))
+            r = json.loads(ws.recv_text())
+            assert r["id"] == i and r["error"]["code"] == -32603, r
+            assert "token mismatch" in r["error"]["message"]
+        # The fifth reply came first; then the close, and nothing more is answered.
+        try:
+            ws.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=6)))
+        except OSError:
+            pass  # the daemon may have closed the socket already
+        assert ws.expect_close() == 1008
+        # A new connection may still authenticate: the limit is per connection.
+        ws2 = RawWs(RawWs.url_address(d.ws_url()))
+        ws2.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
+        assert json.loads(ws2.recv_text())["result"]["ok"] is True
