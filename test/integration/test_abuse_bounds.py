@@ -165,3 +165,34 @@ def test_five_wrong_auth_attempts_close_the_connection_with_1008():
         ws2 = RawWs(RawWs.url_address(d.ws_url()))
         ws2.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
         assert json.loads(ws2.recv_text())["result"]["ok"] is True
+
+
+def test_an_unauthenticated_peer_may_send_at_most_64_kib():
+    with Daemon("--listen", "127.0.0.1:0") as d:
+        addr = RawWs.url_address(d.ws_url())
+        # Refused from the header alone: the 15 MiB it announces are never buffered.
+        ws = RawWs(addr)
+        ws.sock.sendall(bytes([0x81, 0x80 | 127]) + struct.pack("!Q", 15 << 20) + b"\0\0\0\0"
+                        + b"x" * 1000)
+        assert ws.expect_close() == 1009
+        # At the bound itself a message is still read (and answered: auth required).
+        ws = RawWs(addr)
+        pad = "p" * (64 * 1024 - 80)
+        ws.sock.sendall(text(request("host.agents", {"pad": pad}, id=1)))
+        r = json.loads(ws.recv_text())
+        assert r["error"]["code"] == -32001, r
+        # Once authenticated the full --max-message applies.
+        ws = RawWs(addr)
+        ws.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
+        assert json.loads(ws.recv_text())["result"]["ok"] is True
+        ws.sock.sendall(text(request("no.such", {"pad": "p" * (1 << 20)}, id=2)))
+        r = json.loads(ws.recv_text())
+        assert r["id"] == 2 and r["error"]["code"] == -32601, r
+
+
+def test_without_auth_the_full_message_size_applies_from_the_first_message():
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        ws = RawWs(RawWs.url_address(d.ws_url()))
+        ws.sock.sendall(text(request("no.such", {"pad": "p" * (1 << 20)}, id=1)))
+        r = json.loads(ws.recv_text())
+        assert r["id"] == 1 and r["error"]["code"] == -32601, r

@@ -1,5 +1,6 @@
 #include "car/ws/ws_connection.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <optional>
 #include <span>
@@ -106,7 +107,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
 
   // ---- FrameHandler (called from inside decoder_->feed) ----
   void on_text(std::string_view message) override {
-    if (connection_) connection_->receive(message);
+    if (!connection_) return;
+    connection_->receive(message);
+    raise_limit_once_authenticated();
   }
   void on_binary(std::size_t size) override {
     log_info("{}: ignoring a binary message of {} bytes (reserved for audio)", peer_, size);
@@ -194,7 +197,10 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   }
 
   void open() {
-    decoder_.emplace(Role::server, server_.config().max_message);
+    const std::size_t max_message = server_.config().max_message;
+    decoder_.emplace(Role::server, server_.config().require_auth
+                                       ? std::min(max_message, options_->max_unauthenticated_message)
+                                       : max_message);
     sink_ = std::make_shared<uv::StreamSink>(server_.executor(), stream_, sink_options(*options_),
                                              [this](const SinkEnd& end) { on_sink_end(end); });
     // Backpressure: stop reading above read_pause_high queued bytes (default 4 MiB), resume at
@@ -206,6 +212,13 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
       auto interval = static_cast<std::uint64_t>(options_->ping_interval.count());
       start_timer(options_->ping_interval.count(), interval, [](WsConnection& self) { self.on_idle(); });
     }
+  }
+
+  // An authenticated peer may send messages up to the server's max_message from its next one on.
+  void raise_limit_once_authenticated() {
+    if (limit_raised_ || !decoder_ || !connection_->session().authenticated()) return;
+    limit_raised_ = true;
+    decoder_->raise_max_message(server_.config().max_message);
   }
 
   // Keepalive: any inbound bytes reset the count; two unanswered pings end the connection.
@@ -283,6 +296,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   int handles_open_ = 2;  // stream and timer
   bool peer_gone_ = false;
   bool closing_ = false;
+  bool limit_raised_ = false;
 };
 
 }  // namespace

@@ -16,6 +16,10 @@ struct CAR_API WsOptions {
   std::vector<std::string> allowed_origins;
   // Upgrades beyond this many live connections of the server get 503; 0 = unlimited.
   std::size_t max_connections = 0;
+  // The largest message of a connection that has not authenticated yet (while the server
+  // requires auth); larger ⇒ close 1009. A session.auth request is small, and this is all an
+  // unauthenticated peer can make the server buffer. After auth the server's max_message applies.
+  std::size_t max_unauthenticated_message = 64 * 1024;
   // Ping a connection idle this long; after `missed_pongs` unanswered pings close it with 1001.
   // Zero disables keepalive.
   std::chrono::milliseconds ping_interval{30000};
