@@ -282,7 +282,7 @@ Approval gate and timeouts:
 Limits:
   --allow-origin ORIGIN       WebSocket Origin allowlist (repeatable; default: any)
   --max-message BYTES         default 16777216
-  --max-connections N         default unlimited
+  --max-connections N         default 1024 (or the fd limit - 64 if smaller)
   --threads N                 libuv thread-pool size (default 4)
 
   --log-level trace|debug|info|warn|error   (default info; logs go to stderr)

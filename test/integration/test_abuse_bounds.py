@@ -196,3 +196,35 @@ def test_without_auth_the_full_message_size_applies_from_the_first_message():
         ws.sock.sendall(text(request("no.such", {"pad": "p" * (1 << 20)}, id=1)))
         r = json.loads(ws.recv_text())
         assert r["id"] == 1 and r["error"]["code"] == -32601, r
+
+
+def test_the_default_connection_cap_follows_the_descriptor_limit():
+    # No --max-connections: the cap is min(1024, fd limit - 64). With 160 descriptors that is 96;
+    # before, there was no default cap and the 97th upgrade succeeded.
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (160, hard))
+    try:
+        d = Daemon("--no-auth", "--listen", "127.0.0.1:0")
+    finally:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (soft, hard))
+    with d:
+        addr = RawWs.url_address(d.ws_url())
+        clients = []
+        statuses = []
+        for _ in range(100):
+            ws = RawWs(addr)
+            statuses.append(ws.status)
+            clients.append(ws)
+        assert statuses[:96] == [101] * 96, statuses
+        assert statuses[96:] == [503] * 4, statuses
+        # A refused client does not use up the cap: after one leaves, one more gets in.
+        clients[0].close()
+        deadline = time.time() + 5
+        while True:
+            ws = RawWs(addr)
+            if ws.status == 101 or time.time() > deadline:
+                break
+            time.sleep(0.1)
+        assert ws.status == 101
+        for ws in clients:
+            ws.close()

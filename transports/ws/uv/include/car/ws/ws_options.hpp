@@ -14,8 +14,9 @@ namespace car::ws {
 struct CAR_API WsOptions {
   // Origin allowlist; empty allows every origin. A request without Origin is always allowed.
   std::vector<std::string> allowed_origins;
-  // Upgrades beyond this many live connections of the server get 503; 0 = unlimited.
-  std::size_t max_connections = 0;
+  // Upgrades beyond this many live connections of the server get 503; 0 = unlimited. The default
+  // bounds what a flood of clients can hold (car-daemon lowers it to its fd limit minus 64).
+  std::size_t max_connections = 1024;
   // The largest message of a connection that has not authenticated yet (while the server
   // requires auth); larger ⇒ close 1009. A session.auth request is small, and this is all an
   // unauthenticated peer can make the server buffer. After auth the server's max_message applies.
