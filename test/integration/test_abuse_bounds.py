@@ -228,3 +228,19 @@ def test_the_default_connection_cap_follows_the_descriptor_limit():
         assert ws.status == 101
         for ws in clients:
             ws.close()
+
+
+def test_binary_frames_before_auth_are_logged_once_per_connection():
+    with Daemon("--listen", "127.0.0.1:0") as d:
+        addr = RawWs.url_address(d.ws_url())
+        ws = RawWs(addr)
+        ws.sock.sendall(frame(0x2, b"\1\2\3") * 200)
+        ws.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
+        assert json.loads(ws.recv_text())["result"]["ok"] is True  # all 200 were read by now
+        other = RawWs(addr)
+        other.sock.sendall(frame(0x2, b"\1") * 10)
+        other.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
+        assert json.loads(other.recv_text())["result"]["ok"] is True
+        log = stderr_after_exit(d)
+        lines = [line for line in log.splitlines() if "binary message" in line]
+        assert len(lines) == 2, lines[:5]

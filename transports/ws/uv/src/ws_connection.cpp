@@ -112,7 +112,11 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     raise_limit_once_authenticated();
   }
   void on_binary(std::size_t size) override {
-    log_info("{}: ignoring a binary message of {} bytes (reserved for audio)", peer_, size);
+    // Once per connection: a line per ignored frame would let a peer amplify its bytes into logs.
+    if (binary_logged_) return;
+    binary_logged_ = true;
+    log_info("{}: ignoring a binary message of {} bytes (reserved for audio; further ones are "
+             "ignored silently)", peer_, size);
   }
   void on_ping(std::string_view payload) override {
     // Through the sink: bounded, under its deadline and read-pausing; a newer pong replaces one
@@ -296,6 +300,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   int handles_open_ = 2;  // stream and timer
   bool peer_gone_ = false;
   bool closing_ = false;
+  bool binary_logged_ = false;
   bool limit_raised_ = false;
 };
 
