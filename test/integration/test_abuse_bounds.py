@@ -244,3 +244,32 @@ def test_binary_frames_before_auth_are_logged_once_per_connection():
         log = stderr_after_exit(d)
         lines = [line for line in log.splitlines() if "binary message" in line]
         assert len(lines) == 2, lines[:5]
+
+
+def test_sockets_that_never_upgrade_are_bounded_beyond_the_cap():
+    # With a cap of 4, at most 4 + 32 WebSocket sockets live at once; further connections are
+    # accepted and closed at once (before, each held a descriptor until the 10 s upgrade timeout).
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0", "--max-connections", "4") as d:
+        addr = RawWs.url_address(d.ws_url())
+        idle = []
+        for _ in range(40):
+            s = socket.create_connection(addr, timeout=5)
+            idle.append(s)
+        closed = set()
+        deadline = time.time() + 5  # well within the 10 s upgrade timeout
+        while len(closed) < 4 and time.time() < deadline:
+            ready, _, _ = select.select([s for s in idle if s not in closed], [], [], 0.2)
+            for s in ready:
+                if s.recv(1) == b"":
+                    closed.add(s)
+        assert len(closed) == 40 - 36, len(closed)
+        # The cap refused only the sockets beyond it: an upgrade on a live one still works.
+        live = next(s for s in idle if s not in closed)
+        live.sendall(b"GET / HTTP/1.1\r\nHost: localhost\r\nUpgrade: websocket\r\n"
+                        b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                        b"Sec-WebSocket-Version: 13\r\n\r\n")
+        assert live.recv(4096).startswith(b"HTTP/1.1 101")
+        for s in idle:
+            s.close()  # before the SIGTERM: sockets still upgrading would hold the exit for 10 s
+        log = stderr_after_exit(d)
+        assert len([line for line in log.splitlines() if "refusing connections" in line]) == 1

@@ -12,9 +12,11 @@ UnixListener::~UnixListener() = default;
 Result<std::unique_ptr<UnixListener>> UnixListener::start(
     uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options,
     const std::string& path) {
-  // As on TCP, the connection cap is checked at the WebSocket upgrade (503).
+  // As on TCP, the connection cap is checked at the WebSocket upgrade (503); the listener only
+  // bounds the sockets still upgrading beyond it.
+  uv::ListenerOptions listen_options = ws::websocket_listener_options(*options);
   auto started = uv::Listener::listen_unix(
-      loop, path, {},
+      loop, path, std::move(listen_options),
       [&server, options = std::move(options)](uv::Listener::Incoming& incoming) {
         ws::serve_websocket(incoming, server, options);
       });

@@ -18,9 +18,10 @@ Result<std::unique_ptr<TcpListener>> TcpListener::start(
     uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options,
     const std::string& host, std::uint16_t port) {
   // The connection cap (options->max_connections) is the WebSocket's: checked at the upgrade,
-  // answered with 503, so the listener itself takes every connection.
+  // answered with 503; the listener only bounds the sockets still upgrading beyond it.
+  uv::ListenerOptions listen_options = websocket_listener_options(*options);
   auto started = uv::Listener::listen_tcp(
-      loop, host, port, {},
+      loop, host, port, std::move(listen_options),
       [&server, options = std::move(options)](uv::Listener::Incoming& incoming) {
         serve_websocket(incoming, server, options);
       });

@@ -313,4 +313,12 @@ void serve_websocket(uv::Listener::Incoming& incoming, Server& server,
 
 std::size_t live_websocket_connections() { return g_live.load(std::memory_order_relaxed); }
 
+uv::ListenerOptions websocket_listener_options(const WsOptions& options) {
+  uv::ListenerOptions listen;
+  if (options.max_connections == 0) return listen;
+  listen.max_connections = options.max_connections + options.max_pending_upgrades;
+  listen.open_connections = [] { return live_websocket_connections(); };
+  return listen;
+}
+
 }  // namespace car::ws

@@ -22,6 +22,11 @@ CAR_API void serve_websocket(uv::Listener::Incoming& incoming, Server& server,
                              std::shared_ptr<const WsOptions> options);
 
 // Live WebSocket connections served by this process (all listeners), for tests and capacity logs.
+// Counts sockets from accept to close, upgraded or not.
 CAR_API std::size_t live_websocket_connections();
+
+// The accept-time cap of a listener serving WebSocket connections with `options`: at most
+// max_connections + max_pending_upgrades live sockets (none when max_connections is 0).
+CAR_API uv::ListenerOptions websocket_listener_options(const WsOptions& options);
 
 }  // namespace car::ws
