@@ -273,3 +273,22 @@ def test_sockets_that_never_upgrade_are_bounded_beyond_the_cap():
             s.close()  # before the SIGTERM: sockets still upgrading would hold the exit for 10 s
         log = stderr_after_exit(d)
         assert len([line for line in log.splitlines() if "refusing connections" in line]) == 1
+
+
+def test_sigterm_closes_sockets_that_are_still_upgrading():
+    # Stopping a listener closes the sockets it accepted that never upgraded: before, each held
+    # the shutdown until its 10 s upgrade timeout (a peer could delay every restart by 10 s).
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+        addr = RawWs.url_address(d.ws_url())
+        idle = [socket.create_connection(addr, timeout=5) for _ in range(3)]
+        ws = RawWs(addr)  # and one upgraded connection, which gets its 1001
+        ws.send_text(json.dumps(request("host.agents", {}, id=1)))
+        assert json.loads(ws.recv_text())["id"] == 1
+        d.proc.send_signal(signal.SIGTERM)
+        assert ws.expect_close() == 1001
+        for s in idle:
+            s.settimeout(5)
+            assert s.recv(1) == b""  # closed by the daemon, not by the upgrade timeout (10 s)
+        assert d.wait(5) == 0
+        for s in idle:
+            s.close()

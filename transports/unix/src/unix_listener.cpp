@@ -4,8 +4,11 @@
 
 namespace car::unix_socket {
 
-UnixListener::UnixListener(std::unique_ptr<uv::Listener> listener)
-    : listener_(std::move(listener)), url_("unix:" + listener_->path()) {}
+UnixListener::UnixListener(std::unique_ptr<uv::Listener> listener,
+                           std::shared_ptr<ws::PendingUpgrades> pending)
+    : listener_(std::move(listener)),
+      pending_(std::move(pending)),
+      url_("unix:" + listener_->path()) {}
 
 UnixListener::~UnixListener() = default;
 
@@ -15,16 +18,20 @@ Result<std::unique_ptr<UnixListener>> UnixListener::start(
   // As on TCP, the connection cap is checked at the WebSocket upgrade (503); the listener only
   // bounds the sockets still upgrading beyond it.
   uv::ListenerOptions listen_options = ws::websocket_listener_options(*options);
+  auto pending = std::make_shared<ws::PendingUpgrades>();
   auto started = uv::Listener::listen_unix(
       loop, path, std::move(listen_options),
-      [&server, options = std::move(options)](uv::Listener::Incoming& incoming) {
-        ws::serve_websocket(incoming, server, options);
+      [&server, options = std::move(options), pending](uv::Listener::Incoming& incoming) {
+        ws::serve_websocket(incoming, server, options, pending);
       });
   if (!started) return started.error();
   return std::unique_ptr<UnixListener>(
-      new UnixListener(std::move(started.value())));
+      new UnixListener(std::move(started.value()), std::move(pending)));
 }
 
-void UnixListener::stop() { listener_->stop(); }
+void UnixListener::stop() {
+  listener_->stop();
+  pending_->close_all();
+}
 
 }  // namespace car::unix_socket

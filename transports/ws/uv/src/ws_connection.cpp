@@ -45,9 +45,11 @@ uv::StreamSinkOptions sink_options(const WsOptions& options) {
 // closed. Loop thread only.
 class WsConnection final : public uv::StreamHandler, public FrameHandler {
  public:
-  WsConnection(Server& server, std::shared_ptr<const WsOptions> options)
+  WsConnection(Server& server, std::shared_ptr<const WsOptions> options,
+               std::shared_ptr<PendingUpgrades> pending)
       : server_(server),
         options_(std::move(options)),
+        pending_(std::move(pending)),
         stream_(*this),
         handshake_(std::make_unique<HandshakeParser>(options_->max_header_bytes)) {
     g_live.fetch_add(1, std::memory_order_relaxed);
@@ -61,6 +63,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   void start(uv::Listener::Incoming& incoming) {
     uv_timer_init(incoming.loop(), &timer_);
     timer_.data = this;
+    if (pending_) pending_id_ = pending_->add([this] { close_now(); });
     if (int rc = incoming.accept(stream_); rc != 0) {
       log_debug("websocket accept failed: {}", uv_strerror(rc));
       close_now();
@@ -196,6 +199,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     send_control(build_accept_response(request), false);
     std::string early(handshake_->leftover());
     handshake_.reset();  // frees the header buffers: an idle connection keeps none of it
+    leave_pending();  // a connection of the server now: Server::close_all reaches it
     open();
     if (!early.empty()) feed_frames(early);
   }
@@ -266,9 +270,15 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     if (write_status != 0 || stream_.shutdown([this](int) { close_now(); }) != 0) close_now();
   }
 
+  void leave_pending() {
+    if (pending_) pending_->remove(pending_id_);
+    pending_.reset();
+  }
+
   void close_now() {
     if (closing_) return;
     closing_ = true;
+    leave_pending();
     if (sink_ && sink_->is_open()) {
       peer_gone_ = true;
       sink_->transport_gone(SinkError::closed, "connection closed");
@@ -287,6 +297,8 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
 
   Server& server_;
   std::shared_ptr<const WsOptions> options_;
+  std::shared_ptr<PendingUpgrades> pending_;  // null once upgraded (or closing)
+  PendingUpgrades::Id pending_id_ = 0;
   uv::Stream stream_;
   uv_timer_t timer_{};
   TimerFn timer_fn_ = nullptr;
@@ -307,8 +319,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
 }  // namespace
 
 void serve_websocket(uv::Listener::Incoming& incoming, Server& server,
-                     std::shared_ptr<const WsOptions> options) {
-  (new WsConnection(server, std::move(options)))->start(incoming);
+                     std::shared_ptr<const WsOptions> options,
+                     std::shared_ptr<PendingUpgrades> pending) {
+  (new WsConnection(server, std::move(options), std::move(pending)))->start(incoming);
 }
 
 std::size_t live_websocket_connections() { return g_live.load(std::memory_order_relaxed); }
