@@ -337,7 +337,7 @@ Limits:
   --allow-origin ORIGIN       WebSocket Origin allowlist (repeatable; default: any origin with
                               auth, loopback origins only with --no-auth)
   --max-message BYTES         default 16777216
-  --max-connections N         default unlimited
+  --max-connections N         default 1024 (or the fd limit - 64 if smaller)
   --threads N                 libuv thread-pool size (default 4)
 
   --log-level trace|debug|info|warn|error   (default info; logs go to stderr)

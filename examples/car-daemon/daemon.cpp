@@ -1,8 +1,10 @@
 #include "daemon.hpp"
 
 #include <pwd.h>
+#include <sys/resource.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <csignal>
 #include <filesystem>
 #include <system_error>
@@ -189,6 +191,16 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_
   return true;
 }
 
+// The default connection cap, lowered below the descriptor limit: 64 descriptors stay for the
+// listeners, the store, stdio and the logs, so a flood of clients meets 503 rather than EMFILE.
+static std::size_t default_max_connections(std::size_t cap) {
+  constexpr rlim_t reserved = 64;
+  struct rlimit limit {};
+  if (getrlimit(RLIMIT_NOFILE, &limit) != 0 || limit.rlim_cur == RLIM_INFINITY) return cap;
+  if (limit.rlim_cur <= reserved) return 1;
+  return std::min(cap, static_cast<std::size_t>(limit.rlim_cur - reserved));
+}
+
 bool Daemon::start_listeners() {
   auto ws_options = std::make_shared<ws::WsOptions>();
   ws_options->allowed_origins = options_.allow_origins;
@@ -197,6 +209,8 @@ bool Daemon::start_listeners() {
   if (options_.no_auth) ws_options->unlisted_origins = ws::UnlistedOrigins::loopback_only;
   if (options_.max_connections) {
     ws_options->max_connections = static_cast<std::size_t>(*options_.max_connections);
+  } else {
+    ws_options->max_connections = default_max_connections(ws_options->max_connections);
   }
   if (options_.ping_interval_ms) {
     ws_options->ping_interval = std::chrono::milliseconds(*options_.ping_interval_ms);
@@ -232,6 +246,8 @@ bool Daemon::start_listeners() {
                                 : stdio::Framing::ndjson;
     // stdio ends the daemon: EOF (or a closed connection) means the peer is done with us.
     stdio_ = stdio::start_stdio(&loop_, *server_, stdio_options, [this] {
+      // Lost replies must not look like success to whoever runs us (the failure is logged).
+      if (stdio_->failed()) exit_status_ = 1;
       stdio_.reset();
       begin_shutdown("stdio finished");
     });

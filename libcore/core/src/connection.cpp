@@ -222,11 +222,13 @@ void Dispatch::response(Connection& c, const detail::Envelope& env) {
 }
 
 void Connection::send_reply_frame(std::string text) {
-  SinkError result = sink_->send(make_frame(std::move(text)));
-  if (result == SinkError::full) {
-    // A reply must never be lost silently: a peer that lets 8 MiB of replies pile up is cut off.
-    log_warn("{}: outbound queue full; closing the connection", peer_label_);
-    sink_->abort(SinkError::full, "outbound queue full");
+  // Replies are never refused for size (FrameSink::send_reply): every request within the limits
+  // is answered. A refusal now means the sink is closing or gone, and the peer with it.
+  SinkError result = sink_->send_reply(make_frame(std::move(text)));
+  if (result != SinkError::none && result != SinkError::closed) {
+    log_warn("{}: a reply could not be queued ({}); closing the connection", peer_label_,
+             to_string(result));
+    sink_->abort(result, "reply refused");
   }
 }
 

@@ -23,6 +23,15 @@ QueuedFrameSink::~QueuedFrameSink() = default;
 
 SinkError QueuedFrameSink::send(Frame frame, SendCompletion done,
                                 std::chrono::milliseconds deadline) {
+  return enqueue(std::move(frame), std::move(done), deadline, true);
+}
+
+SinkError QueuedFrameSink::send_reply(Frame frame, SendCompletion done) {
+  return enqueue(std::move(frame), std::move(done), std::chrono::milliseconds{0}, false);
+}
+
+SinkError QueuedFrameSink::enqueue(Frame frame, SendCompletion done,
+                                   std::chrono::milliseconds deadline, bool bounded) {
   if (!frame) return SinkError::aborted;
   bool crossed_high = false;
   {
@@ -30,21 +39,49 @@ SinkError QueuedFrameSink::send(Frame frame, SendCompletion done,
     if (state_ != State::open) return SinkError::closed;
     // The byte bound limits what piles up: one frame larger than the bound (a big snapshot
     // reply) is still accepted into an otherwise empty sink, or it could never be sent at all.
-    if (queued_frames_ + 1 > limits_.max_frames ||
-        (queued_frames_ != 0 && queued_bytes_ + frame->size() > limits_.max_bytes)) {
+    if (bounded && (queued_frames_ + 1 > limits_.max_frames ||
+                    (queued_frames_ != 0 && queued_bytes_ + frame->size() > limits_.max_bytes))) {
       return SinkError::full;
     }
     auto limit = deadline.count() > 0 ? deadline : limits_.write_deadline;
     queued_frames_ += 1;
     queued_bytes_ += frame->size();
     queue_.push_back({std::move(frame), std::move(done), executor_.now() + limit});
-    crossed_high = watermark_fn_ && !reported_above_ && queued_bytes_ > high_watermark_;
+    crossed_high = watermark_fn_ && !reported_above_ && above_high_locked();
     schedule_pump_locked();
   }
   if (crossed_high) {
     executor_.post([self = shared_from_this()] { self->report_watermark(); });
   }
   return SinkError::none;
+}
+
+SinkError QueuedFrameSink::send_control(Frame encoded) {
+  if (!encoded) return SinkError::aborted;
+  std::lock_guard lock(mutex_);
+  if (state_ != State::open) return SinkError::closed;
+  // Only queue_ is searched: a control frame already handed to the transport is being written.
+  for (auto& p : queue_) {
+    if (!p.encoded) continue;
+    queued_bytes_ = queued_bytes_ - p.frame->size() + encoded->size();
+    p.frame = std::move(encoded);  // the older deadline stays: a flood cannot postpone it
+    return SinkError::none;
+  }
+  queued_frames_ += 1;
+  queued_bytes_ += encoded->size();
+  Pending pending{std::move(encoded), {}, executor_.now() + limits_.write_deadline};
+  pending.encoded = true;
+  queue_.push_back(std::move(pending));
+  schedule_pump_locked();
+  return SinkError::none;
+}
+
+bool QueuedFrameSink::above_high_locked() const {
+  return queued_bytes_ > high_watermark_ || queued_frames_ > limits_.max_frames / 2;
+}
+
+bool QueuedFrameSink::at_or_below_low_locked() const {
+  return queued_bytes_ <= low_watermark_ && queued_frames_ <= limits_.max_frames / 4;
 }
 
 void QueuedFrameSink::schedule_pump_locked() {
@@ -236,9 +273,9 @@ void QueuedFrameSink::report_watermark() {
   {
     std::lock_guard lock(mutex_);
     if (!watermark_fn_ || state_ == State::ended) return;
-    if (!reported_above_ && queued_bytes_ > high_watermark_) {
+    if (!reported_above_ && above_high_locked()) {
       above = reported_above_ = true;
-    } else if (reported_above_ && queued_bytes_ <= low_watermark_) {
+    } else if (reported_above_ && at_or_below_low_locked()) {
       above = reported_above_ = false;
     } else {
       return;

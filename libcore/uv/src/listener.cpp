@@ -45,6 +45,9 @@ struct Listener::Core {
   Listener* owner;  // null once stopped
   ListenerOptions options;
   AcceptFn on_accept;
+  // Refusals since the last accepted connection: only the first of a run is logged, so a flood of
+  // connections beyond the cap cannot turn into a flood of log lines.
+  std::size_t refused_in_a_row = 0;
 };
 
 Listener::Listener(bool tcp, std::string host, ListenerOptions options, AcceptFn on_accept)
@@ -145,12 +148,15 @@ void Listener::on_connection(uv_stream_t* server, int status) {
     std::size_t open = 0;
     bool counted = guarded("listener connection count", [&] { open = options.open_connections(); });
     if (counted && open >= options.max_connections) {
-      log_info("{}: refusing a connection: {} open, the limit is {}", self->host_, open,
-               options.max_connections);
+      if (core->refused_in_a_row++ == 0) {
+        log_info("{}: refusing connections: {} open, the limit is {} (logged once until one is "
+                 "accepted again)", self->host_, open, options.max_connections);
+      }
       refuse(server);
       return;
     }
   }
+  core->refused_in_a_row = 0;
   // The callback may stop or destroy the Listener; `core` (and the callback in it) lives until
   // the handle's close callback, which runs on a later loop iteration.
   Incoming incoming(server, *self);

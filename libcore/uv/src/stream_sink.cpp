@@ -75,6 +75,11 @@ void StreamSink::start_write(const Batch& batch) {
   char* suffix = const_cast<char*>(framing.suffix.data());
   for (const auto& pending : batch) {
     const std::string& payload = *pending.frame;
+    if (pending.encoded) {
+      // The transport framed it itself (a pong): its bytes go out exactly as they are.
+      bufs_.push_back(uv_buf_init(const_cast<char*>(payload.data()), static_cast<unsigned>(payload.size())));
+      continue;
+    }
     if (has_prefix) {
       std::size_t n = framing.prefix(payload, prefix);
       bufs_.push_back(uv_buf_init(prefix, static_cast<unsigned>(n)));

@@ -30,7 +30,8 @@ CAR_API std::string_view to_string(SinkError error);
 struct CAR_API SinkLimits {
   // Bounds on what may wait in the sink (PROTOCOL.md §8: 4096 frames / 8 MiB). A send that would pass
   // either bound fails with SinkError::full and queues nothing. Exception: a single frame larger
-  // than max_bytes is accepted when nothing else is queued (else it could never be sent).
+  // than max_bytes is accepted when nothing else is queued (else it could never be sent). Replies
+  // (send_reply) are never refused for size: see there.
   std::size_t max_frames = 4096;
   std::size_t max_bytes = 8 * 1024 * 1024;
   // Deadline of a send that does not name its own: a frame not written by then fails the sink.
@@ -71,6 +72,15 @@ class CAR_API FrameSink {
   // reason it was refused (then `done` never runs). `deadline` of zero means the sink's default.
   virtual SinkError send(Frame frame, SendCompletion done = {},
                          std::chrono::milliseconds deadline = std::chrono::milliseconds{0}) = 0;
+
+  // Like send(), for the reply to a request: accepted whatever the frame and byte bounds, refused
+  // only when the sink is no longer open. Every request within the limits must be answered, and
+  // what a reply adds is bounded anyway: by the request that caused it (the message size) and the
+  // number of requests in flight, while the sink pauses reading above its watermarks. A sink
+  // without that distinction may keep this default, which treats a reply like any frame.
+  virtual SinkError send_reply(Frame frame, SendCompletion done = {}) {
+    return send(std::move(frame), std::move(done));
+  }
 
   // Graceful close: frames already accepted are written first (for at most the close flush time),
   // then the transport closes with `code`/`reason`. Later sends fail with SinkError::closed.

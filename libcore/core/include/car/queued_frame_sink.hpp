@@ -26,6 +26,13 @@ class CAR_API QueuedFrameSink : public FrameSink, public std::enable_shared_from
 
   SinkError send(Frame frame, SendCompletion done = {},
                  std::chrono::milliseconds deadline = std::chrono::milliseconds{0}) override;
+  SinkError send_reply(Frame frame, SendCompletion done = {}) override;
+  // A control frame the transport encoded itself (a WebSocket pong), written as-is — no framing
+  // prefix or suffix — in queue order. At most one such frame waits unsent: a newer one replaces
+  // it and keeps its deadline, so a peer that floods pings and never reads holds one pong, not
+  // one per ping (RFC 6455 §5.5.3 allows answering only the latest). Not refused for size; refused
+  // (closed) once the sink is no longer open.
+  SinkError send_control(Frame encoded);
   void close(std::uint16_t code, std::string reason) override;
   void abort(SinkError why, std::string reason) override;
   void on_end(SinkEndObserver observer) override;
@@ -33,8 +40,10 @@ class CAR_API QueuedFrameSink : public FrameSink, public std::enable_shared_from
   SinkStats stats() const override;
 
   // Backpressure toward the reader: `fn(true)` runs on the loop thread once queued bytes pass
-  // `high`, `fn(false)` once they are back at or below `low`. Calls always report the state at the
-  // time they run, so the last call is the truth even when transitions race.
+  // `high` or queued frames pass half of limits.max_frames (2048 by default), `fn(false)` once
+  // bytes are back at or below `low` and frames at or below a quarter of max_frames (1024).
+  // Calls always report the state at the time they run, so the last call is the truth even when
+  // transitions race.
   void set_watermarks(std::size_t high, std::size_t low, std::function<void(bool above)> fn);
 
   const SinkLimits& limits() const { return limits_; }
@@ -45,6 +54,7 @@ class CAR_API QueuedFrameSink : public FrameSink, public std::enable_shared_from
     Frame frame;
     SendCompletion done;
     Executor::Clock::time_point deadline;
+    bool encoded = false;  // send_control: written as-is, without the transport's framing
   };
   using Batch = std::vector<Pending>;
 
@@ -64,6 +74,11 @@ class CAR_API QueuedFrameSink : public FrameSink, public std::enable_shared_from
 
  private:
   enum class State : std::uint8_t { open, closing, ending, ended };
+
+  SinkError enqueue(Frame frame, SendCompletion done, std::chrono::milliseconds deadline,
+                    bool bounded);
+  bool above_high_locked() const;
+  bool at_or_below_low_locked() const;
 
   void schedule_pump_locked();
   void pump();

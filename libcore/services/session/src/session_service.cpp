@@ -1,11 +1,13 @@
 // session.auth and server.handshake (PROTOCOL.md §3), and the grants they leave on a session.
 #include "car/session/session_service.hpp"
 
+#include <atomic>
 #include <mutex>
 
 #include <fmt/format.h>
 
 #include "car/connection.hpp"
+#include "car/log.hpp"
 #include "car/server.hpp"
 #include "car/session.hpp"
 #include "car/version.hpp"
@@ -42,12 +44,38 @@ class GrantsSlot final : public SessionSlot {
 
 const SessionSlotKey grants_key{"session.grants"};
 
+// Wrong credentials presented on one connection. Guessing is bounded per connection: the attempt
+// that reaches the limit is answered, then the connection is closed (1008), so a peer must pay a
+// new connection (and its upgrade) for every few guesses instead of ~20,000 guesses a second.
+class AuthFailuresSlot final : public SessionSlot {
+ public:
+  unsigned add() { return failures_.fetch_add(1, std::memory_order_acq_rel) + 1; }
+
+ private:
+  std::atomic<unsigned> failures_{0};
+};
+
+const SessionSlotKey auth_failures_key{"session.auth_failures"};
+
 const GrantsSlot* find_grants(const Session& session) {
   return static_cast<const GrantsSlot*>(session.find_slot(grants_key));
 }
 
 Error auth_failed(std::string_view why) {
   return {ErrorCode::internal_error, fmt::format("auth failed: {}", why)};
+}
+
+// A wrong token or host token: answered, and counted toward the connection's limit.
+void token_mismatch(const Request& req, const Reply& reply) {
+  reply.error(auth_failed("token mismatch"));
+  if (req.session().slot<AuthFailuresSlot>(auth_failures_key).add() >= max_failed_auth_attempts) {
+    log_info("{}: {} failed auth attempts; closing", req.connection().peer_label(),
+             max_failed_auth_attempts);
+    // Posted, so that a batch carrying this call still sends its reply before the close.
+    req.connection().server().executor().post([connection = req.connection_ptr()] {
+      connection->close(1008, "too many failed auth attempts");
+    });
+  }
 }
 
 void session_auth(Server& server, SessionService& service, const Request& req,
@@ -72,7 +100,7 @@ void session_auth(Server& server, SessionService& service, const Request& req,
     // Every session already counts as authenticated; session.auth only binds and records.
   } else if (host_token) {
     if (!config.host_token || !constant_time_equal(*host_token, *config.host_token)) {
-      reply.error(auth_failed("token mismatch"));
+      token_mismatch(req, reply);
       return;
     }
     next.host = true;
@@ -85,7 +113,7 @@ void session_auth(Server& server, SessionService& service, const Request& req,
       }
     }
     if (!constant_time_equal(*token, expected)) {
-      reply.error(auth_failed("token mismatch"));
+      token_mismatch(req, reply);
       return;
     }
   } else {

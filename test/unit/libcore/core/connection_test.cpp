@@ -309,21 +309,28 @@ TEST_SUITE("connection") {
     CHECK(frames[0][0] == '[');
   }
 
-  TEST_CASE("a reply that does not fit the sink closes the connection") {
+  TEST_CASE("a reply is queued past the sink's bounds: every request is answered") {
     ManualExecutor ex;
     ServerConfig config = Fixture::disabled_auth();
     Server server(ex, config);
     add_test_methods(server);
     SinkLimits limits;
     limits.max_frames = 1;
+    limits.max_bytes = 16;
     Client c(server, ex, limits);
     c.sink->set_stalled(true);
     c.send(R"({"jsonrpc":"2.0","id":1,"method":"echo"})");
     ex.run_until_idle();
-    c.send(R"({"jsonrpc":"2.0","id":2,"method":"echo"})");
+    c.send(R"([{"jsonrpc":"2.0","id":2,"method":"echo"},{"jsonrpc":"2.0","id":3,"method":"echo"}])");
     ex.run_until_idle();
-    CHECK(c.connection->closed());
-    CHECK(server.connection_count() == 0);
+    CHECK_FALSE(c.connection->closed());
+    CHECK(c.connection->notify("event", "{}") == SinkError::full);  // not a reply: refused
+    c.sink->set_stalled(false);
+    ex.run_until_idle();
+    auto frames = c.sink->written();
+    REQUIRE(frames.size() == 2);
+    CHECK(frames[0].find("\"id\":1") != std::string::npos);
+    CHECK(frames[1].find("\"id\":3") != std::string::npos);
   }
 
   TEST_CASE("the gate runs before lookup and can refuse or admit later") {

@@ -3,6 +3,8 @@
 #include <atomic>
 #include <thread>
 
+#include <fmt/format.h>
+
 #include "../../test_support.hpp"
 
 using namespace car;
@@ -245,6 +247,90 @@ TEST_SUITE("queued_frame_sink") {
     sink->set_stalled(false);
     ex.run_until_idle();
     CHECK(reports == std::vector<bool>{true, false});
+  }
+
+  TEST_CASE("replies are accepted past both bounds; other frames are still refused") {
+    ManualExecutor ex;
+    SinkLimits limits;
+    limits.max_frames = 2;
+    limits.max_bytes = 10;
+    auto sink = LoopbackSink::create(ex, limits);
+    sink->set_stalled(true);
+    CHECK(sink->send(make_frame("123456")) == SinkError::none);
+    CHECK(sink->send(make_frame("123456")) == SinkError::full);
+    int completions = 0;
+    CHECK(sink->send_reply(make_frame(std::string(50, 'r')), [&](SinkError e) {
+      CHECK(e == SinkError::none);
+      ++completions;
+    }) == SinkError::none);
+    CHECK(sink->send_reply(make_frame("r2")) == SinkError::none);
+    CHECK(sink->stats().queued_frames == 3);
+    CHECK(sink->stats().queued_bytes == 58);
+    CHECK(sink->send(make_frame("e")) == SinkError::full);  // events still meet the bound
+    sink->set_stalled(false);
+    ex.run_until_idle();
+    CHECK(completions == 1);
+    CHECK(sink->written().size() == 3);
+    sink->close(1000, "bye");
+    CHECK(sink->send_reply(make_frame("late")) == SinkError::closed);
+  }
+
+  TEST_CASE("watermarks also count frames: above half of max_frames, below at a quarter") {
+    ManualExecutor ex;
+    SinkLimits limits;
+    limits.max_frames = 8;
+    auto sink = LoopbackSink::create(ex, limits);
+    std::vector<bool> reports;
+    sink->set_watermarks(1 << 20, 1 << 19, [&](bool above) { reports.push_back(above); });
+    sink->set_stalled(true);
+    for (int i = 0; i < 4; ++i) sink->send(make_frame("x"));
+    ex.run_until_idle();
+    CHECK(reports.empty());  // 4 frames: not above half of 8
+    sink->send_reply(make_frame("x"));
+    ex.run_until_idle();
+    REQUIRE(reports == std::vector<bool>{true});
+    sink->set_stalled(false);
+    ex.run_until_idle();
+    CHECK(reports == std::vector<bool>{true, false});
+  }
+
+  TEST_CASE("control frames: one waits unsent, a newer one replaces it and keeps its deadline") {
+    ManualExecutor ex;
+    SinkLimits limits;
+    limits.write_deadline = 1000ms;
+    auto sink = LoopbackSink::create(ex, limits);
+    sink->set_stalled(true);
+    CHECK(sink->send_control(make_frame("pong-1")) == SinkError::none);
+    ex.run_until_idle();  // pong-1 is now in flight and stays there
+    ex.advance(600ms);
+    for (int i = 2; i <= 1000; ++i) {
+      CHECK(sink->send_control(make_frame(fmt::format("pong-{}", i))) == SinkError::none);
+    }
+    CHECK(sink->stats().queued_frames == 2);  // one in flight, one waiting: not 1000
+    CHECK(sink->stats().queued_bytes == 6 + 9);
+    ex.advance(500ms);  // past the deadline of the first waiting pong, set 400 ms ago
+    ex.run_until_idle();
+    auto end = sink->transport_end();
+    REQUIRE(end.has_value());
+    CHECK(end->error == SinkError::deadline_exceeded);
+  }
+
+  TEST_CASE("control frames are written as they are, in queue order") {
+    ManualExecutor ex;
+    auto sink = LoopbackSink::create(ex);
+    sink->set_stalled(true);
+    sink->send(make_frame("a"));
+    ex.run_until_idle();
+    sink->send(make_frame("b"));
+    sink->send_control(make_frame("p1"));
+    sink->send_control(make_frame("p2"));
+    sink->send(make_frame("c"));
+    sink->set_stalled(false);
+    ex.run_until_idle();
+    CHECK(sink->written() == std::vector<std::string>{"a", "b", "p2", "c"});
+    sink->abort(SinkError::aborted, "x");
+    ex.run_until_idle();
+    CHECK(sink->send_control(make_frame("p3")) == SinkError::closed);
   }
 
   TEST_CASE("sends from many threads: every accepted frame completes exactly once") {

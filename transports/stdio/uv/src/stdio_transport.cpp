@@ -66,7 +66,14 @@ class StdioConnection final : public StdioTransport,
       return false;
     }
     sink_ = std::make_shared<uv::StreamSink>(server_.executor(), out_, sink_options(options_),
-                                             [this](const SinkEnd&) { close_streams(); });
+                                             [this](const SinkEnd& end) {
+                                               if (end.failed()) {
+                                                 failed_ = true;
+                                                 log_error("stdio: output failed ({}): {}",
+                                                           to_string(end.error), end.reason);
+                                               }
+                                               close_streams();
+                                             });
     // Backpressure: stop reading while half the sink's byte bound is waiting to be written.
     sink_->throttle_reading(in_);
     connection_ = server_.open_connection("stdio", sink_);
@@ -79,6 +86,8 @@ class StdioConnection final : public StdioTransport,
     in_.stop_reading();
     connection_->close(1001, "shutting down");
   }
+
+  bool failed() const override { return failed_; }
 
   // ---- FrameEvents ----
   void on_message(std::string_view text) override { connection_->receive(text); }
@@ -136,6 +145,7 @@ class StdioConnection final : public StdioTransport,
   std::shared_ptr<StdioConnection> self_;
   int streams_open_ = 0;  // opened and not yet closed
   bool closing_ = false;
+  bool failed_ = false;
 };
 
 }  // namespace

@@ -6,7 +6,9 @@
 
 namespace car::ws {
 
-TcpListener::TcpListener(std::unique_ptr<uv::Listener> listener) : listener_(std::move(listener)) {
+TcpListener::TcpListener(std::unique_ptr<uv::Listener> listener,
+                         std::shared_ptr<PendingUpgrades> pending)
+    : listener_(std::move(listener)), pending_(std::move(pending)) {
   const std::string& host = listener_->host();
   bool v6 = host.find(':') != std::string::npos;
   url_ = fmt::format("ws://{}{}{}:{}", v6 ? "[" : "", host, v6 ? "]" : "", listener_->port());
@@ -18,17 +20,22 @@ Result<std::unique_ptr<TcpListener>> TcpListener::start(
     uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options,
     const std::string& host, std::uint16_t port) {
   // The connection cap (options->max_connections) is the WebSocket's: checked at the upgrade,
-  // answered with 503, so the listener itself takes every connection.
+  // answered with 503; the listener only bounds the sockets still upgrading beyond it.
+  uv::ListenerOptions listen_options = websocket_listener_options(*options);
+  auto pending = std::make_shared<PendingUpgrades>();
   auto started = uv::Listener::listen_tcp(
-      loop, host, port, {},
-      [&server, options = std::move(options)](uv::Listener::Incoming& incoming) {
-        serve_websocket(incoming, server, options);
+      loop, host, port, std::move(listen_options),
+      [&server, options = std::move(options), pending](uv::Listener::Incoming& incoming) {
+        serve_websocket(incoming, server, options, pending);
       });
   if (!started) return started.error();
   return std::unique_ptr<TcpListener>(
-      new TcpListener(std::move(started.value())));
+      new TcpListener(std::move(started.value()), std::move(pending)));
 }
 
-void TcpListener::stop() { listener_->stop(); }
+void TcpListener::stop() {
+  listener_->stop();
+  pending_->close_all();
+}
 
 }  // namespace car::ws

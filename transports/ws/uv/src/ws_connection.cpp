@@ -1,5 +1,6 @@
 #include "car/ws/ws_connection.hpp"
 
+#include <algorithm>
 #include <atomic>
 #include <optional>
 #include <span>
@@ -44,9 +45,11 @@ uv::StreamSinkOptions sink_options(const WsOptions& options) {
 // closed. Loop thread only.
 class WsConnection final : public uv::StreamHandler, public FrameHandler {
  public:
-  WsConnection(Server& server, std::shared_ptr<const WsOptions> options)
+  WsConnection(Server& server, std::shared_ptr<const WsOptions> options,
+               std::shared_ptr<PendingUpgrades> pending)
       : server_(server),
         options_(std::move(options)),
+        pending_(std::move(pending)),
         stream_(*this),
         handshake_(std::make_unique<HandshakeParser>(options_->max_header_bytes)) {
     g_live.fetch_add(1, std::memory_order_relaxed);
@@ -60,6 +63,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   void start(uv::Listener::Incoming& incoming) {
     uv_timer_init(incoming.loop(), &timer_);
     timer_.data = this;
+    if (pending_) pending_id_ = pending_->add([this] { close_now(); });
     if (int rc = incoming.accept(stream_); rc != 0) {
       log_debug("websocket accept failed: {}", uv_strerror(rc));
       close_now();
@@ -106,13 +110,21 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
 
   // ---- FrameHandler (called from inside decoder_->feed) ----
   void on_text(std::string_view message) override {
-    if (connection_) connection_->receive(message);
+    if (!connection_) return;
+    connection_->receive(message);
+    raise_limit_once_authenticated();
   }
   void on_binary(std::size_t size) override {
-    log_info("{}: ignoring a binary message of {} bytes (reserved for audio)", peer_, size);
+    // Once per connection: a line per ignored frame would let a peer amplify its bytes into logs.
+    if (binary_logged_) return;
+    binary_logged_ = true;
+    log_info("{}: ignoring a binary message of {} bytes (reserved for audio; further ones are "
+             "ignored silently)", peer_, size);
   }
   void on_ping(std::string_view payload) override {
-    send_control(encode_frame(Opcode::pong, payload), false);
+    // Through the sink: bounded, under its deadline and read-pausing; a newer pong replaces one
+    // that is still waiting, so a ping flood holds one pong however long the peer stops reading.
+    if (sink_) sink_->send_control(make_frame(encode_frame(Opcode::pong, payload)));
   }
   void on_pong(std::string_view) override { unanswered_pings_ = 0; }
   void on_close(std::uint16_t code, std::string_view) override {
@@ -187,12 +199,16 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     send_control(build_accept_response(request), false);
     std::string early(handshake_->leftover());
     handshake_.reset();  // frees the header buffers: an idle connection keeps none of it
+    leave_pending();  // a connection of the server now: Server::close_all reaches it
     open();
     if (!early.empty()) feed_frames(early);
   }
 
   void open() {
-    decoder_.emplace(Role::server, server_.config().max_message);
+    const std::size_t max_message = server_.config().max_message;
+    decoder_.emplace(Role::server, server_.config().require_auth
+                                       ? std::min(max_message, options_->max_unauthenticated_message)
+                                       : max_message);
     sink_ = std::make_shared<uv::StreamSink>(server_.executor(), stream_, sink_options(*options_),
                                              [this](const SinkEnd& end) { on_sink_end(end); });
     // Backpressure: stop reading above read_pause_high queued bytes (default 4 MiB), resume at
@@ -204,6 +220,13 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
       auto interval = static_cast<std::uint64_t>(options_->ping_interval.count());
       start_timer(options_->ping_interval.count(), interval, [](WsConnection& self) { self.on_idle(); });
     }
+  }
+
+  // An authenticated peer may send messages up to the server's max_message from its next one on.
+  void raise_limit_once_authenticated() {
+    if (limit_raised_ || !decoder_ || !connection_->session().authenticated()) return;
+    limit_raised_ = true;
+    decoder_->raise_max_message(server_.config().max_message);
   }
 
   // Keepalive: any inbound bytes reset the count; two unanswered pings end the connection.
@@ -225,8 +248,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     send_control(build_reject_response(status, reason), true);
   }
 
-  // Control frames and handshake responses bypass the sink's queue: each is its own uv_write, so
-  // it goes out right after whatever libuv already holds, never behind queued data.
+  // Handshake responses, keepalive pings and the final close frame bypass the sink's queue: each
+  // is its own uv_write. Each is bounded by itself (one per connection, or one per ping
+  // interval); pongs, which the peer decides the number of, go through the sink (on_ping).
   void send_control(std::string bytes, bool then_shutdown) {
     if (closing_) return;
     uv::Stream::Done done;
@@ -246,9 +270,15 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     if (write_status != 0 || stream_.shutdown([this](int) { close_now(); }) != 0) close_now();
   }
 
+  void leave_pending() {
+    if (pending_) pending_->remove(pending_id_);
+    pending_.reset();
+  }
+
   void close_now() {
     if (closing_) return;
     closing_ = true;
+    leave_pending();
     if (sink_ && sink_->is_open()) {
       peer_gone_ = true;
       sink_->transport_gone(SinkError::closed, "connection closed");
@@ -267,6 +297,8 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
 
   Server& server_;
   std::shared_ptr<const WsOptions> options_;
+  std::shared_ptr<PendingUpgrades> pending_;  // null once upgraded (or closing)
+  PendingUpgrades::Id pending_id_ = 0;
   uv::Stream stream_;
   uv_timer_t timer_{};
   TimerFn timer_fn_ = nullptr;
@@ -280,15 +312,26 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   int handles_open_ = 2;  // stream and timer
   bool peer_gone_ = false;
   bool closing_ = false;
+  bool binary_logged_ = false;
+  bool limit_raised_ = false;
 };
 
 }  // namespace
 
 void serve_websocket(uv::Listener::Incoming& incoming, Server& server,
-                     std::shared_ptr<const WsOptions> options) {
-  (new WsConnection(server, std::move(options)))->start(incoming);
+                     std::shared_ptr<const WsOptions> options,
+                     std::shared_ptr<PendingUpgrades> pending) {
+  (new WsConnection(server, std::move(options), std::move(pending)))->start(incoming);
 }
 
 std::size_t live_websocket_connections() { return g_live.load(std::memory_order_relaxed); }
+
+uv::ListenerOptions websocket_listener_options(const WsOptions& options) {
+  uv::ListenerOptions listen;
+  if (options.max_connections == 0) return listen;
+  listen.max_connections = options.max_connections + options.max_pending_upgrades;
+  listen.open_connections = [] { return live_websocket_connections(); };
+  return listen;
+}
 
 }  // namespace car::ws

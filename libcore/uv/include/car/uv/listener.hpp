@@ -32,7 +32,8 @@ struct CAR_API ListenerOptions {
   // The kernel's queue of connections not yet accepted (listen(2) backlog).
   int backlog = 511;
   // Connection cap: while `open_connections()` reports this many or more, a new connection is
-  // accepted and closed at once, before the accept callback (logged). 0 = no cap; the cap needs
+  // accepted and closed at once, before the accept callback (the first refusal of a run is
+  // logged, until a connection is accepted again). 0 = no cap; the cap needs
   // `open_connections` (e.g. [&server] { return server.connection_count(); }).
   std::size_t max_connections = 0;
   std::function<std::size_t()> open_connections;

@@ -1,5 +1,7 @@
 // SessionService (session_service.cpp): session.auth, server.handshake, the auth gate (-32001 then
 // close) and agent bindings (PROTOCOL.md §3).
+#include <fmt/format.h>
+
 #include "../../../test_support.hpp"
 
 using namespace car;
@@ -48,6 +50,27 @@ TEST_SUITE("session_service") {
     auto next = f.call(R"({"jsonrpc":"2.0","id":2,"method":"ping"})");
     CHECK(error_code(next) == -32001);
     CHECK(f.client().connection->closed());
+  }
+
+  TEST_CASE("the fifth wrong token is answered, then the connection closes with 1008") {
+    Fixture f(enabled_auth());
+    for (int i = 1; i <= 4; ++i) {
+      auto r = f.call(fmt::format(
+          R"({{"jsonrpc":"2.0","id":{},"method":"session.auth","params":{{"host_token":"nope"}}}})", i));
+      CHECK(error_message(r) == "auth failed: token mismatch");
+      CHECK_FALSE(f.client().sink->transport_end().has_value());
+    }
+    // The fifth arrives in a batch: its reply still goes out before the close.
+    auto frames = f.exchange(
+        R"([{"jsonrpc":"2.0","id":5,"method":"session.auth","params":{"token":"nope"}}])");
+    REQUIRE(frames.size() == 1);
+    CHECK(frames[0].find("token mismatch") != std::string::npos);
+    auto end = f.client().sink->transport_end();
+    REQUIRE(end.has_value());
+    CHECK(end->code == 1008);
+    // Nothing more is answered, not even the right token.
+    CHECK(f.exchange(R"({"jsonrpc":"2.0","id":6,"method":"session.auth","params":{"token":"secret"}})")
+              .empty());
   }
 
   TEST_CASE("correct token, host token, both tokens") {

@@ -225,6 +225,20 @@ TEST_SUITE("frame_decoder") {
               .events.size() == 2);
   }
 
+  TEST_CASE("raise_max_message raises the bound for later messages and never lowers it") {
+    FrameDecoder decoder(Role::server, 100);
+    Recorder rec;
+    CHECK_FALSE(decoder.feed(text(std::string(100, 'a')), rec));
+    decoder.raise_max_message(50);  // ignored: smaller
+    CHECK(decoder.max_message() == 100);
+    decoder.raise_max_message(1000);
+    CHECK_FALSE(decoder.feed(text(std::string(1000, 'b')), rec));
+    CHECK(rec.events.size() == 2);
+    auto error = decoder.feed(text(std::string(1001, 'c')), rec);
+    REQUIRE(error);
+    CHECK(error->code == CloseCode::message_too_big);
+  }
+
   TEST_CASE("1009 is decided from the header, before any payload is buffered") {
     FrameDecoder decoder(Role::server, 64 * 1024);
     Recorder rec;

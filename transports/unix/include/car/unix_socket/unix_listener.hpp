@@ -9,6 +9,7 @@
 #include "car/export.hpp"
 #include "car/result.hpp"
 #include "car/uv/listener.hpp"
+#include "car/ws/pending_upgrades.hpp"
 #include "car/ws/ws_options.hpp"
 
 // `--unix PATH`: a Unix-socket listener whose connections speak WebSocket exactly like TCP ones.
@@ -30,13 +31,16 @@ class CAR_API UnixListener {
   ~UnixListener();
 
   const std::string& url() const { return url_; }  // "unix:PATH"
-  // Stops accepting and removes the socket file. Idempotent.
+  // Stops accepting, removes the socket file and closes the sockets still upgrading (upgraded
+  // connections are not affected). Idempotent.
   void stop();
 
  private:
-  explicit UnixListener(std::unique_ptr<uv::Listener> listener);
+  UnixListener(std::unique_ptr<uv::Listener> listener,
+               std::shared_ptr<ws::PendingUpgrades> pending);
 
   std::unique_ptr<uv::Listener> listener_;
+  std::shared_ptr<ws::PendingUpgrades> pending_;
   std::string url_;
 };
 

@@ -23,6 +23,10 @@ namespace teardown_order {
 inline constexpr int release_agent_binding = 60;  // after tool teardown, before run grace
 }  // namespace teardown_order
 
+// Wrong tokens (or host tokens) one connection may present: the one that reaches this count is
+// answered -32603 as usual, then the connection is closed with 1008 (PROTOCOL.md §3).
+inline constexpr unsigned max_failed_auth_attempts = 5;
+
 // What session.auth granted one session. Empty (all false / nullopt) until it succeeds.
 struct CAR_API Grants {
   bool host = false;                           // host-management role (host_token)

@@ -35,6 +35,9 @@ class CAR_API StdioTransport {
   virtual ~StdioTransport() = default;
   // Graceful stop (shutdown signal): stop reading, flush what is queued, close.
   virtual void stop() = 0;
+  // True once the connection's sink failed (a write error on the output, a write deadline, an
+  // abort): frames were lost, so the owner must not report success. The transport logs why.
+  virtual bool failed() const = 0;
 };
 
 // Starts serving. `on_finished` runs once on the loop thread after everything is flushed and the

@@ -105,6 +105,12 @@ class CAR_API FrameDecoder {
 
   Role role() const noexcept { return role_; }
   std::size_t max_message() const noexcept { return max_message_; }
+  // Raises the bound for the messages that start from now on (and the one in progress); a
+  // smaller value is ignored, so a message already accepted can never become too big. The
+  // WebSocket connection starts an unauthenticated peer at a small bound and raises it at auth.
+  void raise_max_message(std::size_t max) noexcept {
+    if (max > max_message_) max_message_ = max;
+  }
 
  private:
   // Parsing the header or the payload of the current frame.

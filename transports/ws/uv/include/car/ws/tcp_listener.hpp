@@ -10,6 +10,7 @@
 #include "car/export.hpp"
 #include "car/result.hpp"
 #include "car/uv/listener.hpp"
+#include "car/ws/pending_upgrades.hpp"
 #include "car/ws/ws_options.hpp"
 
 // `--listen HOST:PORT`: accepts TCP connections (TCP_NODELAY) and serves each as a WebSocket.
@@ -29,13 +30,15 @@ class CAR_API TcpListener {
 
   // "ws://HOST:PORT" with the bound port (IPv6 hosts in brackets).
   const std::string& url() const { return url_; }
-  // Stops accepting; existing connections are not affected. Idempotent.
+  // Stops accepting and closes the sockets still upgrading (they are not connections of the
+  // server yet); upgraded connections are not affected. Idempotent.
   void stop();
 
  private:
-  explicit TcpListener(std::unique_ptr<uv::Listener> listener);
+  TcpListener(std::unique_ptr<uv::Listener> listener, std::shared_ptr<PendingUpgrades> pending);
 
   std::unique_ptr<uv::Listener> listener_;
+  std::shared_ptr<PendingUpgrades> pending_;
   std::string url_;
 };
 

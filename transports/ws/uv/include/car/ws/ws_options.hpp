@@ -17,8 +17,18 @@ struct CAR_API WsOptions {
   // follows `unlisted_origins` (by default: allowed when the list is empty). See car/ws/origin.hpp.
   std::vector<std::string> allowed_origins;
   UnlistedOrigins unlisted_origins = UnlistedOrigins::follow_allowlist;
-  // Upgrades beyond this many live connections of the server get 503; 0 = unlimited.
-  std::size_t max_connections = 0;
+  // Upgrades beyond this many live connections of the server get 503; 0 = unlimited. The default
+  // bounds what a flood of clients can hold (car-daemon lowers it to its fd limit minus 64).
+  std::size_t max_connections = 1024;
+  // Connections still upgrading are not counted by max_connections (it is checked at the upgrade,
+  // so a refused client learns why: 503). With a cap set, the listeners hold at most this many
+  // WebSocket sockets beyond it, upgrading or finishing a rejection; further connections are
+  // accepted and closed at once, so a flood of idle sockets cannot exhaust the descriptors.
+  std::size_t max_pending_upgrades = 32;
+  // The largest message of a connection that has not authenticated yet (while the server
+  // requires auth); larger ⇒ close 1009. A session.auth request is small, and this is all an
+  // unauthenticated peer can make the server buffer. After auth the server's max_message applies.
+  std::size_t max_unauthenticated_message = 64 * 1024;
   // Ping a connection idle this long; after `missed_pongs` unanswered pings close it with 1001.
   // Zero disables keepalive.
   std::chrono::milliseconds ping_interval{30000};
