@@ -148,10 +148,11 @@ class JsonlRunStore final : public RunStore {
   void note_ended(std::string_view agent_id, std::string_view run_id, std::string_view record) {
     json::Document doc;
     if (json::parse(record, doc) || !doc.IsObject()) return;
-    auto member = [&doc](const char* name) -> std::string_view {
-      auto it = doc.FindMember(name);
-      return it != doc.MemberEnd() && it->value.IsString() ? json::view(it->value)
-                                                          : std::string_view();
+    const json::Value& root = doc;  // const iterators: clang's C++20 != on mutable ones is ambiguous
+    auto member = [&root](const char* name) -> std::string_view {
+      auto it = root.FindMember(name);
+      return it != root.MemberEnd() && it->value.IsString() ? json::view(it->value)
+                                                           : std::string_view();
     };
     RunStatus status =
         member("termination") == "outcome" ? RunStatus::completed : RunStatus::incomplete;

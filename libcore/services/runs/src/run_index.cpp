@@ -214,8 +214,9 @@ RunIndex::AgentRuns RunIndex::load_agent_locked(const std::string& key) {
       std::string status = string_member(doc, "status");
       entry.summary.status = status == "completed" ? RunStatus::completed : RunStatus::incomplete;
       entry.summary.ended_at = string_member(doc, "ended_at");
-      auto turns = doc.FindMember("turns");
-      if (turns != doc.MemberEnd() && turns->value.IsUint64()) {
+      const json::Value& object = doc;  // const iterators (clang: C++20 reversed != is ambiguous)
+      auto turns = object.FindMember("turns");
+      if (turns != object.MemberEnd() && turns->value.IsUint64()) {
         entry.summary.turn_count = static_cast<std::size_t>(turns->value.GetUint64());
       }
     }
