@@ -19,6 +19,16 @@ DAEMON = os.environ.get("CAR_DAEMON", os.path.join(ROOT, "build", "examples", "c
 CAR_VARIABLES = ("CAR_AUTH_TOKEN", "CAR_NO_AUTH", "CAR_NO_APPROVALS", "CAR_TOOL_TIMEOUT", "CAR_AGENT_ID")
 
 
+def proc_status_kib(pid, field):
+    """A size line of /proc/PID/status in KiB, e.g. field "VmRSS" (resident now) or "VmHWM" (the
+    resident peak)."""
+    with open(f"/proc/{pid}/status") as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError(f"no {field} in /proc/{pid}/status")
+
+
 def daemon_env(env=None, runtime_dir=None):
     """The environment for one daemon: this process's, without CAR_* variables, with
     XDG_RUNTIME_DIR pointing at a fresh private directory (so a daemon that mints tokens never

@@ -142,3 +142,19 @@ class RawWs:
             self.sock.close()
         except OSError:
             pass
+
+
+def zero_mask_frame(opcode, payload):
+    """One complete masked client frame whose mask key is zero (legal: the server cannot tell), so
+    a multi-megabyte payload needs no byte-by-byte XOR in Python."""
+    if isinstance(payload, str):
+        payload = payload.encode()
+    n = len(payload)
+    header = bytes([0x80 | opcode])
+    if n < 126:
+        header += bytes([0x80 | n])
+    elif n < 65536:
+        header += bytes([0x80 | 126]) + struct.pack("!H", n)
+    else:
+        header += bytes([0x80 | 127]) + struct.pack("!Q", n)
+    return header + b"\0\0\0\0" + payload

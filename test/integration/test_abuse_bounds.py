@@ -14,30 +14,14 @@ import socket
 import struct
 import time
 
-from harness import Daemon, StdioClient, request
-from rawws import RawWs
+from harness import Daemon, StdioClient, proc_status_kib, request
+from rawws import RawWs, zero_mask_frame
 
 TEN_MB = 10 * 1000 * 1000
 
 
-def frame(opcode, payload):
-    """One masked client frame. The mask key is zero (legal: the server cannot tell), so a large
-    payload needs no byte-by-byte masking in Python."""
-    if isinstance(payload, str):
-        payload = payload.encode()
-    n = len(payload)
-    header = bytes([0x80 | opcode])
-    if n < 126:
-        header += bytes([0x80 | n])
-    elif n < 65536:
-        header += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        header += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    return header + b"\0\0\0\0" + payload
-
-
 def text(message):
-    return frame(0x1, json.dumps(message))
+    return zero_mask_frame(0x1, json.dumps(message))
 
 
 def read_replies(ws, count, timeout=60.0):
@@ -52,14 +36,6 @@ def read_replies(ws, count, timeout=60.0):
         if op == 0x1:
             out.append(json.loads(payload))
     return out
-
-
-def rss_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    raise RuntimeError("no VmRSS")
 
 
 def stderr_after_exit(d):
@@ -135,12 +111,12 @@ def test_a_ping_flood_from_a_peer_that_never_reads_holds_one_pong():
         ws.sock, ws.buffer, ws.status, ws.response_headers = sock, b"", None, {}
         assert ws.handshake() == 101
         time.sleep(0.3)
-        before = rss_kib(d.proc.pid)
-        chunk = frame(0x9, b"0123456789abcdef") * 1000
+        before = proc_status_kib(d.proc.pid, "VmRSS")
+        chunk = zero_mask_frame(0x9, b"0123456789abcdef") * 1000
         for _ in range(300):
             sock.sendall(chunk)
         time.sleep(0.5)  # let the daemon read what is in flight
-        grown_mib = (rss_kib(d.proc.pid) - before) / 1024
+        grown_mib = (proc_status_kib(d.proc.pid, "VmRSS") - before) / 1024
         assert grown_mib < 16, f"daemon RSS grew by {grown_mib:.1f} MiB"
         assert d.proc.poll() is None
         print(f"  ping flood: 300000 pings, RSS +{grown_mib:.1f} MiB")
@@ -234,11 +210,11 @@ def test_binary_frames_before_auth_are_logged_once_per_connection():
     with Daemon("--listen", "127.0.0.1:0") as d:
         addr = RawWs.url_address(d.ws_url())
         ws = RawWs(addr)
-        ws.sock.sendall(frame(0x2, b"\1\2\3") * 200)
+        ws.sock.sendall(zero_mask_frame(0x2, b"\1\2\3") * 200)
         ws.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
         assert json.loads(ws.recv_text())["result"]["ok"] is True  # all 200 were read by now
         other = RawWs(addr)
-        other.sock.sendall(frame(0x2, b"\1") * 10)
+        other.sock.sendall(zero_mask_frame(0x2, b"\1") * 10)
         other.send_text(json.dumps(request("session.auth", {"token": d.token()}, id=1)))
         assert json.loads(other.recv_text())["result"]["ok"] is True
         log = stderr_after_exit(d)

@@ -4,11 +4,11 @@ host.subscribe snapshot are bounded by bytes, pending approvals are bounded per 
 total, gate rows nobody waits for are bounded, and agents of departed sessions make room."""
 
 import json
-import struct
 import threading
 import time
 
-from harness import Daemon, request
+from harness import Daemon, proc_status_kib, request
+from rawws import zero_mask_frame
 from peer import Peer
 
 KIB = 1024
@@ -16,26 +16,8 @@ MIB = 1024 * KIB
 
 
 def send_fast(peer, msg):
-    """Sends one masked text frame with an all-zero mask key, so a multi-megabyte payload need
-    not be XOR-ed byte by byte in Python (the server unmasks it like any other)."""
-    payload = json.dumps(msg).encode()
-    n = len(payload)
-    header = bytes([0x81])
-    if n < 126:
-        header += bytes([0x80 | n])
-    elif n < 65536:
-        header += bytes([0x80 | 126]) + struct.pack("!H", n)
-    else:
-        header += bytes([0x80 | 127]) + struct.pack("!Q", n)
-    peer.ws.sock.sendall(header + b"\0\0\0\0" + payload)
-
-
-def vm_hwm_kib(pid):
-    with open(f"/proc/{pid}/status") as f:
-        for line in f:
-            if line.startswith("VmHWM:"):
-                return int(line.split()[1])
-    raise AssertionError("no VmHWM")
+    """Sends one text frame with an all-zero mask key (no per-byte masking in Python)."""
+    peer.ws.sock.sendall(zero_mask_frame(0x1, json.dumps(msg)))
 
 
 def notify(peer, rid, payload_bytes):
@@ -83,7 +65,7 @@ def test_host_events_are_bounded_and_subscribes_stay_small():
             assert size <= 2 * MIB + 64 * KIB, f"snapshot of {size} bytes"
         events = p.call("host.events", {"limit": 500})["result"]["events"]
         assert sum(len(json.dumps(e)) for e in events) <= 4 * MIB + 64 * KIB
-        hwm = vm_hwm_kib(d.proc.pid)
+        hwm = proc_status_kib(d.proc.pid, "VmHWM")
         print(f"daemon VmHWM {hwm // 1024} MiB, snapshot {replies[0][0]} bytes, "
               f"host.events {len(events)} events")
         # Before the bound the same sequence peaked at about 1.5 GB.

@@ -34,7 +34,7 @@ sys.path.insert(0, os.path.join(HERE, "..", "integration"))
 
 import websockets  # noqa: E402
 
-from harness import Daemon  # noqa: E402
+from harness import Daemon, proc_status_kib  # noqa: E402
 from rawws import RawWs  # noqa: E402
 
 
@@ -186,8 +186,7 @@ class Soak:
             await asyncio.sleep(10)
             if self.daemon.proc.poll() is not None:
                 raise RuntimeError(f"the daemon died (exit {self.daemon.proc.returncode})")
-            with open(f"/proc/{pid}/status") as f:
-                rss_kb = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
+            rss_kb = proc_status_kib(pid, "VmRSS")
             fds = len(os.listdir(f"/proc/{pid}/fd"))
             window, self.latencies = self.latencies, []
             p99 = sorted(window)[int(len(window) * 0.99)] * 1e3 if window else float("nan")
