@@ -44,6 +44,13 @@ struct JournalingStore : RunStore {
   std::shared_ptr<RunStore> inner_;
 };
 
+RunConfig journaled(std::shared_ptr<JournalingStore> store, StoreSync sync) {
+  RunConfig rc;
+  rc.store = std::move(store);
+  rc.sync = sync;
+  return rc;
+}
+
 std::string turns_call(const std::string& run) {
   return R"({"run_id":")" + run + R"(","turns":[{"prompt":"p","output":"o"}]})";
 }
@@ -54,10 +61,7 @@ TEST_SUITE("store_sync") {
   TEST_CASE("batch: pipelined calls share one sync and none is answered before it") {
     TempDir dir;
     auto store = std::make_shared<JournalingStore>(make_jsonl_run_store(dir.str()));
-    RunConfig rc;
-    rc.store = store;
-    rc.sync = StoreSync::batch;
-    RunFixture f(Fixture::disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), journaled(store, StoreSync::batch));
     auto p = f.peer();
     auto run = f.start(*p);
     CHECK(store->take() == std::vector<std::string>{"append", "sync"});
@@ -83,10 +87,7 @@ TEST_SUITE("store_sync") {
   TEST_CASE("batch: a failed sync fails every call it covered, publishes none, stops the run") {
     TempDir dir;
     auto store = std::make_shared<JournalingStore>(make_jsonl_run_store(dir.str()));
-    RunConfig rc;
-    rc.store = store;
-    rc.sync = StoreSync::batch;
-    RunFixture f(Fixture::disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), journaled(store, StoreSync::batch));
     auto writer = f.peer();
     auto reader = f.peer();
     auto run = f.start(*writer);
@@ -121,9 +122,7 @@ TEST_SUITE("store_sync") {
   TEST_CASE("none: records are acknowledged after their write and never synced") {
     TempDir dir;
     auto store = std::make_shared<JournalingStore>(make_jsonl_run_store(dir.str()));
-    RunConfig rc;
-    rc.store = store;
-    RunFixture f(Fixture::disabled_auth(), rc);
+    RunFixture f(Fixture::disabled_auth(), journaled(store, StoreSync::none));
     auto p = f.peer();
     auto run = f.start(*p);
     CHECK(f.record(*p, run, 2).HasMember("result"));
