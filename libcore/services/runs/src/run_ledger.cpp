@@ -489,8 +489,17 @@ void RunLedger::run_store_job(const RunPtr& run) {
     }
     drained = fanout_->run_claimed(ready) || drained;
   };
+  auto write = [&](const StoreOp& op) -> std::optional<std::string> {
+    try {
+      return write_op(run, op, cursor);
+    } catch (const std::exception& e) {
+      // Only our own allocations can throw here (a store's exceptions are caught inside): the
+      // op fails as a write would, and nothing escapes into the pool thread.
+      return fmt::format("store op failed: {}", e.what());
+    }
+  };
   if (config_.sync == StoreSync::none) {
-    for (auto& op : ops) complete(op, write_op(run, op, cursor));
+    for (auto& op : ops) complete(op, write(op));
   } else {
     // Group commit: every op this job holds is appended, then one sync makes them all durable,
     // and only then is any of them published or answered — no ack precedes its sync.
@@ -498,7 +507,7 @@ void RunLedger::run_store_job(const RunPtr& run) {
     errors.reserve(ops.size());
     bool any_written = false;
     for (auto& op : ops) {
-      errors.push_back(write_op(run, op, cursor));
+      errors.push_back(write(op));
       any_written = any_written || !errors.back();
     }
     if (any_written) {
