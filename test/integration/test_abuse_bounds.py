@@ -14,7 +14,7 @@ import socket
 import struct
 import time
 
-from harness import Daemon, StdioClient, proc_status_kib, request
+from harness import Daemon, StdioClient, measured_memory_env, proc_status_kib, request
 from rawws import RawWs, zero_mask_frame
 
 TEN_MB = 10 * 1000 * 1000
@@ -101,10 +101,7 @@ def test_stdio_exits_non_zero_when_its_output_fails():
 def test_a_ping_flood_from_a_peer_that_never_reads_holds_one_pong():
     # Item 3: before, every pong was its own uv_write outside the sink (+724 MB in one second).
     # 300,000 pings would have cost the old daemon about 110 MB; now one pong waits at most.
-    # Under ASan freed frames wait in its quarantine and count as RSS: measure without it.
-    asan = ":".join(x for x in (os.environ.get("ASAN_OPTIONS"), "quarantine_size_mb=0",
-                                "thread_local_quarantine_size_kb=0") if x)
-    with Daemon("--listen", "127.0.0.1:0", env={"ASAN_OPTIONS": asan}) as d:  # never authenticates
+    with Daemon("--listen", "127.0.0.1:0", env=measured_memory_env()) as d:  # never authenticates
         addr = RawWs.url_address(d.ws_url())
         sock = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)  # before connect: small window

@@ -7,7 +7,7 @@ import json
 import threading
 import time
 
-from harness import Daemon, proc_status_kib, request
+from harness import Daemon, measured_memory_env, proc_status_kib, request
 from rawws import zero_mask_frame
 from peer import Peer
 
@@ -26,7 +26,7 @@ def notify(peer, rid, payload_bytes):
 
 
 def test_host_events_are_bounded_and_subscribes_stay_small():
-    with Daemon("--no-auth", "--listen", "127.0.0.1:0") as d:
+    with Daemon("--no-auth", "--listen", "127.0.0.1:0", env=measured_memory_env()) as d:
         p = Peer(d)
         # 30 × 8 MiB events were all kept (240 MB in the ring); each is now refused whole.
         for i in range(30):
