@@ -3,6 +3,8 @@
 #include <charconv>
 #include <functional>
 #include <map>
+#include <utility>
+#include <vector>
 
 #include <fmt/format.h>
 
@@ -17,6 +19,28 @@ std::optional<std::int64_t> parse_integer(const std::string& text, std::int64_t 
     return std::nullopt;
   }
   return value;
+}
+
+// A flag's value handler: the reason the value is refused, or nothing once it is stored.
+using Setter = std::function<std::optional<std::string>(const std::string&)>;
+
+// A flag that takes one of a few words, each naming a value of `slot`'s enum.
+template <typename T>
+Setter one_of(T& slot, std::vector<std::pair<std::string, T>> choices) {
+  return [&slot, choices = std::move(choices)](const std::string& v) -> std::optional<std::string> {
+    for (const auto& [word, value] : choices) {
+      if (v == word) {
+        slot = value;
+        return std::nullopt;
+      }
+    }
+    std::string expected;
+    for (std::size_t i = 0; i < choices.size(); ++i) {
+      if (i != 0) expected += i + 1 == choices.size() ? " or " : ", ";
+      expected += choices[i].first;
+    }
+    return "expects " + expected;
+  };
 }
 
 }  // namespace
@@ -46,7 +70,6 @@ std::optional<ListenAddress> parse_listen_address(const std::string& text) {
 std::variant<Options, CliError> parse_command_line(const std::vector<std::string>& args) {
   Options o;
   constexpr std::int64_t big = std::int64_t{1} << 50;
-  using Setter = std::function<std::optional<std::string>(const std::string&)>;
   auto integer = [](std::optional<std::int64_t>& slot, std::int64_t min, std::int64_t max) {
     return Setter([&slot, min, max](const std::string& v) -> std::optional<std::string> {
       auto parsed = parse_integer(v, min, max);
@@ -79,28 +102,9 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
          return std::nullopt;
        }},
       {"--unix", append(o.unix_paths)},
-      {"--stdio-framing",
-       [&o](const std::string& v) -> std::optional<std::string> {
-         if (v == "ndjson") {
-           o.stdio_framing = StdioFramingOption::ndjson;
-         } else if (v == "content-length") {
-           o.stdio_framing = StdioFramingOption::content_length;
-         } else {
-           return "expects ndjson or content-length";
-         }
-         return std::nullopt;
-       }},
-      {"--sync",
-       [&o](const std::string& v) -> std::optional<std::string> {
-         if (v == "none") {
-           o.sync = SyncOption::none;
-         } else if (v == "batch") {
-           o.sync = SyncOption::batch;
-         } else {
-           return "expects none or batch";
-         }
-         return std::nullopt;
-       }},
+      {"--stdio-framing", one_of(o.stdio_framing, {{"ndjson", StdioFramingOption::ndjson},
+                                                   {"content-length", StdioFramingOption::content_length}})},
+      {"--sync", one_of(o.sync, {{"none", SyncOption::none}, {"batch", SyncOption::batch}})},
       {"--token", text(o.token)},
       // An alias, as the contract names it: both set the same token (the last one given wins).
       {"--auth-token",
