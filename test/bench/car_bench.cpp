@@ -1,8 +1,9 @@
 // car-bench: the load generator and baseline servers for carcore's performance report
 // (docs/PERFORMANCE.md; driven by test/bench/run-all.sh).
 //
-//   car-bench rtt         --target T [--requests N] [--warmup N]
+//   car-bench rtt         --target T [--requests N] [--warmup N] [--method M]
 //   car-bench throughput  --target T --connections C --depth D [--seconds S] [--warmup-seconds S]
+//                         [--method M]   (M: server.handshake, the default, or host.agents)
 //   car-bench idle        --target ws-...:... --connections C --server-pid PID
 //   car-bench fanout      --target ws-...:... --subscribers S --batch B --turns K [--depth D]
 //                         [--runs R]   (R runs of K turns back to back, latencies pooled)
@@ -75,6 +76,7 @@ struct Options {
   int rcvbuf = 4096;
   int runs = 1;  // fanout: back-to-back runs whose samples are pooled
   std::string state_dir;
+  std::string method = "server.handshake";  // rtt / throughput: the request sent (request_body)
   // servers
   ServerOptions server;
 };
@@ -113,6 +115,7 @@ Options parse(int argc, char** argv) {
     else if (a == "--runs") o.runs = std::atoi(next().c_str());
     else if (a == "--rcvbuf") o.rcvbuf = std::atoi(next().c_str());
     else if (a == "--state-dir") o.state_dir = next();
+    else if (a == "--method") o.method = next();
     else if (a == "--unix") o.server.unix_path = next();
     else if (a == "--tcp") o.server.tcp_port = std::atoi(next().c_str());
     else if (a == "--max-seconds") o.server.max_seconds = std::atoi(next().c_str());
@@ -188,6 +191,13 @@ std::string frame_for(const Target& t, std::string_view payload) {
       return std::string(payload) + "\n";
   }
   return {};
+}
+
+// The rtt/throughput request for --method, with its 6-digit id at kIdOffset like kRequest.
+std::string request_body(const std::string& method) {
+  if (method == "server.handshake") return kRequest;
+  if (method == "host.agents") return R"({"jsonrpc":"2.0","id":100000,"method":"host.agents","params":{}})";
+  usage(("unknown --method " + method).c_str());
 }
 
 std::string with_id(std::string_view payload, std::uint64_t id) {
@@ -279,9 +289,10 @@ bool parse_id(std::string_view message, std::uint64_t& id) {
 
 class RequestLoad final : public MessageHandler {
  public:
-  RequestLoad(const Target& target, int depth) : depth_(static_cast<std::size_t>(depth)) {
+  RequestLoad(const Target& target, int depth, const std::string& body)
+      : depth_(static_cast<std::size_t>(depth)) {
     for (std::size_t slot = 0; slot < depth_; ++slot) {
-      frames_.push_back(frame_for(target, with_id(kRequest, kIdBase + slot)));
+      frames_.push_back(frame_for(target, with_id(body, kIdBase + slot)));
     }
   }
 
@@ -339,7 +350,7 @@ int run_requests(const Options& o, bool rtt) {
   int depth = rtt ? 1 : o.depth;
   if (target.kind == Kind::stdio && connections != 1) usage("stdio targets take 1 connection");
   Loop loop;
-  RequestLoad load(target, depth);
+  RequestLoad load(target, depth, request_body(o.method));
   Child child;
   std::vector<std::unique_ptr<Conn>> conns;
   for (int i = 0; i < connections; ++i) {
@@ -419,6 +430,7 @@ int run_requests(const Options& o, bool rtt) {
   JsonLine line;
   line.str("scenario", rtt ? "rtt" : "throughput").str("label", o.label).str("target",
                                                                               target.name);
+  line.str("method", o.method);
   line.integer("connections", connections).integer("depth", depth);
   line.integer("requests", static_cast<long long>(load.measured_));
   line.num("seconds", wall).num("rps", static_cast<double>(load.measured_) / wall);
