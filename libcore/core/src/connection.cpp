@@ -73,8 +73,10 @@ void Dispatch::message(Connection& c, std::string_view text) {
   }
   // Small requests parse entirely inside this stack buffer: no heap allocation for the DOM.
   char value_buffer[4096];
-  rapidjson::MemoryPoolAllocator<> allocator(value_buffer, sizeof value_buffer);
-  json::Document doc(&allocator, 256);
+  rapidjson::MemoryPoolAllocator<> allocator(value_buffer, sizeof value_buffer,
+                                             64 * 1024,  // RapidJSON's default chunk
+                                             &json::shared_crt_allocator());
+  json::Document doc(&allocator, 256, &json::shared_crt_allocator());
   if (auto error = json::parse(text, doc, c.server_.config().max_json_depth)) {
     c.framing_error(*error);
     return;

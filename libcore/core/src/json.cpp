@@ -80,7 +80,23 @@ bool may_hold_surrogate_escape(std::string_view text) {
   return false;
 }
 
+// Messages up to this size parse with the calling thread's reader, whose stack (the copy of the
+// string being parsed, the iterative parser's states) keeps its memory from one message to the
+// next; a larger one gets a reader of its own, freed after it, so no thread keeps more than about
+// this much.
+constexpr std::size_t reused_reader_max_text = 64 * 1024;
+
+rapidjson::Reader& thread_reader() {
+  thread_local rapidjson::Reader reader(&shared_crt_allocator());
+  return reader;
+}
+
 }  // namespace
+
+rapidjson::CrtAllocator& shared_crt_allocator() {
+  static rapidjson::CrtAllocator allocator;
+  return allocator;
+}
 
 std::optional<std::string> replace_lone_surrogate_escapes(std::string_view text) {
   std::string out;
@@ -130,7 +146,9 @@ std::optional<std::string> parse(std::string_view text, Document& doc, std::size
   rapidjson::MemoryStream memory(text.data(), text.size());
   rapidjson::EncodedInputStream<rapidjson::UTF8<>, rapidjson::MemoryStream> input(memory);
   DepthLimitedHandler handler(doc, max_depth);
-  rapidjson::Reader reader;
+  std::optional<rapidjson::Reader> own_reader;
+  if (text.size() > reused_reader_max_text) own_reader.emplace(&shared_crt_allocator());
+  rapidjson::Reader& reader = own_reader ? *own_reader : thread_reader();
   bool ok = false;
   auto generator = [&](Document&) {
     ok = !reader.Parse<flags>(input, handler).IsError();
@@ -150,10 +168,11 @@ std::optional<std::string> parse(std::string_view text, Document& doc, std::size
 }
 
 std::string stringify(const Value& value) {
-  rapidjson::StringBuffer buffer;
-  Writer writer(buffer);
+  std::string text;
+  StringOutput output{&text};
+  Writer writer(output, &shared_crt_allocator());
   value.Accept(writer);
-  return std::string(buffer.GetString(), buffer.GetSize());
+  return text;
 }
 
 void append_quoted(std::string& out, std::string_view text) {

@@ -1,7 +1,6 @@
 #pragma once
 
 #include <rapidjson/document.h>
-#include <rapidjson/stringbuffer.h>
 #include <rapidjson/writer.h>
 
 #include <cstddef>
@@ -15,7 +14,31 @@ namespace car::json {
 
 using Value = rapidjson::Value;
 using Document = rapidjson::Document;
-using Writer = rapidjson::Writer<rapidjson::StringBuffer>;
+
+// RapidJSON's internal stacks (reader, writer, document) each heap-allocate their own
+// CrtAllocator when given none: one more malloc and free per parse or serialization. CrtAllocator
+// has no state, so every stack can share this one; it is safe from any thread.
+CAR_API rapidjson::CrtAllocator& shared_crt_allocator();
+
+// A RapidJSON output stream that appends to a std::string, so a serialization ends in the string
+// the caller keeps rather than in a StringBuffer that is copied out afterwards.
+struct StringOutput {
+  using Ch = char;
+  std::string* out;
+  void Put(char c) { out->push_back(c); }
+  void Flush() {}
+};
+
+// The writer reserves before a run of unchecked puts (strings, raw values); found by
+// argument-dependent lookup over RapidJSON's generic no-op versions, they let a long string grow
+// the text once.
+inline void PutReserve(StringOutput& stream, std::size_t count) {
+  stream.out->reserve(stream.out->size() + count);
+}
+inline void PutUnsafe(StringOutput& stream, char c) { stream.out->push_back(c); }
+
+using Writer = rapidjson::Writer<StringOutput, rapidjson::UTF8<>, rapidjson::UTF8<>,
+                                 rapidjson::CrtAllocator>;
 
 // Deepest nesting accepted in an inbound message. Parsing is iterative (no recursion), but later
 // stages (serializing a stored turn, previews) walk values recursively, so depth is bounded here.
@@ -42,7 +65,9 @@ CAR_API void append_quoted(std::string& out, std::string_view text);
 // Builds one JSON text with a RapidJSON writer; the helpers keep handler code short.
 class CAR_API Builder {
  public:
-  Builder() : writer_(buffer_) {}
+  Builder() : writer_(output_, &shared_crt_allocator()) { text_.reserve(256); }
+  Builder(const Builder&) = delete;
+  Builder& operator=(const Builder&) = delete;
   Writer& w() { return writer_; }
   Builder& key(std::string_view k) {
     writer_.Key(k.data(), static_cast<rapidjson::SizeType>(k.size()));
@@ -88,11 +113,12 @@ class CAR_API Builder {
     writer_.EndArray();
     return *this;
   }
-  std::string_view view() const { return {buffer_.GetString(), buffer_.GetSize()}; }
-  std::string take() const { return std::string(view()); }
+  std::string_view view() const { return text_; }
+  std::string take() const { return text_; }
 
  private:
-  rapidjson::StringBuffer buffer_;
+  std::string text_;
+  StringOutput output_{&text_};
   Writer writer_;
 };
 
