@@ -5,11 +5,15 @@
 namespace car::jsonrpc {
 
 std::string result(std::string_view id_json, std::string_view result_json) {
+  // Reserved to the exact size: one byte short (as this once was) makes the closing brace
+  // reallocate and copy the whole reply, on every reply.
+  constexpr std::string_view head = R"({"jsonrpc":"2.0","id":)";
+  constexpr std::string_view middle = R"(,"result":)";
   std::string out;
-  out.reserve(32 + id_json.size() + result_json.size());
-  out.append(R"({"jsonrpc":"2.0","id":)");
+  out.reserve(head.size() + id_json.size() + middle.size() + result_json.size() + 1);
+  out.append(head);
   out.append(id_json);
-  out.append(R"(,"result":)");
+  out.append(middle);
   out.append(result_json);
   out.push_back('}');
   return out;
