@@ -81,6 +81,14 @@ def alt_median_ratio(rows, scenario, key, num, den):
                   for a, b in zip(alt_rows(rows, scenario, num), alt_rows(rows, scenario, den)))
 
 
+def cpu_per_request(r):
+    """Server CPU time per request in µs (from /proc: robust to a load generator that is the
+    bottleneck, less so to other processes sharing the server's core)."""
+    if not r or r.get("server_cpu_pct") is None or not r.get("rps"):
+        return None
+    return r["server_cpu_pct"] / 100.0 / r["rps"] * 1e6
+
+
 def baselines_section(rows, p):
     """Tables for the no-limits floor and the Boost.Beast server beside car-daemon (issue 14)."""
     if not any(r.get("label", "").startswith(("floor-", "alt-floor-")) for r in rows):
@@ -135,8 +143,8 @@ def baselines_section(rows, p):
         p(f"Alternating rounds (floor, car, beast; {rounds} rounds): throughput "
           f"{tp.get('connections')} × {tp.get('depth')} host.agents; fan-out to "
           f"{fo.get('subscribers')} subscribers, batches of {fo.get('batch')}; rtt host.agents.\n")
-        p("| round | server | requests/s | events/s | rtt p50 µs | rtt p99 µs |")
-        p("|---:|---|---:|---:|---:|---:|")
+        p("| round | server | requests/s | server CPU µs/request | events/s | rtt p50 µs | rtt p99 µs |")
+        p("|---:|---|---:|---:|---:|---:|---:|")
         for i in range(rounds):
             for name in ("floor", "car", "beast"):
                 def nth(scenario):
@@ -144,13 +152,18 @@ def baselines_section(rows, p):
                     return lst[i] if i < len(lst) else None
                 t, f, r = nth("throughput"), nth("fanout"), nth("rtt")
                 if t or f or r:
-                    p(f"| {i + 1} | {name} | {fmt(g(t, 'rps'))} | {fmt(g(f, 'events_per_s'))} | "
+                    p(f"| {i + 1} | {name} | {fmt(g(t, 'rps'))} | {fmt(cpu_per_request(t), 3)} | "
+                      f"{fmt(g(f, 'events_per_s'))} | "
                       f"{fmt(g(r, 'p50_us'))} | {fmt(g(r, 'p99_us'))} |")
         p("")
-        p("| median of per-round ratios | throughput | fan-out events/s | rtt p50 | rtt p99 |")
-        p("|---|---:|---:|---:|---:|")
+        p("| median of per-round ratios | throughput | server CPU per request | fan-out events/s | "
+          "rtt p50 | rtt p99 |")
+        p("|---|---:|---:|---:|---:|---:|")
         for num, den in (("car", "floor"), ("beast", "floor"), ("car", "beast")):
+            cpu = median(ratio(cpu_per_request(a), cpu_per_request(b))
+                         for a, b in zip(alt_rows(rows, "throughput", num), alt_rows(rows, "throughput", den)))
             p(f"| {num} ÷ {den} | {fmt(alt_median_ratio(rows, 'throughput', 'rps', num, den), 2)} | "
+              f"{fmt(cpu, 2)} | "
               f"{fmt(alt_median_ratio(rows, 'fanout', 'events_per_s', num, den), 2)} | "
               f"{fmt(alt_median_ratio(rows, 'rtt', 'p50_us', num, den), 2)} | "
               f"{fmt(alt_median_ratio(rows, 'rtt', 'p99_us', num, den), 2)} |")
