@@ -140,7 +140,9 @@ struct ServerConn final : car::ws::FrameHandler {
   }
 };
 
-int listen_on(const ServerOptions& options, std::string& url) {
+}  // namespace
+
+int listen_socket(const ServerOptions& options, std::string& url) {
   int fd = -1;
   if (!options.unix_path.empty()) {
     ::unlink(options.unix_path.c_str());
@@ -178,8 +180,6 @@ int listen_on(const ServerOptions& options, std::string& url) {
   return fd;
 }
 
-}  // namespace
-
 int run_server(const ServerOptions& options) {
   raise_fd_limit();
   pin_to_cpu(options.cpu);
@@ -190,7 +190,7 @@ int run_server(const ServerOptions& options) {
   signal(SIGPIPE, SIG_IGN);
 
   std::string url;
-  int lfd = listen_on(options, url);
+  int lfd = listen_socket(options, url);
   if (lfd < 0) return 1;
 
   // The fixed replies.

@@ -26,6 +26,10 @@ struct ServerOptions {
   int max_seconds = 3600;  // bound: exit after this long even if never signalled
 };
 
+// Opens the non-blocking listening socket for `options` and sets `url` to what the `listening`
+// line shows (ws://127.0.0.1:PORT, tcp:127.0.0.1:PORT or unix:PATH). Returns -1 on failure.
+int listen_socket(const ServerOptions& options, std::string& url);
+
 // Runs until SIGINT/SIGTERM or max_seconds; prints `listening ...` on stderr when ready.
 int run_server(const ServerOptions& options);
 

@@ -10,6 +10,7 @@
 //   car-bench wedged      (fanout) --wedged W [--rcvbuf BYTES]
 //   car-bench echo-server        (--unix PATH | --tcp PORT) [--cpu N]
 //   car-bench ws-prebuilt-server (--unix PATH | --tcp PORT) [--cpu N]
+//   car-bench floor-server       (--unix PATH | --tcp PORT) [--cpu N]   (floor_server.cpp)
 //
 // Targets: ws-tcp:HOST:PORT, ws-unix:PATH (WebSocket), raw-tcp:HOST:PORT, raw-unix:PATH (NDJSON
 // lines to echo-server), stdio:DAEMON and stdio-cl:DAEMON (car-bench spawns DAEMON --stdio
@@ -43,6 +44,7 @@
 #include "bench_net.hpp"
 #include "bench_servers.hpp"
 #include "bench_support.hpp"
+#include "floor_server.hpp"
 #include "car/ws/frame_encoder.hpp"
 
 namespace car_bench {
@@ -886,6 +888,7 @@ int main(int argc, char** argv) {
     // Without --unix the server listens on 127.0.0.1:--tcp (0 = an ephemeral port).
     return run_server(o.server);
   }
+  if (o.scenario == "floor-server") return run_floor_server(o.server);
   pin_to_cpu(o.cpu);
   if (o.target.empty()) usage("missing --target");
   if (o.scenario == "rtt") return run_requests(o, true);

@@ -59,6 +59,144 @@ def verdict(value, limit, higher_is_better):
     return "**met**" if ok else "**not met**"
 
 
+BASELINES = ["floor-ws-tcp", "car-ws-tcp", "beast-ws-tcp"]
+
+
+def median(values):
+    vals = sorted(v for v in values if v is not None)
+    if not vals:
+        return None
+    mid = len(vals) // 2
+    return vals[mid] if len(vals) % 2 else (vals[mid - 1] + vals[mid]) / 2
+
+
+def alt_rows(rows, scenario, name):
+    """The alternating rounds' rows of one server (run-all's floor / car / beast block), in order."""
+    return [r for r in rows if r.get("scenario") == scenario and r.get("label") == f"alt-{name}-ws-tcp"]
+
+
+def alt_median_ratio(rows, scenario, key, num, den):
+    """Median over the alternating rounds of num's `key` ÷ den's `key`, paired round by round."""
+    return median(ratio(a.get(key), b.get(key))
+                  for a, b in zip(alt_rows(rows, scenario, num), alt_rows(rows, scenario, den)))
+
+
+def cpu_per_request(r):
+    """Server CPU time per request in µs (from /proc: robust to a load generator that is the
+    bottleneck, less so to other processes sharing the server's core)."""
+    if not r or r.get("server_cpu_pct") is None or not r.get("rps"):
+        return None
+    return r["server_cpu_pct"] / 100.0 / r["rps"] * 1e6
+
+
+def baselines_section(rows, p):
+    """Tables for the no-limits floor and the Boost.Beast server beside car-daemon (issue 14)."""
+    if not any(r.get("label", "").startswith(("floor-", "alt-floor-")) for r in rows):
+        return
+    p("### Against the no-limits floor and Boost.Beast (issue 14)\n")
+    p("floor = `car-bench floor-server` (epoll, RapidJSON, no bounds/auth/persistence); "
+      "beast = `beast-server` (Boost.Beast, the same JSON code); car = car-daemon. All over TCP.\n")
+    p("| rtt, 1 connection, µs | method | p50 | p99 | p50 ÷ floor | p99 ÷ floor |")
+    p("|---|---|---:|---:|---:|---:|")
+    for suffix, method in (("", "server.handshake"), ("-agents", "host.agents")):
+        floor = find(rows, "rtt", "floor-ws-tcp" + suffix)
+        for label in BASELINES:
+            r = find(rows, "rtt", label + suffix)
+            if r:
+                p(f"| {label} | {method} | {fmt(r['p50_us'])} | {fmt(r['p99_us'])} | "
+                  f"{fmt(ratio(r['p50_us'], floor and floor['p50_us']), 2)} | "
+                  f"{fmt(ratio(r['p99_us'], floor and floor['p99_us']), 2)} |")
+    p("")
+    conns = sorted({r["connections"] for r in rows if r.get("scenario") == "throughput"
+                    and r.get("label") == "floor-ws-tcp-agents"})
+    if conns:
+        p("| throughput, host.agents, C × 16, requests/s | " + " | ".join(f"C={c}" for c in conns) + " |")
+        p("|---|" + "---:|" * len(conns))
+        for label in BASELINES:
+            cells = [fmt(g(find(rows, "throughput", label + "-agents", connections=c), "rps"))
+                     for c in conns]
+            p(f"| {label} | " + " | ".join(cells) + " |")
+        for label in ("car-ws-tcp", "beast-ws-tcp"):
+            cells = [fmt(ratio(g(find(rows, "throughput", label + "-agents", connections=c), "rps"),
+                               g(find(rows, "throughput", "floor-ws-tcp-agents", connections=c), "rps")), 2)
+                     for c in conns]
+            p(f"| {label} ÷ floor | " + " | ".join(cells) + " |")
+        p("")
+    subs = sorted({r["subscribers"] for r in rows if r.get("scenario") == "fanout"
+                   and r.get("label") == "floor-ws-tcp"})
+    if subs:
+        p("| fan-out events/s, S subscribers | " + " | ".join(f"S={s}" for s in subs) + " |")
+        p("|---|" + "---:|" * len(subs))
+        for label in BASELINES:
+            cells = [fmt(g(find(rows, "fanout", label, subscribers=s), "events_per_s")) for s in subs]
+            p(f"| {label} | " + " | ".join(cells) + " |")
+        for label in ("car-ws-tcp", "beast-ws-tcp"):
+            cells = [fmt(ratio(g(find(rows, "fanout", label, subscribers=s), "events_per_s"),
+                               g(find(rows, "fanout", "floor-ws-tcp", subscribers=s), "events_per_s")), 2)
+                     for s in subs]
+            p(f"| {label} ÷ floor | " + " | ".join(cells) + " |")
+        p("")
+    rounds = len(alt_rows(rows, "throughput", "floor"))
+    if rounds:
+        tp = alt_rows(rows, "throughput", "floor")[0]
+        fo = (alt_rows(rows, "fanout", "floor") or [{}])[0]
+        p(f"Alternating rounds (floor, car, beast; {rounds} rounds): throughput "
+          f"{tp.get('connections')} × {tp.get('depth')} host.agents; fan-out to "
+          f"{fo.get('subscribers')} subscribers, batches of {fo.get('batch')}; rtt host.agents.\n")
+        p("| round | server | requests/s | server CPU µs/request | events/s | rtt p50 µs | rtt p99 µs |")
+        p("|---:|---|---:|---:|---:|---:|---:|")
+        for i in range(rounds):
+            for name in ("floor", "car", "beast"):
+                def nth(scenario):
+                    lst = alt_rows(rows, scenario, name)
+                    return lst[i] if i < len(lst) else None
+                t, f, r = nth("throughput"), nth("fanout"), nth("rtt")
+                if t or f or r:
+                    p(f"| {i + 1} | {name} | {fmt(g(t, 'rps'))} | {fmt(cpu_per_request(t), 3)} | "
+                      f"{fmt(g(f, 'events_per_s'))} | "
+                      f"{fmt(g(r, 'p50_us'))} | {fmt(g(r, 'p99_us'))} |")
+        p("")
+        p("| median of per-round ratios | throughput | server CPU per request | fan-out events/s | "
+          "rtt p50 | rtt p99 |")
+        p("|---|---:|---:|---:|---:|---:|")
+        for num, den in (("car", "floor"), ("beast", "floor"), ("car", "beast")):
+            cpu = median(ratio(cpu_per_request(a), cpu_per_request(b))
+                         for a, b in zip(alt_rows(rows, "throughput", num), alt_rows(rows, "throughput", den)))
+            p(f"| {num} ÷ {den} | {fmt(alt_median_ratio(rows, 'throughput', 'rps', num, den), 2)} | "
+              f"{fmt(cpu, 2)} | "
+              f"{fmt(alt_median_ratio(rows, 'fanout', 'events_per_s', num, den), 2)} | "
+              f"{fmt(alt_median_ratio(rows, 'rtt', 'p50_us', num, den), 2)} | "
+              f"{fmt(alt_median_ratio(rows, 'rtt', 'p99_us', num, den), 2)} |")
+        p("")
+
+
+def issue14_targets(rows):
+    """The Targets rows of issue 14 (medians of the alternating floor / car / beast rounds)."""
+    n = len(alt_rows(rows, "throughput", "floor"))
+    tp = (alt_rows(rows, "throughput", "floor") or [{}])[0]
+    subs = (alt_rows(rows, "fanout", "floor") or [{}])[0].get("subscribers")
+    conns = f"{tp.get('connections')} conns × {tp.get('depth')}"
+    m = f"median of {n} alternating rounds"
+
+    def r(scenario, key, den):
+        return alt_median_ratio(rows, scenario, key, "car", den)
+    return [
+        (f"throughput, {conns} host.agents, ≥ 1.0× the floor ({m})", r("throughput", "rps", "floor"), 1.0, True),
+        (f"fan-out events/s, {subs} subscribers, turns persisted, ≥ 1.0× the floor ({m})",
+         r("fanout", "events_per_s", "floor"), 1.0, True),
+        (f"rtt p50, 1 connection host.agents, ≤ 1.05× the floor ({m})", r("rtt", "p50_us", "floor"), 1.05, False),
+        (f"rtt p99, 1 connection host.agents, ≤ 1.2× the floor ({m})", r("rtt", "p99_us", "floor"), 1.2, False),
+        (f"ahead of Beast: throughput ≥ 1.0× ({m})", r("throughput", "rps", "beast"), 1.0, True),
+        (f"ahead of Beast: fan-out events/s ≥ 1.0× ({m})", r("fanout", "events_per_s", "beast"), 1.0, True),
+        (f"ahead of Beast: rtt p50 ≤ 1.0× ({m})", r("rtt", "p50_us", "beast"), 1.0, False),
+        (f"ahead of Beast: rtt p99 ≤ 1.0× ({m})", r("rtt", "p99_us", "beast"), 1.0, False),
+    ]
+
+
+def g(r, k):
+    return None if r is None else r.get(k)
+
+
 def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("results")
@@ -150,6 +288,8 @@ def main():
           f"{r['gaps_seen']} | {fmt(r.get('events_per_hop'))} | {fmt(r.get('events_per_pass'))} |")
     p("")
 
+    baselines_section(rows, p)
+
     # ---- dispatch ----
     dispatch = next((r for r in rows if r.get("bench") == "dispatch" and r.get("summary")), None)
 
@@ -204,6 +344,7 @@ def main():
         ("pool drain events/s ≥ 0.8× loop drain (1 call in flight)",
          ratio(g(nowedge, "events_per_s"), g(loop_1, "events_per_s")), 0.8, True),
     ]
+    targets += issue14_targets(rows)
     p("### Targets\n")
     p("| target | measured | verdict |")
     p("|---|---:|---|")

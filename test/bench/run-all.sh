@@ -27,7 +27,10 @@ done
 if $smoke; then
   build=build
   [[ -f $build/build.ninja ]] || { echo "run-all: ./build is not configured (bash .ci/setup)" >&2; exit 1; }
-  ninja -C "$build" test/bench/car-bench test/bench/dispatch_bench examples/car-daemon/car-daemon >/dev/null
+  smoke_targets=(test/bench/car-bench test/bench/dispatch_bench examples/car-daemon/car-daemon)
+  # beast-server exists only where meson found Boost.
+  ninja -C "$build" -t query test/bench/beast-server >/dev/null 2>&1 && smoke_targets+=(test/bench/beast-server)
+  ninja -C "$build" "${smoke_targets[@]}" >/dev/null
 else
   build=build-release
   if [[ ! -f $build/build.ninja ]]; then
@@ -255,6 +258,81 @@ if $runs_available; then
     stop_server
   done
 fi
+
+# ---- the no-limits floor and the Boost.Beast server (issue 14) ----------------------------------
+# floor-server (car-bench floor-server: epoll + RapidJSON, no limits) and beast-server (Boost.Beast,
+# the same JSON code) beside car-daemon: rows for rtt, throughput (host.agents), idle and fan-out,
+# then ROUNDS alternating floor / car-daemon / beast runs of the three target measures
+# (throughput 50 × 16 host.agents, fan-out to 100 subscribers, rtt host.agents), from which
+# report.py takes the median of the per-round ratios.
+echo "== floor and beast" >&2
+beast=$root/$build/test/bench/beast-server
+have_beast=true
+if [[ ! -x $beast ]]; then
+  have_beast=false
+  echo "run-all: note: beast-server not built (Boost not found by meson): no Boost.Beast rows" >&2
+fi
+if $smoke; then
+  alt_conns=4; alt_subs=4; alt_rounds="1"
+else
+  alt_conns=50; alt_subs=100; alt_rounds="1 2 3"
+fi
+# baseline_servers: the labels and start commands of the baselines present.
+baseline_servers=(floor)
+$have_beast && baseline_servers+=(beast)
+start_baseline() {  # start_baseline floor|beast|car
+  case $1 in
+    floor) start_server floor "$bench" floor-server --tcp 0 ;;
+    beast) start_server beast "$beast" --tcp 0 ;;
+    car) start_daemon ;;
+  esac
+}
+for name in "${baseline_servers[@]}"; do
+  start_baseline "$name"
+  b rtt "$name-ws-tcp" --target "ws-tcp:$SERVER_WS" --requests $rtt_n --warmup $rtt_warm --server-pid $SERVER_PID
+  b rtt "$name-ws-tcp-agents" --target "ws-tcp:$SERVER_WS" --requests $rtt_n --warmup $rtt_warm \
+    --method host.agents --server-pid $SERVER_PID
+  for c in $conns_list; do
+    b throughput "$name-ws-tcp-agents" --target "ws-tcp:$SERVER_WS" --connections "$c" --depth $depth \
+      --seconds $tp_s --warmup-seconds $tp_warm --method host.agents --server-pid $SERVER_PID
+  done
+  stop_server
+  start_baseline "$name"
+  b idle "$name-ws-tcp" --target "ws-tcp:$SERVER_WS" --connections $idle_n --server-pid $SERVER_PID
+  stop_server
+  for s in $subs_list; do
+    start_baseline "$name"
+    b fanout "$name-ws-tcp" --target "ws-tcp:$SERVER_WS" --subscribers "$s" --batch $batch --turns $turns
+    stop_server
+  done
+done
+# car-daemon's host.agents rows (its server.handshake rows are above).
+start_daemon
+b rtt car-ws-tcp-agents --target "ws-tcp:$SERVER_WS" --requests $rtt_n --warmup $rtt_warm \
+  --method host.agents --server-pid $SERVER_PID
+for c in $conns_list; do
+  b throughput car-ws-tcp-agents --target "ws-tcp:$SERVER_WS" --connections "$c" --depth $depth \
+    --seconds $tp_s --warmup-seconds $tp_warm --method host.agents --server-pid $SERVER_PID
+done
+stop_server
+# Alternating rounds: floor, car-daemon, beast, each on a fresh server.
+for _ in $alt_rounds; do
+  for name in floor car beast; do
+    [[ $name == beast ]] && ! $have_beast && continue
+    start_baseline "$name"
+    b throughput "alt-$name-ws-tcp" --target "ws-tcp:$SERVER_WS" --connections $alt_conns --depth $depth \
+      --seconds $tp_s --warmup-seconds $tp_warm --method host.agents --server-pid $SERVER_PID
+    b rtt "alt-$name-ws-tcp" --target "ws-tcp:$SERVER_WS" --requests $rtt_n --warmup $rtt_warm \
+      --method host.agents --server-pid $SERVER_PID
+    stop_server
+    if $runs_available || [[ $name != car ]]; then
+      start_baseline "$name"
+      b fanout "alt-$name-ws-tcp" --target "ws-tcp:$SERVER_WS" --subscribers $alt_subs --batch $batch \
+        --turns $turns
+      stop_server
+    fi
+  done
+done
 
 # ---- dispatch CPU (dispatch_bench) --------------------------------------------------------------
 echo "== dispatch" >&2
