@@ -28,6 +28,7 @@ if $smoke; then
   build=build
   [[ -f $build/build.ninja ]] || { echo "run-all: ./build is not configured (bash .ci/setup)" >&2; exit 1; }
   ninja -C "$build" test/bench/car-bench test/bench/dispatch_bench examples/car-daemon/car-daemon >/dev/null
+  ninja -C "$build" test/bench/seed_runs >/dev/null  # the stored-runs cost curve (curves.sh)
 else
   build=build-release
   if [[ ! -f $build/build.ninja ]]; then
@@ -260,6 +261,10 @@ fi
 echo "== dispatch" >&2
 # shellcheck disable=SC2086
 "${load_pin[@]}" "$dispatch" $dispatch_args | tail -n 1 | tee -a "$results" >&2
+
+# ---- cost curves (test/bench/curves.sh) ----------------------------------------------------------
+# shellcheck source=test/bench/curves.sh
+source "$root/test/bench/curves.sh"
 
 # ---- report ------------------------------------------------------------------------------------
 machine="nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(uname -r); priority $priority; load average at start: $load_start, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
