@@ -25,6 +25,10 @@ def _fmt(x, digits=1):
     return f"{x:.{digits}f}"
 
 
+def _float(x):
+    return None if x is None else float(x)
+
+
 def _ratio(a, b):
     return None if a is None or b is None or not b else a / b
 
@@ -70,7 +74,7 @@ def fanout_curve(rows, plots, p):
     p("|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     for r in pts:
         p(f"| {r['subscribers']:,} | {r['events_delivered']:,} | {_fmt(r['events_per_s'])} | "
-          f"{_fmt(r.get('server_cpu_s'), 3)} | {_fmt(r.get('server_cpu_us_per_event'), 3)} | "
+          f"{_fmt(r.get('server_cpu_s'), 3)} | {_fmt(_float(r.get('server_cpu_us_per_event')), 3)} | "
           f"{_fmt(r['e2e_p50_us'])} | {_fmt(r['e2e_p99_us'])} | {_fmt(r['producer_p99_us'])} | "
           f"{r['missing']} |")
     p("")
@@ -215,8 +219,8 @@ def size_curve(rows, plots, p):
         p(f"*Size curve: not flat by nature — p50 goes from {_fmt(c0)} µs at {s0:,} B to "
           f"{_fmt(c1)} µs at {s1:,} B. Between {sa:,} and {sb:,} B car-daemon handles "
           f"{_fmt(slope)} MB/s per extra byte, the transport-only server {_fmt(pslope)} MB/s: "
-          f"car-daemon's own cost (frame reassembly, JSON parse, UTF-8 validation) is "
-          f"{_fmt(extra, 2)} ns per byte.*\n")
+          f"car-daemon's cost beyond reading and unmasking the frame is {_fmt(extra, 2)} ns per "
+          "byte (where it goes: `perf record -g -p` on the daemon during this block).*\n")
     _plot(plots, "message-size", "Round trip vs request size", "request bytes", "µs",
           ["car-daemon p50", "car-daemon p99", "ws-prebuilt-server p50",
            "ws-prebuilt-server p99"],

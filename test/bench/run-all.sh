@@ -3,7 +3,8 @@
 # docs/PERFORMANCE.md, with ratios against the baselines measured in the same run.
 #
 #   bash test/bench/run-all.sh            full run: release build in ./build-release, results in
-#                                         docs/bench-results.jsonl, plots docs/perf-*.svg
+#                                         docs/bench-results.jsonl, plots docs/perf-*.svg (the cost
+#                                         curves of test/bench/curves.sh: docs/perf-curve-*.svg)
 #   bash test/bench/run-all.sh --smoke    every scenario with tiny counts against ./build, in
 #                                         seconds; writes nothing into docs/ (CI uses this)
 #
