@@ -8,6 +8,7 @@
 //   car-bench fanout      --target ws-...:... --subscribers S --batch B --turns K [--depth D]
 //                         [--runs R]   (R runs of K turns back to back, latencies pooled)
 //   car-bench wedged      (fanout) --wedged W [--rcvbuf BYTES]
+//   (rtt / throughput also take --body-file F or --pad BYTES: the cost curves' requests)
 //   car-bench echo-server        (--unix PATH | --tcp PORT) [--cpu N]
 //   car-bench ws-prebuilt-server (--unix PATH | --tcp PORT) [--cpu N]
 //   car-bench floor-server       (--unix PATH | --tcp PORT) [--cpu N]   (floor_server.cpp)
@@ -79,6 +80,9 @@ struct Options {
   int runs = 1;  // fanout: back-to-back runs whose samples are pooled
   std::string state_dir;
   std::string method = "server.handshake";  // rtt / throughput: the request sent (request_body)
+  std::string body_file;  // rtt / throughput: the request read from a file (cost curves)
+  long pad = 0;           // rtt / throughput: request grown to this many bytes (size curve)
+  long stored_runs = -1;  // copied into the output line (the stored-runs curve's x)
   // servers
   ServerOptions server;
 };
@@ -118,6 +122,9 @@ Options parse(int argc, char** argv) {
     else if (a == "--rcvbuf") o.rcvbuf = std::atoi(next().c_str());
     else if (a == "--state-dir") o.state_dir = next();
     else if (a == "--method") o.method = next();
+    else if (a == "--body-file") o.body_file = next();
+    else if (a == "--pad") o.pad = std::atol(next().c_str());
+    else if (a == "--stored-runs") o.stored_runs = std::atol(next().c_str());
     else if (a == "--unix") o.server.unix_path = next();
     else if (a == "--tcp") o.server.tcp_port = std::atoi(next().c_str());
     else if (a == "--max-seconds") o.server.max_seconds = std::atoi(next().c_str());
@@ -200,6 +207,37 @@ std::string request_body(const std::string& method) {
   if (method == "server.handshake") return kRequest;
   if (method == "host.agents") return R"({"jsonrpc":"2.0","id":100000,"method":"host.agents","params":{}})";
   usage(("unknown --method " + method).c_str());
+}
+
+// The cost curves' requests (docs/PERFORMANCE.md "Cost curves"): --body-file F sends F's JSON
+// (its id written as `"id":100000` right after `{"jsonrpc":"2.0",`, so the slot digits land at
+// kIdOffset); --pad BYTES sends server.handshake grown to BYTES by an extra string param, which
+// the daemon parses and UTF-8-validates in full, then ignores (a small reply whatever the size).
+std::string curve_request_body(const Options& o) {
+  std::string body = request_body(o.method);
+  if (!o.body_file.empty()) {
+    FILE* f = std::fopen(o.body_file.c_str(), "r");
+    if (f == nullptr) usage("cannot read --body-file");
+    body.clear();
+    char buf[4096];
+    std::size_t n = 0;
+    while ((n = std::fread(buf, 1, sizeof buf, f)) > 0) body.append(buf, n);
+    std::fclose(f);
+    while (!body.empty() && (body.back() == '\n' || body.back() == ' ')) body.pop_back();
+    if (body.compare(0, kIdOffset + kIdDigits, std::string(kRequest).substr(0, kIdOffset + kIdDigits)) != 0) {
+      usage("--body-file must start with {\"jsonrpc\":\"2.0\",\"id\":100000");
+    }
+  }
+  if (o.pad > 0) {
+    const std::string head =
+        R"({"jsonrpc":"2.0","id":100000,"method":"server.handshake","params":{"protocol_version":2,"pad":")";
+    const std::string tail = "\"}}";
+    std::size_t fill = static_cast<std::size_t>(o.pad) > head.size() + tail.size()
+                           ? static_cast<std::size_t>(o.pad) - head.size() - tail.size()
+                           : 0;
+    body = head + std::string(fill, 'x') + tail;
+  }
+  return body;
 }
 
 std::string with_id(std::string_view payload, std::uint64_t id) {
@@ -352,7 +390,7 @@ int run_requests(const Options& o, bool rtt) {
   int depth = rtt ? 1 : o.depth;
   if (target.kind == Kind::stdio && connections != 1) usage("stdio targets take 1 connection");
   Loop loop;
-  RequestLoad load(target, depth, request_body(o.method));
+  RequestLoad load(target, depth, curve_request_body(o));
   Child child;
   std::vector<std::unique_ptr<Conn>> conns;
   for (int i = 0; i < connections; ++i) {
@@ -433,6 +471,9 @@ int run_requests(const Options& o, bool rtt) {
   line.str("scenario", rtt ? "rtt" : "throughput").str("label", o.label).str("target",
                                                                               target.name);
   line.str("method", o.method);
+  if (!o.body_file.empty()) line.str("body_file", o.body_file);
+  if (o.pad > 0) line.integer("request_bytes", o.pad);
+  if (o.stored_runs >= 0) line.integer("stored_runs", o.stored_runs);
   line.integer("connections", connections).integer("depth", depth);
   line.integer("requests", static_cast<long long>(load.measured_));
   line.num("seconds", wall).num("rps", static_cast<double>(load.measured_) / wall);
@@ -727,6 +768,7 @@ int run_fanout(const Options& o) {
   std::uint64_t missing = 0;
   std::uint64_t complete_runs = 0;  // (subscriber, run) pairs that saw every cursor
   double cpu_s = 0;
+  double server_cpu_s = 0;  // the server's CPU over the turns (--server-pid), for CPU per event
 
   for (int run = 0; run < o.runs; ++run) {
     fan.run_id.clear();
@@ -781,6 +823,7 @@ int run_fanout(const Options& o) {
     fan.run_turns_sent = 0;
     fan.run_first_send_ns = 0;
     double cpu0 = self_cpu_s();
+    double server_cpu0 = proc_cpu_s(o.server_pid);
     for (int i = 0; i < o.depth && fan.run_turns_sent < run_turns; ++i) {
       fan.send_batch(*conns[0]);
     }
@@ -805,6 +848,7 @@ int run_fanout(const Options& o) {
       if (now_ns() - last > 2000000000ULL) break;
     }
     cpu_s += self_cpu_s() - cpu0;
+    if (server_cpu0 >= 0) server_cpu_s += proc_cpu_s(o.server_pid) - server_cpu0;
     if (fan.last_event_ns > fan.run_first_send_ns) {
       fan.busy_ns += fan.last_event_ns - fan.run_first_send_ns;
     }
@@ -837,6 +881,7 @@ int run_fanout(const Options& o) {
   JsonLine line;
   line.str("scenario", o.scenario).str("label", o.label).str("target", target.name);
   line.integer("subscribers", o.subscribers).integer("wedged", o.wedged);
+  if (o.stored_runs >= 0) line.integer("stored_runs", o.stored_runs);
   line.integer("batch", o.batch).integer("depth", o.depth).integer("runs", o.runs);
   line.integer("turns", static_cast<long long>(fan.turns_sent));
   line.integer("refused_calls", static_cast<long long>(fan.refused));
@@ -851,6 +896,12 @@ int run_fanout(const Options& o) {
   line.integer("gaps_seen", static_cast<long long>(gaps));
   line.integer("subscribers_complete", complete);
   line.num("client_cpu_pct", span > 0 ? 100.0 * cpu_s / span : 0);
+  if (o.server_pid > 0 && fan.delivered > 0) {
+    line.num("server_cpu_s", server_cpu_s);
+    line.num("server_cpu_us_per_event", 1e6 * server_cpu_s / static_cast<double>(fan.delivered));
+  } else {
+    line.null("server_cpu_us_per_event");
+  }
   // Pool hops: the service-wide counters' growth over the turns (runs.stats "fanout").
   auto fanout_counter = [](const std::string& reply, std::string_view key) {
     std::uint64_t value = 0;

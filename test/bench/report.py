@@ -12,6 +12,8 @@ import json
 import os
 import sys
 
+import curves_report
+
 
 def load(path):
     rows = []
@@ -279,7 +281,8 @@ def main():
       "e2e p50 µs | e2e p99 µs | missing | dup | gaps | events/hop | events/pass |")
     p("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     fan_rows = [r for r in rows if r.get("scenario") in ("fanout", "wedged")
-                and not r.get("pending") and r.get("label") != "probe"]
+                and not r.get("pending") and r.get("label") != "probe"
+                and not r.get("label", "").startswith("curve-")]
     for r in fan_rows:
         p(f"| {r['label']} | {r['subscribers']} | {r['wedged']} | {r['batch']} | "
           f"{r.get('depth', 1)} | {r.get('runs', 1)} | "
@@ -345,6 +348,8 @@ def main():
          ratio(g(nowedge, "events_per_s"), g(loop_1, "events_per_s")), 0.8, True),
     ]
     targets += issue14_targets(rows)
+    targets += curves_report.targets(rows)
+    out += curves_report.sections(rows, args.plots)
     p("### Targets\n")
     p("| target | measured | verdict |")
     p("|---|---:|---|")

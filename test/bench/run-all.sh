@@ -3,7 +3,8 @@
 # docs/PERFORMANCE.md, with ratios against the baselines measured in the same run.
 #
 #   bash test/bench/run-all.sh            full run: release build in ./build-release, results in
-#                                         docs/bench-results.jsonl, plots docs/perf-*.svg
+#                                         docs/bench-results.jsonl, plots docs/perf-*.svg (the cost
+#                                         curves of test/bench/curves.sh: docs/perf-curve-*.svg)
 #   bash test/bench/run-all.sh --smoke    every scenario with tiny counts against ./build, in
 #                                         seconds; writes nothing into docs/ (CI uses this)
 #
@@ -27,7 +28,8 @@ done
 if $smoke; then
   build=build
   [[ -f $build/build.ninja ]] || { echo "run-all: ./build is not configured (bash .ci/setup)" >&2; exit 1; }
-  smoke_targets=(test/bench/car-bench test/bench/dispatch_bench examples/car-daemon/car-daemon)
+  smoke_targets=(test/bench/car-bench test/bench/dispatch_bench examples/car-daemon/car-daemon
+                 test/bench/seed_runs)  # seed_runs: the stored-runs cost curve (curves.sh)
   # beast-server exists only where meson found Boost.
   ninja -C "$build" -t query test/bench/beast-server >/dev/null 2>&1 && smoke_targets+=(test/bench/beast-server)
   ninja -C "$build" "${smoke_targets[@]}" >/dev/null
@@ -338,6 +340,10 @@ done
 echo "== dispatch" >&2
 # shellcheck disable=SC2086
 "${load_pin[@]}" "$dispatch" $dispatch_args | tail -n 1 | tee -a "$results" >&2
+
+# ---- cost curves (test/bench/curves.sh) ----------------------------------------------------------
+# shellcheck source=test/bench/curves.sh
+source "$root/test/bench/curves.sh"
 
 # ---- report ------------------------------------------------------------------------------------
 machine="nproc $(nproc), $(grep -m1 'model name' /proc/cpuinfo | sed 's/.*: //'), $(uname -r); priority $priority; load average at start: $load_start, at end: $(cut -d' ' -f1-3 /proc/loadavg)"
