@@ -81,7 +81,8 @@ Result<std::string> default_token_dir() {
   return fmt::format("{}/.config/{}", home, token_dir_name);
 }
 
-Daemon::Daemon(Options options) : options_(std::move(options)) {
+Daemon::Daemon(Options options, std::vector<InheritedSocket> inherited)
+    : options_(std::move(options)), inherited_(std::move(inherited)) {
   state_dir_ = options_.state_dir ? *options_.state_dir : default_state_dir();
   uv_loop_init(&loop_);
   executor_ = std::make_unique<uv::UvExecutor>(&loop_);
@@ -215,8 +216,10 @@ bool Daemon::start_listeners() {
   if (options_.ping_interval_ms) {
     ws_options->ping_interval = std::chrono::milliseconds(*options_.ping_interval_ms);
   }
+  if (!adopt_inherited(ws_options)) return false;
   std::vector<ListenAddress> tcp = options_.listen;
-  if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio) {
+  // Inherited sockets are listeners too: with them, no flag still means no default listener.
+  if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio && inherited_.empty()) {
     tcp.push_back({"127.0.0.1", 9100});  // PROTOCOL.md §9: no listener flag => the default listener
   }
   for (const auto& address : tcp) {
@@ -227,6 +230,7 @@ bool Daemon::start_listeners() {
     }
     auto& listener = started.value();
     StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
+    listening_.push_back(listener->url());
     tcp_listeners_.push_back(std::move(listener));
   }
   for (const auto& path : options_.unix_paths) {
@@ -237,6 +241,7 @@ bool Daemon::start_listeners() {
     }
     auto& listener = started.value();
     StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
+    listening_.push_back(listener->url());
     unix_listeners_.push_back(std::move(listener));
   }
   if (options_.stdio) {
@@ -254,6 +259,7 @@ bool Daemon::start_listeners() {
     if (!stdio_) return false;
     // PROTOCOL.md §9: a plain line once the listener is ready (tests wait for it).
     StderrWriter::process().write("listening stdio\n");
+    listening_.push_back("stdio");
   }
   return true;
 }
@@ -319,6 +325,10 @@ int Daemon::run() {
   if (!start_listeners()) {
     exit_status_ = 1;
     begin_shutdown("startup failed");
+  } else {
+    // Every listener listens: a socket-activated client's connection is served from now on.
+    notifier_.ready(listening_);
+    notifier_.start_watchdog();
   }
   uv_run(&loop_, UV_RUN_DEFAULT);
   // Every connection is gone: the minted token files and the lock go too (PROTOCOL.md §9).
@@ -331,6 +341,7 @@ void Daemon::begin_shutdown(const char* why) {
   if (shutting_down_) return;
   shutting_down_ = true;
   log_info("shutting down ({})", why);
+  notifier_.stopping(why);
   // Stop accepting first, then ask every connection to close with 1001 and flush.
   for (auto& l : tcp_listeners_) l->stop();
   for (auto& l : unix_listeners_) l->stop();
@@ -363,6 +374,7 @@ void Daemon::finish_shutdown() {
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  notifier_.close();
   // Connections still open after the flush window are cut off.
   for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
   executor_->shutdown();

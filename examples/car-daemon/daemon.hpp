@@ -19,6 +19,8 @@
 #include "car/uv/uv_executor.hpp"
 #include "car/ws/tcp_listener.hpp"
 #include "cli.hpp"
+#include "inherited_sockets.hpp"
+#include "systemd_notify.hpp"
 
 // car-daemon's process: resolves configuration from the command line, owns the libuv loop, the
 // server and its services, the listeners, and the signal handling for graceful shutdown.
@@ -26,7 +28,9 @@ namespace car::daemon {
 
 class Daemon {
  public:
-  explicit Daemon(Options options);
+  // `inherited`: listening sockets passed by a service manager (systemd_activation.hpp), served
+  // beside the flags' listeners; when there are any, the default listener is not added.
+  explicit Daemon(Options options, std::vector<InheritedSocket> inherited = {});
   ~Daemon();
 
   // Runs until shutdown; returns the process exit status (0 normal, 1 runtime failure).
@@ -38,6 +42,8 @@ class Daemon {
   bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
   void install_services(session::AuthConfig auth);
   bool start_listeners();
+  // Serves every inherited socket (adopt_listeners.cpp); false (logged) when one cannot be.
+  bool adopt_inherited(const std::shared_ptr<ws::WsOptions>& ws_options);
   void begin_shutdown(const char* why);
   void finish_shutdown();
 
@@ -64,6 +70,10 @@ class Daemon {
   bool finished_ = false;
   std::uint64_t flush_ticks_ = 0;
   int exit_status_ = 0;
+  std::vector<InheritedSocket> inherited_;
+  // The `listening ...` targets, for the READY=1 status line.
+  std::vector<std::string> listening_;
+  ServiceNotifier notifier_{&loop_};
 };
 
 // The state directory from --state-dir, $XDG_STATE_HOME/car or ~/.local/state/car.

@@ -12,6 +12,7 @@
 #include "cli.hpp"
 #include "daemon.hpp"
 #include "stderr_writer.hpp"
+#include "systemd_activation.hpp"
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -27,6 +28,10 @@ int main(int argc, char** argv) {
   }
   if (options.version) {
     fmt::print("car-daemon {} (protocol {})\n", car::version_string, car::protocol_version);
+    // Optional build features, one word each ("none" without any): scripts and tests read it.
+    std::string features;
+    if (car::daemon::systemd_supported()) features += " systemd";
+    fmt::print("features:{}\n", features.empty() ? " none" : features);
     return 0;
   }
   // PROTOCOL.md §9: CAR_* variables fill what the flags left unset; a bad one is a bad invocation.
@@ -45,13 +50,26 @@ int main(int argc, char** argv) {
   car::set_log_sink([&err](car::LogLevel level, std::string_view line) {
     err.write(car::format_log_line(level, line));
   });
+  // Sockets a service manager passed (systemd socket activation); they obey --no-auth's
+  // exposure rule like --listen does.
+  auto inherited = car::daemon::take_inherited_sockets();
+  if (!inherited) {
+    car::log_error("{}", inherited.error().message);
+    err.flush(std::chrono::seconds(2));
+    return 1;
+  }
+  if (auto error = car::daemon::check_inherited_exposure(options, inherited.value())) {
+    car::log_error("{}", error->message);
+    err.flush(std::chrono::seconds(2));
+    return 2;
+  }
   if (options.threads) {
     // libuv sizes its pool from the environment when the first job is queued (PROTOCOL.md §9 --threads).
     setenv("UV_THREADPOOL_SIZE", std::to_string(*options.threads).c_str(), 1);
   }
   int status = 1;
   try {
-    car::daemon::Daemon daemon(std::move(options));
+    car::daemon::Daemon daemon(std::move(options), std::move(inherited.value()));
     status = daemon.run();
   } catch (const std::exception& e) {
     car::log_error("fatal: {}", e.what());

@@ -7,6 +7,7 @@
 #include <unistd.h>
 
 #include <cerrno>
+#include <cstddef>
 #include <cstring>
 
 #include <fmt/format.h>
@@ -36,6 +37,22 @@ bool socket_is_live(const std::string& path) {
   int err = errno;
   ::close(fd);
   return rc == 0 || (err != ECONNREFUSED && err != ENOENT);
+}
+
+// The address family of `fd` when it is a SOCK_STREAM socket, else an Error naming what it is.
+Result<int> stream_socket_family(int fd) {
+  int type = 0;
+  socklen_t length = sizeof type;
+  if (::getsockopt(fd, SOL_SOCKET, SO_TYPE, &type, &length) != 0) {
+    return Error::internal(fmt::format("fd {}: not a socket: {}", fd, std::strerror(errno)));
+  }
+  if (type != SOCK_STREAM) return Error::internal(fmt::format("fd {}: not a stream socket", fd));
+  sockaddr_storage address{};
+  length = sizeof address;
+  if (::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &length) != 0) {
+    return Error::internal(fmt::format("fd {}: getsockname: {}", fd, std::strerror(errno)));
+  }
+  return static_cast<int>(address.ss_family);
 }
 
 }  // namespace
@@ -128,6 +145,93 @@ Listener::Started Listener::listen_unix(uv_loop_t* loop, const std::string& path
   if (rc != 0) {
     listener->stop();
     return Error::internal(fmt::format("cannot listen on {}: {}", path, uv_strerror(rc)));
+  }
+  return listener;
+}
+
+Listener::Started Listener::adopt_tcp(uv_loop_t* loop, int fd, ListenerOptions options,
+                                     AcceptFn on_accept) {
+  auto family = stream_socket_family(fd);
+  if (family && family.value() != AF_INET && family.value() != AF_INET6) {
+    family = Error::internal(fmt::format("fd {}: not a TCP socket", fd));
+  }
+  if (!family) {
+    ::close(fd);  // the Listener owns fd from the call on, also when it fails
+    return family.error();
+  }
+  int backlog = options.backlog;
+  std::unique_ptr<Listener> listener(new Listener(true, "", std::move(options), std::move(on_accept)));
+  uv_tcp_t* handle = &listener->core_->h.tcp;
+  uv_tcp_init(loop, handle);
+  handle->data = listener->core_;
+  int rc = uv_tcp_open(handle, static_cast<uv_os_sock_t>(fd));
+  if (rc != 0) {
+    ::close(fd);  // the handle did not take it, so closing the handle would not close it
+    listener->stop();
+    return Error::internal(fmt::format("fd {}: cannot adopt: {}", fd, uv_strerror(rc)));
+  }
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), backlog, &Listener::on_connection);
+  if (rc != 0) {
+    listener->stop();  // closes fd with the handle
+    return Error::internal(fmt::format("fd {}: cannot listen: {}", fd, uv_strerror(rc)));
+  }
+  sockaddr_storage bound{};
+  int length = sizeof bound;
+  uv_tcp_getsockname(handle, reinterpret_cast<sockaddr*>(&bound), &length);
+  char host[INET6_ADDRSTRLEN] = {};
+  if (bound.ss_family == AF_INET6) {
+    const auto* in6 = reinterpret_cast<const sockaddr_in6*>(&bound);
+    uv_ip6_name(in6, host, sizeof host);
+    listener->port_ = ntohs(in6->sin6_port);
+  } else {
+    const auto* in4 = reinterpret_cast<const sockaddr_in*>(&bound);
+    uv_ip4_name(in4, host, sizeof host);
+    listener->port_ = ntohs(in4->sin_port);
+  }
+  listener->host_ = host;
+  return listener;
+}
+
+Listener::Started Listener::adopt_unix(uv_loop_t* loop, int fd, ListenerOptions options,
+                                      AcceptFn on_accept) {
+  auto family = stream_socket_family(fd);
+  if (family && family.value() != AF_UNIX) {
+    family = Error::internal(fmt::format("fd {}: not a Unix-domain socket", fd));
+  }
+  if (!family) {
+    ::close(fd);  // the Listener owns fd from the call on, also when it fails
+    return family.error();
+  }
+  sockaddr_un address{};
+  socklen_t address_length = sizeof address;
+  ::getsockname(fd, reinterpret_cast<sockaddr*>(&address), &address_length);
+  std::string path;
+  std::size_t path_room = address_length > offsetof(sockaddr_un, sun_path)
+                              ? address_length - offsetof(sockaddr_un, sun_path)
+                              : 0;
+  if (path_room > 0 && address.sun_path[0] == '\0') {
+    // Abstract socket: a name that is not a file, shown the way ss(8) and systemd show it.
+    path = "@" + std::string(address.sun_path + 1, path_room - 1);
+  } else if (path_room > 0) {
+    path.assign(address.sun_path, ::strnlen(address.sun_path, path_room));
+  }
+  int backlog = options.backlog;
+  std::unique_ptr<Listener> listener(
+      new Listener(false, std::move(path), std::move(options), std::move(on_accept)));
+  uv_pipe_t* handle = &listener->core_->h.pipe;
+  uv_pipe_init(loop, handle, 0);
+  handle->data = listener->core_;
+  // owns_file_ stays false: whoever bound the socket removes its file (systemd does at stop).
+  int rc = uv_pipe_open(handle, static_cast<uv_file>(fd));
+  if (rc != 0) {
+    ::close(fd);  // the handle did not take it, so closing the handle would not close it
+    listener->stop();
+    return Error::internal(fmt::format("fd {}: cannot adopt: {}", fd, uv_strerror(rc)));
+  }
+  rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), backlog, &Listener::on_connection);
+  if (rc != 0) {
+    listener->stop();  // closes fd with the handle
+    return Error::internal(fmt::format("fd {}: cannot listen: {}", fd, uv_strerror(rc)));
   }
   return listener;
 }

@@ -29,6 +29,21 @@ Result<std::unique_ptr<UnixListener>> UnixListener::start(
       new UnixListener(std::move(started.value()), std::move(pending)));
 }
 
+Result<std::unique_ptr<UnixListener>> UnixListener::adopt(
+    uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options, int fd) {
+  // The same cap and upgrade handling as start(); only where the socket comes from differs.
+  uv::ListenerOptions listen_options = ws::websocket_listener_options(*options);
+  auto pending = std::make_shared<ws::PendingUpgrades>();
+  auto adopted = uv::Listener::adopt_unix(
+      loop, fd, std::move(listen_options),
+      [&server, options = std::move(options), pending](uv::Listener::Incoming& incoming) {
+        ws::serve_websocket(incoming, server, options, pending);
+      });
+  if (!adopted) return adopted.error();
+  return std::unique_ptr<UnixListener>(
+      new UnixListener(std::move(adopted.value()), std::move(pending)));
+}
+
 void UnixListener::stop() {
   listener_->stop();
   pending_->close_all();

@@ -3,6 +3,7 @@
 // removing the file, bad paths (PROTOCOL.md §1, §9 --unix).
 #include "car/unix_socket/unix_listener.hpp"
 
+#include <fcntl.h>
 #include <sys/socket.h>
 #include <sys/stat.h>
 #include <sys/un.h>
@@ -162,5 +163,52 @@ TEST_SUITE("unix_listener") {
     UvServerFixture f;
     const std::string path = dir / "missing/car.sock";
     CHECK(error_of(start(f, path)).find("cannot listen on " + path) == 0);
+  }
+}
+
+// UnixListener::adopt: a socket bound elsewhere (as systemd's socket activation passes one).
+namespace {
+
+int bound_unix_socket(const std::string& path) {
+  int fd = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_un addr{};
+  addr.sun_family = AF_UNIX;
+  std::memcpy(addr.sun_path, path.c_str(), path.size() + 1);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  REQUIRE(::listen(fd, 16) == 0);
+  return fd;
+}
+
+Started adopt(UvServerFixture& f, int fd) {
+  return UnixListener::adopt(f.loop.get(), f.server, std::make_shared<const ws::WsOptions>(), fd);
+}
+
+}  // namespace
+
+TEST_SUITE("unix_listener") {
+  TEST_CASE("adopt(): an inherited socket is served; stop() closes it but leaves its file") {
+    PrivateTempDir dir;
+    UvServerFixture f;
+    const std::string path = dir / "inherited.sock";
+    int fd = bound_unix_socket(path);
+    auto listener = take(adopt(f, fd));
+    CHECK(listener->url() == "unix:" + path);
+    WsTestClient c(f.loop, StreamPeer::connect_unix(f.loop.get(), path));
+    c.upgrade();
+    round_trip(c, 6);
+    listener->stop();
+    CHECK(exists(path));  // the socket's creator (systemd) owns the file
+    CHECK(::fcntl(fd, F_GETFD) == -1);
+  }
+
+  TEST_CASE("adopt(): a TCP socket is an Error and the fd is closed") {
+    UvServerFixture f;
+    int tcp = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(tcp >= 0);
+    auto refused = adopt(f, tcp);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message == "fd " + std::to_string(tcp) + ": not a Unix-domain socket");
+    CHECK(::fcntl(tcp, F_GETFD) == -1);
   }
 }

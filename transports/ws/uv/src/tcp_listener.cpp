@@ -33,6 +33,21 @@ Result<std::unique_ptr<TcpListener>> TcpListener::start(
       new TcpListener(std::move(started.value()), std::move(pending)));
 }
 
+Result<std::unique_ptr<TcpListener>> TcpListener::adopt(
+    uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options, int fd) {
+  // The same cap and upgrade handling as start(); only where the socket comes from differs.
+  uv::ListenerOptions listen_options = websocket_listener_options(*options);
+  auto pending = std::make_shared<PendingUpgrades>();
+  auto adopted = uv::Listener::adopt_tcp(
+      loop, fd, std::move(listen_options),
+      [&server, options = std::move(options), pending](uv::Listener::Incoming& incoming) {
+        serve_websocket(incoming, server, options, pending);
+      });
+  if (!adopted) return adopted.error();
+  return std::unique_ptr<TcpListener>(
+      new TcpListener(std::move(adopted.value()), std::move(pending)));
+}
+
 void TcpListener::stop() {
   listener_->stop();
   pending_->close_all();

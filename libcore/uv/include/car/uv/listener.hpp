@@ -79,6 +79,16 @@ class CAR_API Listener {
   static Started listen_unix(uv_loop_t* loop, const std::string& path, ListenerOptions options,
                              AcceptFn on_accept);
 
+  // Adopts `fd`, a socket someone else bound (e.g. a service manager's socket activation), and
+  // listens on it: an AF_INET/AF_INET6 SOCK_STREAM socket for adopt_tcp, an AF_UNIX SOCK_STREAM
+  // one for adopt_unix. listen(2) is called again with `options.backlog`, which is harmless on a
+  // socket that already listens. The Listener owns `fd` from the call on: stop() closes it, and
+  // so does an Error. host()/port() come from getsockname (a numeric host); path() is the bound
+  // path ("@name" for an abstract socket). stop() never removes an adopted socket file: its
+  // creator owns it. Errors: "fd N: ..." naming what is wrong with it.
+  static Started adopt_tcp(uv_loop_t* loop, int fd, ListenerOptions options, AcceptFn on_accept);
+  static Started adopt_unix(uv_loop_t* loop, int fd, ListenerOptions options, AcceptFn on_accept);
+
   ~Listener();
   Listener(const Listener&) = delete;
   Listener& operator=(const Listener&) = delete;

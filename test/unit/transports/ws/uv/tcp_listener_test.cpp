@@ -3,6 +3,7 @@
 // connections served at once (PROTOCOL.md §1, §9 --listen).
 #include "car/ws/tcp_listener.hpp"
 
+#include <fcntl.h>
 #include <netinet/in.h>
 #include <sys/socket.h>
 #include <unistd.h>
@@ -129,5 +130,76 @@ TEST_SUITE("tcp_listener") {
       CHECK(clients[static_cast<std::size_t>(i)].next_frame().payload ==
             echo_reply(i, std::to_string(i)));
     }
+  }
+}
+
+// TcpListener::adopt: a socket bound elsewhere (as systemd's socket activation passes one).
+namespace {
+
+// A TCP socket bound to 127.0.0.1 on a free port, listening when `listening`.
+int bound_loopback_socket(bool listening) {
+  int fd = ::socket(AF_INET, SOCK_STREAM | SOCK_CLOEXEC, 0);
+  REQUIRE(fd >= 0);
+  sockaddr_in addr{};
+  addr.sin_family = AF_INET;
+  addr.sin_addr.s_addr = htonl(INADDR_LOOPBACK);
+  REQUIRE(::bind(fd, reinterpret_cast<sockaddr*>(&addr), sizeof addr) == 0);
+  if (listening) REQUIRE(::listen(fd, 16) == 0);
+  return fd;
+}
+
+Started adopt(UvServerFixture& f, int fd) {
+  return ws::TcpListener::adopt(f.loop.get(), f.server, std::make_shared<const ws::WsOptions>(), fd);
+}
+
+bool fd_is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
+
+}  // namespace
+
+TEST_SUITE("tcp_listener") {
+  TEST_CASE("adopt(): an inherited listening socket is served; url() names its bound address") {
+    UvServerFixture f;
+    int fd = bound_loopback_socket(true);
+    auto listener = take(adopt(f, fd));
+    const std::string prefix = "ws://127.0.0.1:";
+    REQUIRE(listener->url().substr(0, prefix.size()) == prefix);
+    WsTestClient c(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port_of(*listener)));
+    c.upgrade();
+    round_trip(c, 7);
+    listener->stop();
+    CHECK_FALSE(fd_is_open(fd));  // the listener owned it
+  }
+
+  TEST_CASE("adopt(): a bound socket that does not listen yet is made to listen") {
+    UvServerFixture f;
+    auto listener = take(adopt(f, bound_loopback_socket(false)));
+    WsTestClient c(f.loop, StreamPeer::connect_tcp(f.loop.get(), "127.0.0.1", port_of(*listener)));
+    c.upgrade();
+    round_trip(c, 8);
+  }
+
+  TEST_CASE("adopt(): a datagram socket, a Unix socket or a pipe is an Error, and the fd is closed") {
+    UvServerFixture f;
+    int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
+    REQUIRE(udp >= 0);
+    auto refused = adopt(f, udp);
+    REQUIRE_FALSE(refused.ok());
+    CHECK(refused.error().message == "fd " + std::to_string(udp) + ": not a stream socket");
+    CHECK_FALSE(fd_is_open(udp));
+
+    int local = ::socket(AF_UNIX, SOCK_STREAM | SOCK_CLOEXEC, 0);
+    REQUIRE(local >= 0);
+    auto not_tcp = adopt(f, local);
+    REQUIRE_FALSE(not_tcp.ok());
+    CHECK(not_tcp.error().message == "fd " + std::to_string(local) + ": not a TCP socket");
+    CHECK_FALSE(fd_is_open(local));
+
+    int ends[2];
+    REQUIRE(::pipe(ends) == 0);
+    auto not_socket = adopt(f, ends[0]);
+    REQUIRE_FALSE(not_socket.ok());
+    CHECK(not_socket.error().message.find("fd " + std::to_string(ends[0]) + ": not a socket") == 0);
+    CHECK_FALSE(fd_is_open(ends[0]));
+    ::close(ends[1]);
   }
 }

@@ -28,10 +28,16 @@ class CAR_API UnixListener {
   static Result<std::unique_ptr<UnixListener>> start(
       uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options,
       const std::string& path);
+  // Serves WebSocket on `fd`, a Unix stream socket bound by someone else (a service manager's
+  // socket activation, a parent process): see uv::Listener::adopt_unix. The listener owns `fd`
+  // from the call on (stop() closes it; so does an Error) but never removes the socket file,
+  // which belongs to whoever bound it. Loop thread only.
+  static Result<std::unique_ptr<UnixListener>> adopt(
+      uv_loop_t* loop, Server& server, std::shared_ptr<const ws::WsOptions> options, int fd);
   ~UnixListener();
 
   const std::string& url() const { return url_; }  // "unix:PATH"
-  // Stops accepting, removes the socket file and closes the sockets still upgrading (upgraded
+  // Stops accepting, removes the socket file (if start() created it) and closes the sockets still upgrading (upgraded
   // connections are not affected). Idempotent.
   void stop();
 

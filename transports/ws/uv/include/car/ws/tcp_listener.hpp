@@ -26,6 +26,11 @@ class CAR_API TcpListener {
   static Result<std::unique_ptr<TcpListener>> start(
       uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options,
       const std::string& host, std::uint16_t port);
+  // Serves WebSocket on `fd`, a TCP socket bound by someone else (a service manager's socket
+  // activation, a parent process): see uv::Listener::adopt_tcp. The listener owns `fd` from the
+  // call on (stop() closes it; so does an Error). url() names the bound address. Loop thread only.
+  static Result<std::unique_ptr<TcpListener>> adopt(
+      uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options, int fd);
   ~TcpListener();
 
   // "ws://HOST:PORT" with the bound port (IPv6 hosts in brackets).
