@@ -22,7 +22,8 @@ namespace car::daemon {
 
 // Installs the sink. With a file, opens it first (append, created 0600); the error says why it
 // cannot be opened (nothing is installed then).
-std::optional<Error> install_daemon_log(LogLineFormat format, const std::optional<std::string>& file);
+std::optional<Error> install_daemon_log(LogLineFormat format,
+                                        const std::optional<std::string>& file);
 
 // SIGHUP, on the loop thread; never blocks. With --log-file the lines logged so far go to the
 // file open now, which is synced and closed, and the path is opened anew; without, there is

@@ -41,10 +41,10 @@ int main(int argc, char** argv) {
   }
   car::set_log_level(options.log_level);
   // Every log record goes through a writer thread, stderr's or --log-file's (daemon_log.hpp).
-  if (auto error = car::daemon::install_daemon_log(options.log_format == car::daemon::LogFormatOption::json
-                                                       ? car::daemon::LogLineFormat::json
-                                                       : car::daemon::LogLineFormat::text,
-                                                   options.log_file)) {
+  auto log_format = options.log_format == car::daemon::LogFormatOption::json
+                        ? car::daemon::LogLineFormat::json
+                        : car::daemon::LogLineFormat::text;
+  if (auto error = car::daemon::install_daemon_log(log_format, options.log_file)) {
     fmt::print(stderr, "car-daemon: {}\n", error->message);
     return 1;
   }

@@ -60,11 +60,14 @@ void set_log_record_sink(LogRecordSink sink) {
 
 std::string describe_log_record(const LogRecord& record) {
   std::string out(record.message);
-  if (!record.connection.empty()) fmt::format_to(std::back_inserter(out), " connection={}", record.connection);
-  if (!record.method.empty()) fmt::format_to(std::back_inserter(out), " method={}", record.method);
-  if (!record.id_json.empty()) fmt::format_to(std::back_inserter(out), " id={}", record.id_json);
-  if (record.duration_us) fmt::format_to(std::back_inserter(out), " duration_us={}", *record.duration_us);
-  if (record.error_code) fmt::format_to(std::back_inserter(out), " error_code={}", *record.error_code);
+  auto add = [&out](std::string_view key, const auto& value) {
+    fmt::format_to(std::back_inserter(out), " {}={}", key, value);
+  };
+  if (!record.connection.empty()) add("connection", record.connection);
+  if (!record.method.empty()) add("method", record.method);
+  if (!record.id_json.empty()) add("id", record.id_json);
+  if (record.duration_us) add("duration_us", *record.duration_us);
+  if (record.error_code) add("error_code", *record.error_code);
   return out;
 }
 
@@ -98,8 +101,9 @@ void log_record(const LogRecord& record) {
     return;
   }
   // One fwrite per line so concurrent lines never interleave mid-line.
-  std::string out = format_log_line(
-      record.level, record.has_fields() ? describe_log_record(record) : std::string(record.message));
+  std::string out =
+      format_log_line(record.level, record.has_fields() ? describe_log_record(record)
+                                                        : std::string(record.message));
   std::fwrite(out.data(), 1, out.size(), stderr);
 }
 

@@ -29,8 +29,8 @@ struct RecordCapture {
     set_log_record_sink([this](const LogRecord& r) {
       std::lock_guard lock(mutex);
       records.push_back({r.level, std::string(r.message), std::string(r.connection),
-                         std::string(r.method), std::string(r.id_json), r.duration_us,
-                         r.error_code, describe_log_record(r)});
+                         std::string(r.method), std::string(r.id_json), r.duration_us, r.error_code,
+                         describe_log_record(r)});
     });
   }
   ~RecordCapture() {
@@ -52,7 +52,8 @@ struct RecordCapture {
 void add_methods(Server& server, std::vector<Reply>* parked) {
   server.methods().add("echo", {optional("value", ParamType::any)},
                        [](const Request&, Reply reply) { reply.ok("true"); });
-  server.methods().add("park", {}, [parked](const Request&, Reply reply) { parked->push_back(reply); });
+  server.methods().add("park", {},
+                       [parked](const Request&, Reply reply) { parked->push_back(reply); });
 }
 
 }  // namespace
@@ -94,10 +95,12 @@ TEST_SUITE("request_log") {
   TEST_CASE("session.auth never logs its token, failing or succeeding") {
     RecordCapture capture(LogLevel::trace);
     Fixture f(Fixture::enabled_auth());
-    auto bad = f.call(R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"WRONG-TOKEN-123"}})");
+    auto bad = f.call(
+        R"({"jsonrpc":"2.0","id":1,"method":"session.auth","params":{"token":"WRONG-TOKEN-123"}})");
     CHECK(bad.HasMember("error"));
     Fixture g(Fixture::enabled_auth());
-    auto good = g.call(R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"secret"}})");
+    auto good =
+        g.call(R"({"jsonrpc":"2.0","id":2,"method":"session.auth","params":{"token":"secret"}})");
     CHECK(good.HasMember("result"));
     auto lines = capture.requests();
     REQUIRE(lines.size() == 2);
@@ -188,7 +191,8 @@ TEST_SUITE("request_log") {
       CHECK(request_line.rfind(head, 0) == 0);
       REQUIRE(request_line.size() > head.size() + tail.size());
       CHECK(request_line.substr(request_line.size() - tail.size()) == tail);
-      std::string micros = request_line.substr(head.size(), request_line.size() - head.size() - tail.size());
+      std::string micros =
+          request_line.substr(head.size(), request_line.size() - head.size() - tail.size());
       CHECK(micros.find_first_not_of("0123456789") == std::string::npos);
     }
   }
