@@ -47,6 +47,11 @@ void StderrWriter::flush(std::chrono::milliseconds limit) {
   drained_.wait_for(lock, limit, [this] { return lines_.empty() && !writing_; });
 }
 
+void StderrWriter::set_drop_report(DropReport report) {
+  std::lock_guard lock(mutex_);
+  drop_report_ = std::move(report);
+}
+
 void StderrWriter::run() {
   std::unique_lock lock(mutex_);
   while (true) {
@@ -56,9 +61,12 @@ void StderrWriter::run() {
     bytes_ -= line.size();
     std::uint64_t lost = dropped_unreported_;
     dropped_unreported_ = 0;
+    DropReport report = lost != 0 ? drop_report_ : DropReport();
     writing_ = true;
     lock.unlock();
-    if (lost != 0) {
+    if (lost != 0 && report) {
+      write_all(report(lost));
+    } else if (lost != 0) {
       write_all(fmt::format("[car warn] {} stderr line(s) dropped: stderr was not being read\n",
                             lost));
     }

@@ -5,6 +5,7 @@
 #include <cstddef>
 #include <cstdint>
 #include <deque>
+#include <functional>
 #include <mutex>
 #include <string>
 #include <thread>
@@ -35,6 +36,10 @@ class StderrWriter {
   void write(std::string line);
   // Waits until everything queued so far was written, at most `limit` (the exit path).
   void flush(std::chrono::milliseconds limit);
+  // How the drop report reads (default "[car warn] N stderr line(s) dropped: ..."): the log's
+  // format (daemon_log.cpp). Any thread; called on the writer thread.
+  using DropReport = std::function<std::string(std::uint64_t lost)>;
+  void set_drop_report(DropReport report);
 
  private:
   StderrWriter();
@@ -47,6 +52,7 @@ class StderrWriter {
   std::deque<std::string> lines_;
   std::size_t bytes_ = 0;
   std::uint64_t dropped_unreported_ = 0;  // dropped since the writer last reported
+  DropReport drop_report_;                // guarded by mutex_; empty = the default wording
   bool writing_ = false;  // the writer holds a line outside the queue
   std::thread thread_;
 };

@@ -1,0 +1,116 @@
+#include "log_file_writer.hpp"
+
+#include <fcntl.h>
+#include <unistd.h>
+
+#include <cerrno>
+#include <cstring>
+
+#include <fmt/format.h>
+
+namespace car::daemon {
+namespace {
+
+int open_for_append(const std::string& path) {
+  int fd;
+  do {
+    fd = ::open(path.c_str(), O_WRONLY | O_APPEND | O_CREAT | O_CLOEXEC, 0600);
+  } while (fd < 0 && errno == EINTR);
+  return fd;
+}
+
+// Writes all of `text` to `fd`, retrying short writes and EINTR. Blocks (the writer thread only).
+void write_all(int fd, std::string_view text) {
+  while (!text.empty()) {
+    ssize_t n = ::write(fd, text.data(), text.size());
+    if (n < 0 && errno == EINTR) continue;
+    if (n <= 0) return;  // a full or broken disk: the line is lost, the daemon carries on
+    text.remove_prefix(static_cast<std::size_t>(n));
+  }
+}
+
+}  // namespace
+
+Result<LogFileWriter*> LogFileWriter::open(std::string path, Notice notice) {
+  int fd = open_for_append(path);
+  if (fd < 0) return Error::internal(fmt::format("--log-file {}: {}", path, std::strerror(errno)));
+  return new LogFileWriter(std::move(path), fd, std::move(notice));  // never freed, see the header
+}
+
+LogFileWriter::LogFileWriter(std::string path, int fd, Notice notice)
+    : path_(std::move(path)), notice_(std::move(notice)), fd_(fd), thread_([this] { run(); }) {}
+
+void LogFileWriter::write(std::string line) {
+  {
+    std::lock_guard lock(mutex_);
+    if (items_.size() >= max_lines || bytes_ + line.size() > max_bytes) {
+      dropped_unreported_ += 1;
+      return;
+    }
+    bytes_ += line.size();
+    items_.push_back({std::move(line), false});
+  }
+  wake_.notify_one();
+}
+
+void LogFileWriter::reopen() {
+  {
+    std::lock_guard lock(mutex_);
+    // One pending request covers any number of signals, so the queue stays bounded (one item
+    // beyond max_lines at most); a reopen is never dropped.
+    if (reopen_queued_) return;
+    reopen_queued_ = true;
+    items_.push_back({{}, true});
+  }
+  wake_.notify_one();
+}
+
+void LogFileWriter::flush(std::chrono::milliseconds limit) {
+  std::unique_lock lock(mutex_);
+  drained_.wait_for(lock, limit, [this] { return items_.empty() && !writing_; });
+}
+
+void LogFileWriter::reopen_now() {
+  // The lines before the request are on their way to the old file: make them durable before it
+  // is let go (logrotate may compress it next).
+  ::fdatasync(fd_);
+  int fd = open_for_append(path_);
+  if (fd < 0) {
+    write_all(fd_, notice_(LogLevel::error,
+                           fmt::format("cannot reopen the log file {}: {}; still writing here",
+                                       path_, std::strerror(errno))));
+    return;
+  }
+  ::close(fd_);
+  fd_ = fd;
+}
+
+void LogFileWriter::run() {
+  std::unique_lock lock(mutex_);
+  while (true) {
+    wake_.wait(lock, [this] { return !items_.empty(); });
+    Item item = std::move(items_.front());
+    items_.pop_front();
+    bytes_ -= item.line.size();
+    if (item.reopen) reopen_queued_ = false;
+    std::uint64_t lost = dropped_unreported_;
+    dropped_unreported_ = 0;
+    writing_ = true;
+    lock.unlock();
+    if (lost != 0) {
+      write_all(fd_, notice_(LogLevel::warn,
+                             fmt::format("{} log line(s) dropped: the log file could not keep up",
+                                         lost)));
+    }
+    if (item.reopen) {
+      reopen_now();
+    } else {
+      write_all(fd_, item.line);
+    }
+    lock.lock();
+    writing_ = false;
+    if (items_.empty()) drained_.notify_all();
+  }
+}
+
+}  // namespace car::daemon
