@@ -40,35 +40,13 @@ Result<LogFileWriter*> LogFileWriter::open(std::string path, Notice notice) {
 LogFileWriter::LogFileWriter(std::string path, int fd, Notice notice)
     : path_(std::move(path)), notice_(std::move(notice)), fd_(fd), thread_([this] { run(); }) {}
 
-void LogFileWriter::write(std::string line) {
-  {
-    std::lock_guard lock(mutex_);
-    if (items_.size() >= max_lines || bytes_ + line.size() > max_bytes) {
-      dropped_unreported_ += 1;
-      return;
-    }
-    bytes_ += line.size();
-    items_.push_back({std::move(line), false});
-  }
-  wake_.notify_one();
-}
+void LogFileWriter::write(std::string line) { items_.push(std::move(line)); }
 
-void LogFileWriter::reopen() {
-  {
-    std::lock_guard lock(mutex_);
-    // One pending request covers any number of signals, so the queue stays bounded (one item
-    // beyond max_lines at most); a reopen is never dropped.
-    if (reopen_queued_) return;
-    reopen_queued_ = true;
-    items_.push_back({{}, true});
-  }
-  wake_.notify_one();
-}
+// A reopen is a control item: never dropped, and one pending request covers any number of
+// signals, so the queue stays bounded.
+void LogFileWriter::reopen() { items_.push_control(); }
 
-void LogFileWriter::flush(std::chrono::milliseconds limit) {
-  std::unique_lock lock(mutex_);
-  drained_.wait_for(lock, limit, [this] { return items_.empty() && !writing_; });
-}
+void LogFileWriter::flush(std::chrono::milliseconds limit) { items_.flush(limit); }
 
 void LogFileWriter::reopen_now() {
   // The lines before the request are on their way to the old file: make them durable before it
@@ -86,30 +64,19 @@ void LogFileWriter::reopen_now() {
 }
 
 void LogFileWriter::run() {
-  std::unique_lock lock(mutex_);
   while (true) {
-    wake_.wait(lock, [this] { return !items_.empty(); });
-    Item item = std::move(items_.front());
-    items_.pop_front();
-    bytes_ -= item.line.size();
-    if (item.reopen) reopen_queued_ = false;
-    std::uint64_t lost = dropped_unreported_;
-    dropped_unreported_ = 0;
-    writing_ = true;
-    lock.unlock();
-    if (lost != 0) {
+    LineQueue::Item item = items_.take();
+    if (item.dropped != 0) {
       write_all(fd_, notice_(LogLevel::warn,
                              fmt::format("{} log line(s) dropped: the log file could not keep up",
-                                         lost)));
+                                         item.dropped)));
     }
-    if (item.reopen) {
+    if (item.control) {
       reopen_now();
     } else {
       write_all(fd_, item.line);
     }
-    lock.lock();
-    writing_ = false;
-    if (items_.empty()) drained_.notify_all();
+    items_.done();
   }
 }
 

@@ -1,16 +1,12 @@
 #pragma once
 
 #include <chrono>
-#include <condition_variable>
-#include <cstddef>
-#include <cstdint>
-#include <deque>
 #include <functional>
-#include <memory>
-#include <mutex>
 #include <string>
 #include <string_view>
 #include <thread>
+
+#include "line_queue.hpp"
 
 #include "car/log_record.hpp"
 #include "car/result.hpp"
@@ -18,9 +14,9 @@
 // car-daemon's --log-file: the log records, appended to a file by a writer thread of their own,
 // so no loop or pool thread ever waits on the disk (or on a file system that hangs).
 //
-// Bound and policy, the same as StderrWriter's: at most 1024 lines or 1 MiB queued; when full a
-// new line is dropped and counted, and once the writer catches up it writes one warning saying
-// how many were lost. Lines are written whole, in order.
+// Bound and policy, LineQueue's as for StderrWriter: at most 1024 lines or 1 MiB queued; when
+// full a new line is dropped and counted, and once the writer catches up it writes one warning
+// saying how many were lost. Lines are written whole, in order.
 //
 // reopen() is logrotate's half of the contract (SIGHUP): the lines queued before it go to the
 // file that is open now, which is then synced and closed, and the path is opened anew (created
@@ -30,9 +26,6 @@ namespace car::daemon {
 
 class LogFileWriter {
  public:
-  static constexpr std::size_t max_lines = 1024;
-  static constexpr std::size_t max_bytes = 1024 * 1024;
-
   // Formats a line the writer writes on its own (drop reports, reopen failures) in the log's
   // format. Called on the writer thread.
   using Notice = std::function<std::string(LogLevel, std::string_view message)>;
@@ -55,12 +48,6 @@ class LogFileWriter {
   const std::string& path() const { return path_; }
 
  private:
-  // One queued item: a line, or (reopen == true, empty line) the place of a reopen request.
-  struct Item {
-    std::string line;
-    bool reopen = false;
-  };
-
   LogFileWriter(std::string path, int fd, Notice notice);
   ~LogFileWriter() = default;
   void run();
@@ -70,14 +57,7 @@ class LogFileWriter {
   const Notice notice_;
   int fd_;  // writer thread only, after construction
 
-  std::mutex mutex_;
-  std::condition_variable wake_;     // the writer: items to handle
-  std::condition_variable drained_;  // flush(): the queue became empty
-  std::deque<Item> items_;
-  std::size_t bytes_ = 0;
-  std::uint64_t dropped_unreported_ = 0;
-  bool reopen_queued_ = false;  // a reopen item is in items_
-  bool writing_ = false;        // the writer holds an item outside the queue
+  LineQueue items_;  // lines, and a control item for each pending reopen
   std::thread thread_;
 };
 
