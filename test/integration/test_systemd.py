@@ -1,0 +1,345 @@
+"""systemd integration of car-daemon without a running systemd (docs/SYSTEMD.md): the test plays
+the service manager. It binds the listening sockets itself (TCP on 127.0.0.1 port 0 and a Unix
+socket), hands them to the daemon as fds 3 and 4 with LISTEN_FDS/LISTEN_PID/LISTEN_FDNAMES, and
+binds the AF_UNIX datagram socket NOTIFY_SOCKET names, where READY=1, STOPPING=1 and WATCHDOG=1
+arrive. Every wait is bounded; nothing asserts how long anything took.
+
+A car-daemon built without the `systemd` feature cannot pass these tests: under CI=true that is a
+failure; elsewhere each test says it skipped (in its output) and checks instead that such a build
+warns when a service manager expects systemd support."""
+
+import fcntl
+import json
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+
+from harness import DAEMON, Daemon, daemon_env, request
+from rawws import RawWs
+
+TOKEN = "systemd-test-token"
+
+# Run in the child between fork and the daemon's exec: the passed sockets move to fds 3, 4, ...
+# (where LISTEN_FDS starts), and LISTEN_PID/WATCHDOG_PID become this process's pid, which exec
+# keeps. "+1" in LISTEN_PID_OFFSET makes LISTEN_PID name another process.
+WRAPPER = r"""
+import os, sys
+fds = [int(x) for x in sys.argv[1].split(",") if x]
+for i, fd in enumerate(fds):
+    os.dup2(fd, 3 + i, inheritable=True)
+for fd in fds:
+    if fd >= 3 + len(fds):
+        os.close(fd)
+pid = os.getpid()
+os.environ["LISTEN_PID"] = str(pid + int(os.environ.pop("LISTEN_PID_OFFSET", "0")))
+if "WATCHDOG_USEC" in os.environ:
+    os.environ["WATCHDOG_PID"] = str(pid)
+os.execv(sys.argv[2], sys.argv[2:])
+"""
+
+
+def daemon_features():
+    out = os.popen(f"'{DAEMON}' --version").read()
+    for line in out.splitlines():
+        if line.startswith("features:"):
+            return line.split()[1:]
+    raise AssertionError(f"car-daemon --version lists no features line: {out!r}")
+
+
+def systemd_built_or_skip(test):
+    """True when car-daemon has the systemd feature. Without it: an AssertionError under CI=true
+    (a CI build must have it), else a visible SKIP line and False."""
+    if "systemd" in daemon_features():
+        return True
+    if os.environ.get("CI") == "true":
+        raise AssertionError("car-daemon was built without the systemd feature "
+                             "(install libsystemd-dev, meson -Dsystemd=enabled); CI requires it")
+    print(f"SKIP {test}: car-daemon was built without the systemd feature", flush=True)
+    return False
+
+
+def high_fd(sock):
+    """A duplicate of `sock`'s fd numbered 20 or more, so moving fds onto 3 and 4 in the child
+    never overwrites one still to be moved."""
+    return fcntl.fcntl(sock.fileno(), fcntl.F_DUPFD, 20)
+
+
+class Sockets:
+    """What a .socket unit would bind: a TCP socket on 127.0.0.1 (a free port), a Unix stream
+    socket, and the notify socket; all closed (and the folder removed) by close()."""
+
+    def __init__(self):
+        self.folder = tempfile.mkdtemp(prefix="car-it-sd-")
+        self.tcp = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        self.tcp.bind(("127.0.0.1", 0))
+        self.tcp.listen(16)
+        self.port = self.tcp.getsockname()[1]
+        self.unix_path = os.path.join(self.folder, "car.sock")
+        self.unix = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.unix.bind(self.unix_path)
+        self.unix.listen(16)
+        self.notify_path = os.path.join(self.folder, "notify")
+        self.notify = socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM)
+        self.notify.bind(self.notify_path)
+        self.messages = []  # every datagram received so far, parsed
+
+    def next_message(self, predicate, timeout=10.0):
+        """The first datagram received from now on (or already received and not yet returned by
+        this call) for which predicate(fields) holds; AssertionError after `timeout` s."""
+        deadline = time.time() + timeout
+        while True:
+            for index, fields in enumerate(self.messages):
+                if not fields.get("_seen") and predicate(fields):
+                    fields["_seen"] = True
+                    return fields
+            remaining = deadline - time.time()
+            if remaining <= 0:
+                raise AssertionError(f"no such notify message; got {self.messages}")
+            self.notify.settimeout(remaining)
+            try:
+                data = self.notify.recv(4096)
+            except socket.timeout:
+                continue
+            fields = {}
+            for line in data.decode().split("\n"):
+                if "=" in line:
+                    key, value = line.split("=", 1)
+                    fields[key] = value
+            self.messages.append(fields)
+
+    def close(self):
+        for s in (self.tcp, self.unix, self.notify):
+            s.close()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+class ActivatedDaemon(Daemon):
+    """car-daemon started the way systemd starts a socket-activated Type=notify service."""
+
+    def __init__(self, sockets, passed, *args, env=None, names="web:local", expected_listening=None,
+                 listen_pid_offset=0):
+        self.state_dir = tempfile.mkdtemp(prefix="car-it-")
+        full_env = daemon_env({"LISTEN_FDS": str(len(passed)), "LISTEN_FDNAMES": names,
+                               "NOTIFY_SOCKET": sockets.notify_path,
+                               "LISTEN_PID_OFFSET": str(listen_pid_offset),
+                               "WATCHDOG_USEC": None, "WATCHDOG_PID": None, **(env or {})})
+        self.runtime_dir = full_env["XDG_RUNTIME_DIR"]
+        self._owns_runtime_dir = True
+        fds = [high_fd(s) for s in passed]
+        self.args = [DAEMON, "--state-dir", self.state_dir, *args]
+        try:
+            self.proc = subprocess.Popen(
+                [sys.executable, "-c", WRAPPER, ",".join(map(str, fds)), *self.args],
+                stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE, env=full_env, pass_fds=fds)
+        finally:
+            for fd in fds:
+                os.close(fd)
+        self.stderr_lines = []
+        self.listening = []
+        self._wait_for_listening(expected_listening if expected_listening is not None
+                                 else len(passed))
+
+    def rest_of_stderr(self, timeout=10.0):
+        """Every stderr line until the daemon closes stderr (it exits)."""
+        deadline = time.time() + timeout
+        while self._read_stderr_line(deadline) is not None:
+            pass
+        return self.stderr_lines
+
+    def read_stderr_until(self, needle, timeout=10.0):
+        deadline = time.time() + timeout
+        while not any(needle in l for l in self.stderr_lines):
+            if self._read_stderr_line(deadline) is None:
+                raise AssertionError(f"no {needle!r} on stderr: {''.join(self.stderr_lines)}")
+
+
+def authenticated(address):
+    """A RawWs on `address` that has authenticated with TOKEN and made one call."""
+    ws = RawWs(address)
+    assert ws.status == 101, ws.status
+    ws.send_text(json.dumps(request("session.auth", {"token": TOKEN}, id=1)))
+    assert json.loads(ws.recv_text())["result"]["ok"] is True
+    return ws
+
+
+def call(ws, method, id):
+    ws.send_text(json.dumps(request(method, {}, id=id)))
+    return json.loads(ws.recv_text())
+
+
+def test_ready_comes_once_both_inherited_sockets_serve_authenticated_clients():
+    if not systemd_built_or_skip("ready"):
+        return
+    s = Sockets()
+    try:
+        # A client that connects before the daemon runs waits in the backlog, as with systemd.
+        early = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        early.connect(s.unix_path)
+        with ActivatedDaemon(s, [s.tcp, s.unix], "--token", TOKEN) as d:
+            ready = s.next_message(lambda m: "READY" in m)
+            assert ready["READY"] == "1"
+            # Served as soon as READY=1 says so, on both sockets, with authentication.
+            tcp = authenticated(("127.0.0.1", s.port))
+            local = authenticated(s.unix_path)
+            assert "result" in call(tcp, "host.agents", 2)
+            assert "result" in call(local, "host.agents", 2)
+            assert ready["STATUS"] == f"listening on ws://127.0.0.1:{s.port}, unix:{s.unix_path}"
+            assert d.listening == [f"ws://127.0.0.1:{s.port}", f"unix:{s.unix_path}"]
+            # The early client is served too.
+            early_ws = RawWs.__new__(RawWs)
+            early_ws.sock, early_ws.buffer, early_ws.status = early, b"", None
+            early_ws.response_headers = {}
+            early.settimeout(5.0)
+            assert early_ws.handshake() == 101
+            # Children (none today; a future exec) would not get the sockets: close-on-exec.
+            for fd in (3, 4):
+                with open(f"/proc/{d.proc.pid}/fdinfo/{fd}") as f:
+                    flags = int(next(l for l in f if l.startswith("flags:")).split()[1], 8)
+                assert flags & os.O_CLOEXEC, f"fd {fd} flags {oct(flags)}"
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+            lines = d.rest_of_stderr()
+        # The inherited sockets replace the default listener: exactly two listening lines.
+        assert sum(1 for l in lines if l.startswith("listening ")) == 2, lines
+        # No WATCHDOG_USEC, no pings; the Unix socket file is systemd's and stays.
+        assert not any("WATCHDOG" in m for m in s.messages), s.messages
+        assert os.path.exists(s.unix_path)
+    finally:
+        s.close()
+
+
+def test_sigterm_sends_stopping_then_exits_zero():
+    if not systemd_built_or_skip("stopping"):
+        return
+    s = Sockets()
+    try:
+        with ActivatedDaemon(s, [s.tcp, s.unix], "--token", TOKEN) as d:
+            s.next_message(lambda m: m.get("READY") == "1")
+            assert not any("STOPPING" in m for m in s.messages)
+            d.proc.send_signal(signal.SIGTERM)
+            stopping = s.next_message(lambda m: "STOPPING" in m)
+            assert stopping["STOPPING"] == "1"
+            assert stopping["STATUS"] == "shutting down (SIGTERM)"
+            assert d.wait() == 0
+    finally:
+        s.close()
+
+
+def test_watchdog_pings_arrive_while_watchdog_usec_is_set():
+    if not systemd_built_or_skip("watchdog"):
+        return
+    s = Sockets()
+    try:
+        # 600 ms: a ping every 300 ms; three of them within the bounded wait.
+        with ActivatedDaemon(s, [s.tcp, s.unix], "--token", TOKEN,
+                             env={"WATCHDOG_USEC": "600000"}) as d:
+            s.next_message(lambda m: m.get("READY") == "1")
+            for _ in range(3):
+                assert s.next_message(lambda m: "WATCHDOG" in m)["WATCHDOG"] == "1"
+            d.read_stderr_until("watchdog: WATCHDOG=1 every 300 ms")
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        s.close()
+
+
+def test_sighup_keeps_serving_on_the_inherited_sockets():
+    if not systemd_built_or_skip("sighup"):
+        return
+    s = Sockets()
+    try:
+        with ActivatedDaemon(s, [s.tcp, s.unix], "--token", TOKEN) as d:
+            s.next_message(lambda m: m.get("READY") == "1")
+            local = authenticated(s.unix_path)
+            d.proc.send_signal(signal.SIGHUP)
+            d.read_stderr_until("SIGHUP: logs flushed")
+            assert d.proc.poll() is None
+            # The open connection still works, and new ones are accepted on both sockets.
+            assert "result" in call(local, "host.agents", 2)
+            assert "result" in call(authenticated(("127.0.0.1", s.port)), "host.agents", 2)
+            assert "result" in call(authenticated(s.unix_path), "host.agents", 2)
+            assert not any("STOPPING" in m for m in s.messages)
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        s.close()
+
+
+def test_listen_pid_of_another_process_means_no_inherited_sockets():
+    if not systemd_built_or_skip("listen_pid"):
+        return
+    s = Sockets()
+    try:
+        with ActivatedDaemon(s, [s.tcp, s.unix], "--token", TOKEN, "--listen", "127.0.0.1:0",
+                             listen_pid_offset=1, expected_listening=1) as d:
+            ready = s.next_message(lambda m: m.get("READY") == "1")
+            # Only --listen: the passed sockets were not meant for this process.
+            assert len(d.listening) == 1 and d.listening[0] != f"ws://127.0.0.1:{s.port}"
+            assert ready["STATUS"] == f"listening on {d.listening[0]}"
+            assert "result" in call(authenticated(RawWs.url_address(d.listening[0])),
+                                    "host.agents", 2)
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+            lines = d.rest_of_stderr()
+        assert sum(1 for l in lines if l.startswith("listening ")) == 1, lines
+    finally:
+        s.close()
+
+
+def test_inherited_sockets_extend_the_listen_flags():
+    if not systemd_built_or_skip("extend"):
+        return
+    s = Sockets()
+    try:
+        with ActivatedDaemon(s, [s.tcp], "--token", TOKEN, "--listen", "127.0.0.1:0",
+                             names="web", expected_listening=2) as d:
+            s.next_message(lambda m: m.get("READY") == "1")
+            assert f"ws://127.0.0.1:{s.port}" in d.listening
+            for url in d.listening:
+                assert "result" in call(authenticated(RawWs.url_address(url)), "host.agents", 2)
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        s.close()
+
+
+def test_an_inherited_datagram_socket_is_refused_naming_it():
+    if not systemd_built_or_skip("datagram"):
+        return
+    s = Sockets()
+    udp = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    udp.bind(("127.0.0.1", 0))
+    try:
+        try:
+            ActivatedDaemon(s, [s.tcp, udp], "--token", TOKEN, names="web:odd")
+            raise AssertionError("the daemon started with a datagram socket")
+        except RuntimeError as e:  # harness: "daemon did not start: <stderr>"
+            assert "inherited fd 4 'odd': not a listening TCP or Unix stream socket" in str(e)
+        assert not any("READY" in m for m in s.messages)
+    finally:
+        udp.close()
+        s.close()
+
+
+def test_a_build_without_systemd_warns_when_a_service_manager_expects_it():
+    """Only meaningful for a build without the feature (the tests above cover the other)."""
+    if "systemd" in daemon_features():
+        # The same build must not carry the warning's text: it is only in the unsupported variant.
+        with open(DAEMON, "rb") as f:
+            assert b"was built without systemd support" not in f.read()
+        return
+    s = Sockets()
+    try:
+        with ActivatedDaemon(s, [s.tcp], "--token", TOKEN, "--listen", "127.0.0.1:0",
+                             names="web", expected_listening=1) as d:
+            d.read_stderr_until("this car-daemon was built without systemd support")
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        s.close()
