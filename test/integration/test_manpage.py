@@ -50,7 +50,8 @@ def test_the_man_page_has_the_operator_sections():
     for code in ("0", "1", "2"):
         assert re.search(rf"^\.B {code}\s*$", exit_section, re.M), f"exit status {code} not described"
     # Every variable the daemon reads is documented.
-    for variable in ("CAR_AUTH_TOKEN", "CAR_NO_AUTH", "CAR_NO_APPROVALS", "CAR_TOOL_TIMEOUT", "CAR_AGENT_ID"):
+    for variable in ("CAR_AUTH_TOKEN", "CAR_NO_AUTH", "CAR_NO_APPROVALS", "CAR_TOOL_TIMEOUT", "CAR_AGENT_ID",
+                     "LISTEN_FDS", "LISTEN_PID", "LISTEN_FDNAMES", "NOTIFY_SOCKET", "WATCHDOG_USEC"):
         assert variable in text, f"{variable} not in ENVIRONMENT"
 
 
