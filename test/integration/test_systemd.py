@@ -343,3 +343,78 @@ def test_a_build_without_systemd_warns_when_a_service_manager_expects_it():
             assert d.wait() == 0
     finally:
         s.close()
+
+
+def test_no_ready_when_a_listener_fails_to_start():
+    """READY=1 waits for every listener: one that cannot bind means exit 1 and no READY=1."""
+    if not systemd_built_or_skip("no_ready"):
+        return
+    s = Sockets()
+    try:
+        bad = os.path.join(s.folder, "missing-dir", "car.sock")
+        with ActivatedDaemon(s, [s.tcp], "--token", TOKEN, "--unix", bad, names="web",
+                             expected_listening=1) as d:
+            assert d.wait() == 1
+            lines = d.rest_of_stderr()
+            stopping = s.next_message(lambda m: "STOPPING" in m)
+            assert stopping["STATUS"] == "shutting down (startup failed)"
+        assert not any("READY" in m for m in s.messages), s.messages
+        assert any(bad in l for l in lines), lines
+    finally:
+        s.close()
+
+
+UNIT_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))),
+                        "examples", "car-daemon", "systemd")
+
+
+def unit_settings(name):
+    """Every KEY=VALUE of a unit file, as a list of pairs (keys repeat)."""
+    with open(os.path.join(UNIT_DIR, name)) as f:
+        return [tuple(l.strip().split("=", 1)) for l in f
+                if "=" in l and not l.lstrip().startswith("#")]
+
+
+def test_the_units_say_what_docs_systemd_md_promises_and_meson_installs_them():
+    socket_unit = unit_settings("car-daemon.socket")
+    service = dict(unit_settings("car-daemon.service.in"))
+    listens = [v for k, v in socket_unit if k == "ListenStream"]
+    assert "127.0.0.1:9100" in listens and any(v.startswith("%t/") for v in listens), listens
+    assert service["Type"] == "notify"
+    assert int(service["WatchdogSec"]) > 0
+    assert service["ExecReload"] == "/bin/kill -HUP $MAINPID"
+    assert service["ExecStart"].startswith("@BINDIR@/car-daemon ")
+    # No listener flag: the sockets come from the socket unit (and replace the default one).
+    assert "--listen" not in service["ExecStart"] and "--unix" not in service["ExecStart"]
+    if not systemd_built_or_skip("units installed"):
+        return
+    build_dir = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(DAEMON))))
+    out = subprocess.run(["meson", "introspect", "--installed", build_dir],
+                         capture_output=True, text=True, timeout=60)
+    assert out.returncode == 0, out.stderr
+    installed = json.loads(out.stdout).values()
+    for unit in ("car-daemon.socket", "car-daemon.service"):
+        assert any(p.endswith("/lib/systemd/system/" + unit) for p in installed), sorted(installed)
+    built = os.path.join(build_dir, "examples", "car-daemon", "systemd", "car-daemon.service")
+    with open(built) as f:
+        assert "@BINDIR@" not in f.read()
+    if shutil.which("systemd-analyze") is None:
+        print("NOTE units: systemd-analyze not installed, the units were not verified", flush=True)
+        return
+    folder = tempfile.mkdtemp(prefix="car-it-units-")
+    try:
+        with open(built) as f:
+            text = f.read()
+        # verify insists that ExecStart's binary exists: point it at the one under test.
+        text = "\n".join(
+            ("ExecStart=" + DAEMON + " " + l.split(" ", 1)[1]) if l.startswith("ExecStart=") else l
+            for l in text.splitlines())
+        with open(os.path.join(folder, "car-daemon.service"), "w") as f:
+            f.write(text + "\n")
+        shutil.copy(os.path.join(UNIT_DIR, "car-daemon.socket"), folder)
+        r = subprocess.run(["systemd-analyze", "verify", "--man=no", "car-daemon.socket",
+                            "car-daemon.service"], cwd=folder, capture_output=True, text=True,
+                           timeout=60)
+        assert r.returncode == 0 and r.stderr.strip() == "", r.stderr
+    finally:
+        shutil.rmtree(folder, ignore_errors=True)
