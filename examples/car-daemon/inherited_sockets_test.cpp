@@ -129,7 +129,8 @@ TEST_SUITE("inherited_sockets") {
     CHECK_FALSE(check_inherited_exposure(no_auth(), {loopback, local}).has_value());
     auto refused = check_inherited_exposure(no_auth(), {loopback, wildcard});
     REQUIRE(refused.has_value());
-    CHECK(refused->message.find("inherited socket fd 5 (0.0.0.0:9100): authentication is disabled") == 0);
+    CHECK(refused->message.find(
+              "inherited socket fd 5 (0.0.0.0:9100): authentication is disabled") == 0);
     auto allowed = no_auth();
     allowed.allow_unauthenticated_remote = true;
     CHECK_FALSE(check_inherited_exposure(allowed, {wildcard}).has_value());

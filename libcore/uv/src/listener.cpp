@@ -160,7 +160,8 @@ Listener::Started Listener::adopt_tcp(uv_loop_t* loop, int fd, ListenerOptions o
     return family.error();
   }
   int backlog = options.backlog;
-  std::unique_ptr<Listener> listener(new Listener(true, "", std::move(options), std::move(on_accept)));
+  std::unique_ptr<Listener> listener(
+      new Listener(true, "", std::move(options), std::move(on_accept)));
   uv_tcp_t* handle = &listener->core_->h.tcp;
   uv_tcp_init(loop, handle);
   handle->data = listener->core_;

@@ -149,7 +149,8 @@ int bound_loopback_socket(bool listening) {
 }
 
 Started adopt(UvServerFixture& f, int fd) {
-  return ws::TcpListener::adopt(f.loop.get(), f.server, std::make_shared<const ws::WsOptions>(), fd);
+  return ws::TcpListener::adopt(f.loop.get(), f.server, std::make_shared<const ws::WsOptions>(),
+                               fd);
 }
 
 bool fd_is_open(int fd) { return ::fcntl(fd, F_GETFD) != -1; }
@@ -178,7 +179,7 @@ TEST_SUITE("tcp_listener") {
     round_trip(c, 8);
   }
 
-  TEST_CASE("adopt(): a datagram socket, a Unix socket or a pipe is an Error, and the fd is closed") {
+  TEST_CASE("adopt(): a datagram socket, a Unix socket or a pipe is an Error; the fd is closed") {
     UvServerFixture f;
     int udp = ::socket(AF_INET, SOCK_DGRAM | SOCK_CLOEXEC, 0);
     REQUIRE(udp >= 0);

@@ -37,8 +37,8 @@ class CAR_API UnixListener {
   ~UnixListener();
 
   const std::string& url() const { return url_; }  // "unix:PATH"
-  // Stops accepting, removes the socket file (if start() created it) and closes the sockets still upgrading (upgraded
-  // connections are not affected). Idempotent.
+  // Stops accepting, removes the socket file (only if start() created it) and closes the sockets
+  // still upgrading (upgraded connections are not affected). Idempotent.
   void stop();
 
  private:
