@@ -3,6 +3,7 @@
 
 #include <systemd/sd-daemon.h>
 
+#include <cerrno>
 #include <cstdlib>
 #include <cstring>
 #include <memory>
@@ -33,8 +34,10 @@ Result<std::vector<InheritedSocket>> take_inherited_sockets() {
   // 1: unset LISTEN_FDS, LISTEN_PID and LISTEN_FDNAMES; the fds get FD_CLOEXEC.
   int count = sd_listen_fds_with_names(1, &names.names);
   if (count < 0) {
-    return Error::internal(fmt::format("socket activation: LISTEN_FDS is unusable: {}",
-                                       std::strerror(-count)));
+    // E.g. a LISTEN_FDS that is not a number, or LISTEN_FDNAMES naming another count of fds.
+    return Error::internal(fmt::format(
+        "socket activation: LISTEN_FDS, LISTEN_PID or LISTEN_FDNAMES is unusable: {}",
+        std::strerror(-count)));
   }
   names.count = count;
   std::vector<InheritedSocket> sockets;

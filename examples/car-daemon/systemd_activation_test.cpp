@@ -107,7 +107,20 @@ TEST_SUITE("systemd_activation") {
     ::setenv("LISTEN_FDS", "two", 1);
     auto taken = take_inherited_sockets();
     REQUIRE_FALSE(taken.ok());
-    CHECK(taken.error().message.find("socket activation: LISTEN_FDS is unusable") == 0);
+    CHECK(taken.error().message.find("socket activation: LISTEN_FDS, LISTEN_PID or LISTEN_FDNAMES "
+                                     "is unusable") == 0);
     CHECK(listen_env_unset());
+  }
+}
+
+TEST_SUITE("systemd_activation") {
+  TEST_CASE("LISTEN_FDNAMES naming another number of fds is an Error") {
+    socket_on_fd3(SOCK_STREAM, true);
+    set_listen_env(std::to_string(::getpid()), "web:extra");
+    auto taken = take_inherited_sockets();
+    REQUIRE_FALSE(taken.ok());
+    CHECK(taken.error().message.find("socket activation:") == 0);
+    CHECK(listen_env_unset());
+    ::close(3);
   }
 }
