@@ -234,6 +234,8 @@ def test_off_answers_400_as_before_and_upgrade_still_works():
         for addr in (tcp_address(d), d.unix_path()):
             for target in ("/healthz", "/metrics"):
                 assert http(addr, target=target)[0] == 400, (addr, target)
+        # Any method, any Host: as before plain HTTP existed (PROTOCOL.md §1).
+        assert http(tcp_address(d), method="POST", target="/", host="x")[0] == 400
         peer = Peer(d)
         assert "result" in peer.call("server.handshake", {"protocol_version": 2})
     shutil.rmtree(folder, ignore_errors=True)
