@@ -9,8 +9,13 @@
 
 namespace car::daemon {
 
-bool Daemon::adopt_inherited(const std::shared_ptr<ws::WsOptions>& ws_options) {
+bool Daemon::adopt_inherited(const ListenerOptions& options_for) {
   for (const auto& socket : inherited_) {
+    // --http-endpoints applies as to a listener of the command line: a Unix socket counts as
+    // loopback, a TCP one by its bound address.
+    const bool loopback =
+        socket.kind == InheritedSocket::Kind::unix_stream || is_loopback_host(socket.host);
+    const auto ws_options = options_for(loopback);
     // The listener owns the fd from here on, also when adopting it fails.
     std::string url;
     if (socket.kind == InheritedSocket::Kind::tcp) {

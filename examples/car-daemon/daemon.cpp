@@ -15,6 +15,7 @@
 #include "car/log.hpp"
 #include "car/session/token_file.hpp"
 #include "daemon_log.hpp"
+#include "health_endpoints.hpp"
 #include "stderr_writer.hpp"
 
 #include <fmt/format.h>
@@ -203,7 +204,12 @@ static std::size_t default_max_connections(std::size_t cap) {
   return std::min(cap, static_cast<std::size_t>(limit.rlim_cur - reserved));
 }
 
+void Daemon::install_http_routes() {
+  add_health_endpoints(*http_routes_, {server_.get(), host_, runs_, started_});
+}
+
 bool Daemon::start_listeners() {
+  install_http_routes();
   auto ws_options = std::make_shared<ws::WsOptions>();
   ws_options->allowed_origins = options_.allow_origins;
   // Without auth, the browser's Origin is the only thing between any web page and this daemon:
@@ -217,14 +223,28 @@ bool Daemon::start_listeners() {
   if (options_.ping_interval_ms) {
     ws_options->ping_interval = std::chrono::milliseconds(*options_.ping_interval_ms);
   }
-  if (!adopt_inherited(ws_options)) return false;
+  // --http-endpoints (docs/OPERATIONS.md "Health and metrics"): the same settings, plus plain
+  // HTTP, for the listeners that serve it; the others keep answering a GET without Upgrade 400.
+  auto with_http = std::make_shared<ws::WsOptions>(*ws_options);
+  with_http->http_handler = [routes = http_routes_](const ws::PlainHttpRequest& request) {
+    return routes->answer(request);
+  };
+  ListenerOptions options_for = [&](bool loopback) {
+    const auto mode = options_.http_endpoints;
+    const bool served = mode == HttpEndpointsOption::all ||
+                        (mode == HttpEndpointsOption::loopback && loopback);
+    return served ? with_http : ws_options;
+  };
+  if (!adopt_inherited(options_for)) return false;
   std::vector<ListenAddress> tcp = options_.listen;
   // Inherited sockets are listeners too: with them, no flag still means no default listener.
   if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio && inherited_.empty()) {
     tcp.push_back({"127.0.0.1", 9100});  // PROTOCOL.md §9: no listener flag => the default listener
   }
   for (const auto& address : tcp) {
-    auto started = ws::TcpListener::start(&loop_, *server_, ws_options, address.host, address.port);
+    auto started = ws::TcpListener::start(&loop_, *server_,
+                                          options_for(is_loopback_host(address.host)), address.host,
+                                          address.port);
     if (!started) {
       log_error("{}", started.error().message);
       return false;
@@ -235,7 +255,7 @@ bool Daemon::start_listeners() {
     tcp_listeners_.push_back(std::move(listener));
   }
   for (const auto& path : options_.unix_paths) {
-    auto started = unix_socket::UnixListener::start(&loop_, *server_, ws_options, path);
+    auto started = unix_socket::UnixListener::start(&loop_, *server_, options_for(true), path);
     if (!started) {
       log_error("{}", started.error().message);
       return false;

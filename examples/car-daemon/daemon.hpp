@@ -3,6 +3,8 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
+#include <functional>
 #include <memory>
 #include <optional>
 #include <string>
@@ -21,6 +23,7 @@
 #include "cli.hpp"
 #include "inherited_sockets.hpp"
 #include "systemd_notify.hpp"
+#include "http_routes.hpp"
 
 // car-daemon's process: resolves configuration from the command line, owns the libuv loop, the
 // server and its services, the listeners, and the signal handling for graceful shutdown.
@@ -42,8 +45,13 @@ class Daemon {
   bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
   void install_services(session::AuthConfig auth);
   bool start_listeners();
+  // The listener options for a listener: with plain HTTP (http_routes_) when --http-endpoints
+  // serves it (`loopback`: the listener is a loopback address or a Unix socket).
+  using ListenerOptions = std::function<std::shared_ptr<ws::WsOptions>(bool loopback)>;
   // Serves every inherited socket (adopt_listeners.cpp); false (logged) when one cannot be.
-  bool adopt_inherited(const std::shared_ptr<ws::WsOptions>& ws_options);
+  bool adopt_inherited(const ListenerOptions& options_for);
+  // Fills http_routes_ (/healthz, /metrics, ...) before the first listener starts.
+  void install_http_routes();
   void begin_shutdown(const char* why);
   void finish_shutdown();
 
@@ -61,6 +69,10 @@ class Daemon {
   std::shared_ptr<runs::RunService> runs_;
   std::atomic<bool> runs_flushed_{true};
   std::shared_ptr<stdio::StdioTransport> stdio_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  // What plain HTTP on a listener answers (--http-endpoints says which listeners); shared with
+  // each listener's WsOptions::http_handler, only read once the listeners start.
+  std::shared_ptr<HttpRoutes> http_routes_ = std::make_shared<HttpRoutes>();
   std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;
   std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;
   uv_signal_t sigint_{};

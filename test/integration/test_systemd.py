@@ -189,6 +189,11 @@ def test_ready_comes_once_both_inherited_sockets_serve_authenticated_clients():
             local = authenticated(s.unix_path)
             assert "result" in call(tcp, "host.agents", 2)
             assert "result" in call(local, "host.agents", 2)
+            # --http-endpoints applies to inherited sockets as to --listen/--unix ones: the
+            # loopback TCP socket and the Unix socket answer /healthz.
+            from test_http_endpoints import http
+            assert http(("127.0.0.1", s.port))[0] == 200
+            assert http(s.unix_path)[0] == 200
             assert ready["STATUS"] == f"listening on ws://127.0.0.1:{s.port}, unix:{s.unix_path}"
             assert d.listening == [f"ws://127.0.0.1:{s.port}", f"unix:{s.unix_path}"]
             # The early client is served too.
