@@ -97,4 +97,23 @@ bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> 
   return allowlist.empty();
 }
 
+bool is_own_page_origin(const UpgradeRequest& request, std::string_view listener_authority) {
+  constexpr std::string_view scheme = "http://";
+  if (!request.has_origin || request.host.empty()) return false;
+  std::string_view origin = request.origin;
+  if (origin.size() != scheme.size() + request.host.size() ||
+      !iequal(origin.substr(0, scheme.size()), scheme) ||
+      !iequal(origin.substr(scheme.size()), request.host)) {
+    return false;
+  }
+  if (is_loopback_origin(origin)) return true;
+  if (listener_authority.empty()) return false;
+  if (iequal(request.host, listener_authority)) return true;
+  // Browsers leave the default port out of Host and Origin.
+  constexpr std::string_view default_port = ":80";
+  return ends_with_ci(listener_authority, default_port) &&
+         iequal(request.host,
+                listener_authority.substr(0, listener_authority.size() - default_port.size()));
+}
+
 }  // namespace car::ws

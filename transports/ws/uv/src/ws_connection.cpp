@@ -72,6 +72,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     if (incoming.listener().is_tcp()) {
       std::string address = stream_.peer_address();
       peer_ = address.empty() ? "ws" : "ws " + address;
+      const std::string& host = incoming.listener().host();
+      bool v6 = host.find(':') != std::string::npos;
+      authority_ = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(incoming.listener().port());
     } else {
       peer_ = "unix " + incoming.listener().path();
     }
@@ -186,7 +189,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
         break;
     }
     const UpgradeRequest& request = handshake_->request();
-    if (!origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
+    // A page this listener served (the daemon's viewer) may always connect back to it.
+    if (!is_own_page_origin(request, authority_) &&
+        !origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
       reject(403, "origin not allowed");
       return;
     }
@@ -303,6 +308,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   uv_timer_t timer_{};
   TimerFn timer_fn_ = nullptr;
   std::string peer_;
+  std::string authority_;  // the TCP listener's own "HOST:PORT" (is_own_page_origin); empty on Unix
   std::unique_ptr<HandshakeParser> handshake_;
   std::optional<FrameDecoder> decoder_;
   std::shared_ptr<uv::StreamSink> sink_;
