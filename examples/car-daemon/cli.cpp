@@ -140,6 +140,9 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--max-message", integer(o.max_message, 64, std::int64_t{1} << 31)},
       {"--max-connections", integer(o.max_connections, 1, 1000000)},
       {"--threads", integer(o.threads, 1, 128)},
+      {"--log-format",
+       one_of(o.log_format, {{"text", LogFormatOption::text}, {"json", LogFormatOption::json}})},
+      {"--log-file", text(o.log_file)},
       {"--log-level",
        [&o](const std::string& v) -> std::optional<std::string> {
          auto level = parse_log_level(v);
@@ -344,7 +347,12 @@ Limits:
   --max-connections N         default 1024 (or the fd limit - 64 if smaller)
   --threads N                 libuv thread-pool size (default 4)
 
-  --log-level trace|debug|info|warn|error   (default info; logs go to stderr)
+  --log-level trace|debug|info|warn|error   (default info; logs go to stderr); debug adds
+                              one line per request: method, id, duration, error code
+  --log-format text|json      text (default): "TIME [car LEVEL] message"; json: one object per
+                              line; times are RFC 3339 UTC with milliseconds
+  --log-file PATH             append log records to PATH (created 0600) instead of stderr;
+                              SIGHUP reopens it (logrotate); errors are copied to stderr
   --version, --help
 
 A flag wins over its environment variable.

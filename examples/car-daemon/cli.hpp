@@ -23,6 +23,9 @@ enum class StdioFramingOption { ndjson, content_length };
 // --sync: when an acknowledged run record is durable (runs::StoreSync).
 enum class SyncOption { none, batch };
 
+// --log-format: one line of text per record, or one JSON object per line (log_format.hpp).
+enum class LogFormatOption { text, json };
+
 struct Options {
   std::vector<ListenAddress> listen;
   std::vector<std::string> unix_paths;
@@ -64,6 +67,8 @@ struct Options {
   std::optional<std::int64_t> max_connections;
   std::optional<std::int64_t> threads;
   LogLevel log_level = LogLevel::info;
+  LogFormatOption log_format = LogFormatOption::text;
+  std::optional<std::string> log_file;  // unset = log records go to stderr
 
   bool help = false;
   bool version = false;

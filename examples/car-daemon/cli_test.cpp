@@ -284,4 +284,21 @@ TEST_SUITE("cli") {
     CHECK(parse_error({"--retain-runs", "-1"}).find("--retain-runs") != std::string::npos);
     CHECK(parse_error({"--retain-days", "x"}).find("--retain-days") != std::string::npos);
   }
+
+  TEST_CASE("--log-format text|json and --log-file PATH") {
+    auto defaults = parse_ok({});
+    CHECK(defaults.log_format == LogFormatOption::text);
+    CHECK_FALSE(defaults.log_file);
+    auto o = parse_ok({"--log-format", "json", "--log-file", "/tmp/car.log"});
+    CHECK(o.log_format == LogFormatOption::json);
+    REQUIRE(o.log_file);
+    CHECK(*o.log_file == "/tmp/car.log");
+    CHECK(parse_ok({"--log-format=text"}).log_format == LogFormatOption::text);
+    CHECK(*parse_ok({"--log-file=x.log"}).log_file == "x.log");
+    CHECK(parse_error({"--log-format", "xml"}).find("expects text or json") != std::string::npos);
+    CHECK(parse_error({"--log-file"}).find("needs a value") != std::string::npos);
+    CHECK(parse_error({"--log-file="}).find("non-empty") != std::string::npos);
+    CHECK(usage_text().find("--log-format text|json") != std::string::npos);
+    CHECK(usage_text().find("--log-file PATH") != std::string::npos);
+  }
 }

@@ -14,6 +14,7 @@
 #include "car/connection.hpp"
 #include "car/log.hpp"
 #include "car/session/token_file.hpp"
+#include "daemon_log.hpp"
 #include "stderr_writer.hpp"
 
 #include <fmt/format.h>
@@ -313,6 +314,10 @@ int Daemon::run() {
   };
   uv_signal_start(&sigint_, on_signal, SIGINT);
   uv_signal_start(&sigterm_, on_signal, SIGTERM);
+  // SIGHUP's default action would kill the daemon (exit 129, no 1001 close): it means "reopen
+  // your logs" here, as logrotate expects, and every connection stays open.
+  uv_signal_init(&loop_, &sighup_);
+  uv_signal_start(&sighup_, [](uv_signal_t*, int) { hangup_daemon_log(); }, SIGHUP);
   uv_timer_init(&loop_, &shutdown_timer_);
   shutdown_timer_.data = this;
 
@@ -363,6 +368,10 @@ void Daemon::finish_shutdown() {
   uv_close(reinterpret_cast<uv_handle_t*>(&shutdown_timer_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigint_), nullptr);
   uv_close(reinterpret_cast<uv_handle_t*>(&sigterm_), nullptr);
+  uv_close(reinterpret_cast<uv_handle_t*>(&sighup_), nullptr);
+  // Closing the handle restores SIGHUP's default action; one arriving during the last flush must
+  // not turn a clean exit into 129.
+  std::signal(SIGHUP, SIG_IGN);
   // Connections still open after the flush window are cut off.
   for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
   executor_->shutdown();

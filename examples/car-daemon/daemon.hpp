@@ -59,6 +59,7 @@ class Daemon {
   std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;
   uv_signal_t sigint_{};
   uv_signal_t sigterm_{};
+  uv_signal_t sighup_{};  // reopens --log-file (daemon_log.hpp); never a shutdown
   uv_timer_t shutdown_timer_{};
   bool shutting_down_ = false;
   bool finished_ = false;

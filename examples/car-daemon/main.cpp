@@ -11,7 +11,7 @@
 #include "car/version.hpp"
 #include "cli.hpp"
 #include "daemon.hpp"
-#include "stderr_writer.hpp"
+#include "daemon_log.hpp"
 
 int main(int argc, char** argv) {
   std::vector<std::string> args(argv + 1, argv + argc);
@@ -40,11 +40,14 @@ int main(int argc, char** argv) {
     return 2;
   }
   car::set_log_level(options.log_level);
-  // Every log record goes through the stderr writer thread (see stderr_writer.hpp).
-  auto& err = car::daemon::StderrWriter::process();
-  car::set_log_sink([&err](car::LogLevel level, std::string_view line) {
-    err.write(car::format_log_line(level, line));
-  });
+  // Every log record goes through a writer thread, stderr's or --log-file's (daemon_log.hpp).
+  auto log_format = options.log_format == car::daemon::LogFormatOption::json
+                        ? car::daemon::LogLineFormat::json
+                        : car::daemon::LogLineFormat::text;
+  if (auto error = car::daemon::install_daemon_log(log_format, options.log_file)) {
+    fmt::print(stderr, "car-daemon: {}\n", error->message);
+    return 1;
+  }
   if (options.threads) {
     // libuv sizes its pool from the environment when the first job is queued (PROTOCOL.md §9 --threads).
     setenv("UV_THREADPOOL_SIZE", std::to_string(*options.threads).c_str(), 1);
@@ -57,6 +60,6 @@ int main(int argc, char** argv) {
     car::log_error("fatal: {}", e.what());
   }
   // Bounded: a stderr nobody reads must not keep the process from exiting.
-  err.flush(std::chrono::seconds(2));
+  car::daemon::flush_daemon_log(std::chrono::seconds(2));
   return status;
 }

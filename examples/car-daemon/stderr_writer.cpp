@@ -29,43 +29,31 @@ StderrWriter& StderrWriter::process() {
   return *writer;
 }
 
-void StderrWriter::write(std::string line) {
-  {
-    std::lock_guard lock(mutex_);
-    if (lines_.size() >= max_lines || bytes_ + line.size() > max_bytes) {
-      dropped_unreported_ += 1;
-      return;
-    }
-    bytes_ += line.size();
-    lines_.push_back(std::move(line));
-  }
-  wake_.notify_one();
-}
+void StderrWriter::write(std::string line) { lines_.push(std::move(line)); }
 
-void StderrWriter::flush(std::chrono::milliseconds limit) {
-  std::unique_lock lock(mutex_);
-  drained_.wait_for(lock, limit, [this] { return lines_.empty() && !writing_; });
+void StderrWriter::flush(std::chrono::milliseconds limit) { lines_.flush(limit); }
+
+void StderrWriter::set_drop_report(DropReport report) {
+  std::lock_guard lock(report_mutex_);
+  drop_report_ = std::move(report);
 }
 
 void StderrWriter::run() {
-  std::unique_lock lock(mutex_);
   while (true) {
-    wake_.wait(lock, [this] { return !lines_.empty(); });
-    std::string line = std::move(lines_.front());
-    lines_.pop_front();
-    bytes_ -= line.size();
-    std::uint64_t lost = dropped_unreported_;
-    dropped_unreported_ = 0;
-    writing_ = true;
-    lock.unlock();
-    if (lost != 0) {
-      write_all(fmt::format("[car warn] {} stderr line(s) dropped: stderr was not being read\n",
-                            lost));
+    LineQueue::Item item = lines_.take();
+    if (item.dropped != 0) {
+      DropReport report;
+      {
+        std::lock_guard lock(report_mutex_);
+        report = drop_report_;
+      }
+      write_all(report ? report(item.dropped)
+                       : fmt::format("[car warn] {} stderr line(s) dropped: stderr was not being "
+                                     "read\n",
+                                     item.dropped));
     }
-    write_all(line);
-    lock.lock();
-    writing_ = false;
-    if (lines_.empty()) drained_.notify_all();
+    write_all(item.line);
+    lines_.done();
   }
 }
 

@@ -27,7 +27,7 @@ done
 # ---- build -------------------------------------------------------------------------------------
 if $smoke; then
   build=build
-  [[ -f $build/build.ninja ]] || { echo "run-all: ./build is not configured (bash .ci/setup)" >&2; exit 1; }
+  [[ -f $build/build.ninja ]] || { echo "run-all: ./build is not configured (bash .ci/setup --tests)" >&2; exit 1; }
   smoke_targets=(test/bench/car-bench test/bench/dispatch_bench examples/car-daemon/car-daemon
                  test/bench/seed_runs)  # seed_runs: the stored-runs cost curve (curves.sh)
   # beast-server exists only where meson found Boost.

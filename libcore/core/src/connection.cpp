@@ -116,6 +116,7 @@ void Dispatch::member(Connection& c, const json::Value& msg, const std::shared_p
   bool notification = env.kind == detail::MessageKind::notification;
   auto state = std::make_shared<detail::ReplyState>(c.shared_from_this(), batch,
                                                     std::move(env.id_json), notification);
+  state->request_log = detail::start_request_log(env.method);
   const json::Value& params = env.params != nullptr ? *env.params : empty_object();
   request(c, env, params, Reply(state), state, batch, authenticated);
 }

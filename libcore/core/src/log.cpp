@@ -3,6 +3,7 @@
 #include <atomic>
 #include <chrono>
 #include <cstdio>
+#include <iterator>
 #include <mutex>
 
 namespace car {
@@ -10,7 +11,7 @@ namespace {
 
 std::atomic<LogLevel> g_level{LogLevel::info};
 std::mutex g_sink_mutex;
-LogSink g_sink;  // guarded by g_sink_mutex; empty = stderr
+LogRecordSink g_sink;  // guarded by g_sink_mutex; empty = stderr
 
 }  // namespace
 
@@ -38,8 +39,36 @@ void set_log_level(LogLevel level) { g_level.store(level, std::memory_order_rela
 LogLevel log_level() { return g_level.load(std::memory_order_relaxed); }
 
 void set_log_sink(LogSink sink) {
+  if (!sink) {
+    set_log_record_sink({});
+    return;
+  }
+  // The older sink sees each record as one line of text, request fields included.
+  set_log_record_sink([sink = std::move(sink)](const LogRecord& record) {
+    if (record.has_fields()) {
+      sink(record.level, describe_log_record(record));
+    } else {
+      sink(record.level, record.message);
+    }
+  });
+}
+
+void set_log_record_sink(LogRecordSink sink) {
   std::lock_guard lock(g_sink_mutex);
   g_sink = std::move(sink);
+}
+
+std::string describe_log_record(const LogRecord& record) {
+  std::string out(record.message);
+  auto add = [&out](std::string_view key, const auto& value) {
+    fmt::format_to(std::back_inserter(out), " {}={}", key, value);
+  };
+  if (!record.connection.empty()) add("connection", record.connection);
+  if (!record.method.empty()) add("method", record.method);
+  if (!record.id_json.empty()) add("id", record.id_json);
+  if (record.duration_us) add("duration_us", *record.duration_us);
+  if (record.error_code) add("error_code", *record.error_code);
+  return out;
 }
 
 std::string format_log_line(LogLevel level, std::string_view line) {
@@ -59,13 +88,22 @@ void log_write(LogLevel level, fmt::string_view format, fmt::format_args args) {
   } catch (const std::exception& e) {
     line = fmt::format("(bad log format: {})", e.what());
   }
+  LogRecord record;
+  record.level = level;
+  record.message = line;
+  log_record(record);
+}
+
+void log_record(const LogRecord& record) {
   std::lock_guard lock(g_sink_mutex);
   if (g_sink) {
-    g_sink(level, line);
+    g_sink(record);
     return;
   }
   // One fwrite per line so concurrent lines never interleave mid-line.
-  std::string out = format_log_line(level, line);
+  std::string out =
+      format_log_line(record.level, record.has_fields() ? describe_log_record(record)
+                                                        : std::string(record.message));
   std::fwrite(out.data(), 1, out.size(), stderr);
 }
 

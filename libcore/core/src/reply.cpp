@@ -36,7 +36,8 @@ void BatchCollector::member_done(std::string entry, std::function<void()> after_
   if (close_after.load()) connection->close(1008, "auth required");
 }
 
-bool ReplyState::finish(std::string entry, std::function<void()> after_queued) {
+bool ReplyState::finish(std::string entry, std::function<void()> after_queued,
+                        std::optional<int> error_code) {
   if (done.exchange(true, std::memory_order_acq_rel)) return false;
   if (notification) entry.clear();
   if (batch) {
@@ -44,6 +45,12 @@ bool ReplyState::finish(std::string entry, std::function<void()> after_queued) {
   } else {
     if (!entry.empty()) connection->send_reply_frame(std::move(entry));
     if (after_queued) after_queued();
+  }
+  // After the reply is queued (or dropped with the connection), before the in-flight slot is
+  // given back: the line's duration covers everything the peer waited for.
+  if (request_log) {
+    finish_request_log(*request_log, connection->client_id(),
+                       notification ? std::string_view() : std::string_view(id_json), error_code);
   }
   if (counted) connection->reply_finished();
   return true;
@@ -54,7 +61,8 @@ ReplyState::~ReplyState() {
   // Every copy of the Reply is gone and nobody answered: answer for the handler rather than
   // leave the peer waiting forever.
   if (!notification) log_warn("request {} dropped without a reply", id_json);
-  finish(jsonrpc::error(id_json, Error::internal("internal error: request dropped")), {});
+  Error dropped = Error::internal("internal error: request dropped");
+  finish(jsonrpc::error(id_json, dropped), {}, dropped.code);
 }
 
 }  // namespace detail
@@ -71,10 +79,10 @@ void Reply::ok(std::string_view result_json, std::function<void()> after_queued)
 void Reply::error(Error error) const {
   if (!state_) return;
   if (state_->notification) {
-    state_->finish({}, {});
+    state_->finish({}, {}, error.code);
     return;
   }
-  state_->finish(jsonrpc::error(state_->id_json, error), {});
+  state_->finish(jsonrpc::error(state_->id_json, error), {}, error.code);
 }
 
 bool Reply::done() const { return !state_ || state_->done.load(std::memory_order_acquire); }

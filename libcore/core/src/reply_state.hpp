@@ -7,11 +7,13 @@
 #include <functional>
 #include <memory>
 #include <mutex>
+#include <optional>
 #include <string>
 #include <vector>
 
 #include "car/connection.hpp"
 #include "car/reply.hpp"
+#include "request_log.hpp"
 
 namespace car::detail {
 
@@ -37,14 +39,17 @@ struct ReplyState {
       : connection(std::move(c)), batch(std::move(b)), id_json(std::move(id)),
         notification(is_notification) {}
   ~ReplyState();
-  // First call wins; returns false if the reply was already completed.
-  bool finish(std::string entry, std::function<void()> after_queued);
+  // First call wins; returns false if the reply was already completed. `error_code` is the
+  // error `entry` carries (for the request log line), if any.
+  bool finish(std::string entry, std::function<void()> after_queued,
+              std::optional<int> error_code = std::nullopt);
 
   std::shared_ptr<Connection> connection;
   std::shared_ptr<BatchCollector> batch;
   std::string id_json;
   bool notification;
   bool counted = false;  // holds one of the connection's in-flight slots
+  std::optional<RequestLog> request_log;  // set at dispatch only when debug records are on
   std::atomic<bool> done{false};
 };
 
