@@ -104,6 +104,9 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--unix", append(o.unix_paths)},
       {"--stdio-framing", one_of(o.stdio_framing, {{"ndjson", StdioFramingOption::ndjson},
                                                    {"content-length", StdioFramingOption::content_length}})},
+      {"--http-endpoints", one_of(o.http_endpoints, {{"loopback", HttpEndpointsOption::loopback},
+                                                     {"all", HttpEndpointsOption::all},
+                                                     {"off", HttpEndpointsOption::off}})},
       {"--sync", one_of(o.sync, {{"none", SyncOption::none}, {"batch", SyncOption::batch}})},
       {"--token", text(o.token)},
       // An alias, as the contract names it: both set the same token (the last one given wins).
@@ -302,6 +305,10 @@ Listeners (none given => --listen 127.0.0.1:9100):
   --unix PATH                 WebSocket over a Unix socket (mode 0600); repeatable
   --stdio                     JSON-RPC on stdin/stdout; exit 0 at EOF once replies are flushed
   --stdio-framing ndjson|content-length   (default ndjson)
+  --http-endpoints loopback|all|off
+                              plain HTTP GET /healthz and /metrics on the WebSocket listeners:
+                              loopback (default) on loopback --listen addresses and --unix
+                              sockets, all on every listener, off on none (400 as before)
 
 Authentication (a token not given is minted at each launch into the token directory, files
 auth-token and host-token, mode 0600, removed at shutdown):

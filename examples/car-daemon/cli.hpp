@@ -26,11 +26,16 @@ enum class SyncOption { none, batch };
 // --log-format: one line of text per record, or one JSON object per line (log_format.hpp).
 enum class LogFormatOption { text, json };
 
+// --http-endpoints: which WebSocket listeners also answer plain HTTP (/healthz, /metrics).
+enum class HttpEndpointsOption { loopback, all, off };
+
 struct Options {
   std::vector<ListenAddress> listen;
   std::vector<std::string> unix_paths;
   bool stdio = false;
   StdioFramingOption stdio_framing = StdioFramingOption::ndjson;
+  // loopback (default): loopback --listen addresses and every --unix socket; all; off.
+  HttpEndpointsOption http_endpoints = HttpEndpointsOption::loopback;
 
   std::optional<std::string> token;
   // Where `token` came from, for messages: "--token", "--auth-token" or "CAR_AUTH_TOKEN".

@@ -15,7 +15,9 @@
 #include "car/log.hpp"
 #include "car/session/token_file.hpp"
 #include "daemon_log.hpp"
+#include "health_endpoints.hpp"
 #include "stderr_writer.hpp"
+#include "viewer_route.hpp"
 
 #include <fmt/format.h>
 
@@ -183,11 +185,13 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_
     auto daemon_token = mint("auth-token", "auth");
     if (!daemon_token) return false;
     auth.token = std::move(*daemon_token);
+    viewer_token_ = auth.token;
   }
   if (mint_host) {
     auto host_token = mint("host-token", "host");
     if (!host_token) return false;
     auth.host_token = std::move(*host_token);
+    viewer_token_ = *auth.host_token;  // the host role reads every agent's runs (§7.5)
   }
   return true;
 }
@@ -202,7 +206,13 @@ static std::size_t default_max_connections(std::size_t cap) {
   return std::min(cap, static_cast<std::size_t>(limit.rlim_cur - reserved));
 }
 
+void Daemon::install_http_routes() {
+  add_health_endpoints(*http_routes_, {server_.get(), host_, runs_, started_});
+  http_routes_->add("/", viewer_page_handler());  // the run viewer (docs/VIEWER.md)
+}
+
 bool Daemon::start_listeners() {
+  install_http_routes();
   auto ws_options = std::make_shared<ws::WsOptions>();
   ws_options->allowed_origins = options_.allow_origins;
   // Without auth, the browser's Origin is the only thing between any web page and this daemon:
@@ -216,22 +226,41 @@ bool Daemon::start_listeners() {
   if (options_.ping_interval_ms) {
     ws_options->ping_interval = std::chrono::milliseconds(*options_.ping_interval_ms);
   }
+  // --http-endpoints (docs/OPERATIONS.md "Health and metrics"): the same settings, plus plain
+  // HTTP, for the listeners that serve it; the others keep answering a GET without Upgrade 400.
+  auto with_http = std::make_shared<ws::WsOptions>(*ws_options);
+  with_http->http_handler = [routes = http_routes_](const ws::PlainHttpRequest& request) {
+    return routes->answer(request);
+  };
+  auto options_for = [&](bool loopback) {
+    const auto mode = options_.http_endpoints;
+    const bool served = mode == HttpEndpointsOption::all ||
+                        (mode == HttpEndpointsOption::loopback && loopback);
+    return served ? with_http : ws_options;
+  };
   std::vector<ListenAddress> tcp = options_.listen;
   if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio) {
     tcp.push_back({"127.0.0.1", 9100});  // PROTOCOL.md §9: no listener flag => the default listener
   }
+  std::string viewer;  // the `viewer:` line, for the first loopback listener serving HTTP
   for (const auto& address : tcp) {
-    auto started = ws::TcpListener::start(&loop_, *server_, ws_options, address.host, address.port);
+    const bool loopback = is_loopback_host(address.host);
+    auto started = ws::TcpListener::start(&loop_, *server_, options_for(loopback), address.host,
+                                          address.port);
     if (!started) {
       log_error("{}", started.error().message);
       return false;
     }
     auto& listener = started.value();
     StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
+    const bool serves_http = options_for(loopback) == with_http;
+    if (viewer.empty() && loopback && serves_http && !viewer_token_.empty()) {
+      viewer = viewer_line(listener->url(), viewer_token_);
+    }
     tcp_listeners_.push_back(std::move(listener));
   }
   for (const auto& path : options_.unix_paths) {
-    auto started = unix_socket::UnixListener::start(&loop_, *server_, ws_options, path);
+    auto started = unix_socket::UnixListener::start(&loop_, *server_, options_for(true), path);
     if (!started) {
       log_error("{}", started.error().message);
       return false;
@@ -256,6 +285,8 @@ bool Daemon::start_listeners() {
     // PROTOCOL.md §9: a plain line once the listener is ready (tests wait for it).
     StderrWriter::process().write("listening stdio\n");
   }
+  // A plain line, like `listening ...`: the operator's link to the run viewer (docs/VIEWER.md).
+  if (!viewer.empty()) StderrWriter::process().write(viewer);
   return true;
 }
 

@@ -3,6 +3,7 @@
 #include <uv.h>
 
 #include <atomic>
+#include <chrono>
 #include <memory>
 #include <optional>
 #include <string>
@@ -19,6 +20,7 @@
 #include "car/uv/uv_executor.hpp"
 #include "car/ws/tcp_listener.hpp"
 #include "cli.hpp"
+#include "http_routes.hpp"
 
 // car-daemon's process: resolves configuration from the command line, owns the libuv loop, the
 // server and its services, the listeners, and the signal handling for graceful shutdown.
@@ -38,6 +40,8 @@ class Daemon {
   bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
   void install_services(session::AuthConfig auth);
   bool start_listeners();
+  // Fills http_routes_ (/healthz, /metrics, ...) before the first listener starts.
+  void install_http_routes();
   void begin_shutdown(const char* why);
   void finish_shutdown();
 
@@ -55,6 +59,14 @@ class Daemon {
   std::shared_ptr<runs::RunService> runs_;
   std::atomic<bool> runs_flushed_{true};
   std::shared_ptr<stdio::StdioTransport> stdio_;
+  const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
+  // What plain HTTP on a listener answers (--http-endpoints says which listeners); shared with
+  // each listener's WsOptions::http_handler, only read once the listeners start.
+  std::shared_ptr<HttpRoutes> http_routes_ = std::make_shared<HttpRoutes>();
+  // The token the start-up `viewer:` line carries (viewer_route.hpp): the host token when this
+  // daemon minted it, else the daemon token when it minted that; empty = no line (a token the
+  // operator gave is never echoed).
+  std::string viewer_token_;
   std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;
   std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;
   uv_signal_t sigint_{};

@@ -140,7 +140,7 @@ void Dispatch::request(Connection& c, const detail::Envelope& env, const json::V
       reply.error(ErrorCode::server_busy, std::string(messages::server_busy));
       return;
     }
-    c.inflight_.fetch_add(1, std::memory_order_acq_rel);
+    c.request_started();
     state->counted = true;
   }
   // The handshake gate (PROTOCOL.md §2) comes before the approval gate and params validation: a
@@ -235,8 +235,14 @@ void Connection::send_reply_frame(std::string text) {
   }
 }
 
+void Connection::request_started() {
+  inflight_.fetch_add(1, std::memory_order_acq_rel);
+  server_.requests_inflight_.fetch_add(1, std::memory_order_relaxed);
+}
+
 void Connection::reply_finished() {
   std::size_t left = inflight_.fetch_sub(1, std::memory_order_acq_rel) - 1;
+  server_.requests_inflight_.fetch_sub(1, std::memory_order_relaxed);
   if (left == 0 && input_finished_.load(std::memory_order_acquire)) close(1000, "input finished");
 }
 

@@ -2,6 +2,8 @@
 
 #include <algorithm>
 
+#include "car/metrics.hpp"
+
 namespace car {
 
 std::string_view to_string(SinkError error) {
@@ -41,6 +43,7 @@ SinkError QueuedFrameSink::enqueue(Frame frame, SendCompletion done,
     // reply) is still accepted into an otherwise empty sink, or it could never be sent at all.
     if (bounded && (queued_frames_ + 1 > limits_.max_frames ||
                     (queued_frames_ != 0 && queued_bytes_ + frame->size() > limits_.max_bytes))) {
+      detail::count_sink_refusal();
       return SinkError::full;
     }
     auto limit = deadline.count() > 0 ? deadline : limits_.write_deadline;
@@ -122,12 +125,15 @@ void QueuedFrameSink::write_done(SinkError result) {
       // end_now already completed these frames; the batch only had to live until now.
       return;
     }
+    std::size_t written_bytes = 0;
     for (auto& p : finished) {
       queued_frames_ -= 1;
       queued_bytes_ -= p.frame->size();
+      written_bytes += p.frame->size();
       if (p.done) completions.push_back(std::move(p.done));
     }
     failed = result != SinkError::none;
+    if (!failed) detail::count_sink_write(finished.size(), written_bytes);
     if (!failed && (!queue_.empty() || state_ == State::closing)) schedule_pump_locked();
   }
   for (auto& done : completions) done(result);

@@ -17,6 +17,7 @@ Server::~Server() = default;
 std::shared_ptr<Connection> Server::open_connection(std::string peer_label,
                                                     std::shared_ptr<FrameSink> sink) {
   auto connection = std::make_shared<Connection>(*this, std::move(peer_label), sink);
+  connections_accepted_.fetch_add(1, std::memory_order_relaxed);
   {
     std::lock_guard lock(mutex_);
     connections_.emplace(connection->client_id(), connection);
@@ -71,6 +72,14 @@ std::vector<std::shared_ptr<Connection>> Server::connections() const {
 std::size_t Server::connection_count() const {
   std::lock_guard lock(mutex_);
   return connections_.size();
+}
+
+ServerMetrics Server::metrics() const {
+  ServerMetrics out;
+  out.connections_open = connection_count();
+  out.connections_accepted = connections_accepted_.load(std::memory_order_relaxed);
+  out.requests_inflight = requests_inflight_.load(std::memory_order_relaxed);
+  return out;
 }
 
 void Server::close_all(std::uint16_t code, const std::string& reason) {

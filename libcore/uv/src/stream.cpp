@@ -282,20 +282,38 @@ void Stream::on_close_cb(uv_handle_t* handle) {
   guarded("stream close callback", [self] { self->handler_.on_closed(*self); });
 }
 
-std::string Stream::peer_address() {
-  if (stream() == nullptr || handle_.handle.type != UV_TCP) return {};
-  sockaddr_storage addr{};
-  int length = sizeof addr;
-  if (uv_tcp_getpeername(&handle_.tcp, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+namespace {
+
+// "IP:PORT", IPv6 in brackets; empty when the address is neither IPv4 nor IPv6.
+std::string format_address(const sockaddr_storage& addr) {
   char ip[64] = {};
   if (addr.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
     uv_ip6_name(a, ip, sizeof ip);
     return fmt::format("[{}]:{}", ip, ntohs(a->sin6_port));
   }
+  if (addr.ss_family != AF_INET) return {};
   const auto* a = reinterpret_cast<const sockaddr_in*>(&addr);
   uv_ip4_name(a, ip, sizeof ip);
   return fmt::format("{}:{}", ip, ntohs(a->sin_port));
+}
+
+}  // namespace
+
+std::string Stream::peer_address() {
+  if (stream() == nullptr || handle_.handle.type != UV_TCP) return {};
+  sockaddr_storage addr{};
+  int length = sizeof addr;
+  if (uv_tcp_getpeername(&handle_.tcp, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+  return format_address(addr);
+}
+
+std::string Stream::local_address() {
+  if (stream() == nullptr || handle_.handle.type != UV_TCP) return {};
+  sockaddr_storage addr{};
+  int length = sizeof addr;
+  if (uv_tcp_getsockname(&handle_.tcp, reinterpret_cast<sockaddr*>(&addr), &length) != 0) return {};
+  return format_address(addr);
 }
 
 }  // namespace car::uv

@@ -82,6 +82,7 @@ class CAR_API Connection : public std::enable_shared_from_this<Connection> {
   std::size_t inflight() const { return inflight_.load(std::memory_order_acquire); }
 
   // ---- dispatcher internals (used by Reply) ----
+  void request_started();  // a counted request: inflight_ and the server's total
   void reply_finished();
   void send_reply_frame(std::string text);
 

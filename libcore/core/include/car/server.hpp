@@ -1,5 +1,6 @@
 #pragma once
 
+#include <atomic>
 #include <chrono>
 #include <cstdint>
 #include <functional>
@@ -49,6 +50,13 @@ namespace teardown_order {
 inline constexpr int fail_outbound_calls = 30;  // fail its pending server→client calls
 }  // namespace teardown_order
 
+// A snapshot of one server's connection counters (for a metrics endpoint; relaxed reads).
+struct CAR_API ServerMetrics {
+  std::size_t connections_open = 0;        // connections not yet torn down
+  std::uint64_t connections_accepted = 0;  // open_connection calls since the server started
+  std::size_t requests_inflight = 0;       // requests of every connection not yet answered
+};
+
 class CAR_API Server {
  public:
   using TeardownHook = std::function<void(Connection&)>;
@@ -80,6 +88,8 @@ class CAR_API Server {
   std::shared_ptr<Connection> find_connection(std::string_view client_id) const;
   std::vector<std::shared_ptr<Connection>> connections() const;
   std::size_t connection_count() const;
+  // Any thread; cheap (one lock for the connection count, relaxed atomics for the rest).
+  ServerMetrics metrics() const;
 
   // Graceful close of every connection (shutdown): each sink flushes and closes with `code`.
   void close_all(std::uint16_t code, const std::string& reason);
@@ -93,6 +103,9 @@ class CAR_API Server {
   MethodRegistry methods_;
   std::shared_ptr<MethodGate> gate_;
   std::multimap<int, TeardownHook> teardown_steps_;
+
+  std::atomic<std::uint64_t> connections_accepted_{0};
+  std::atomic<std::size_t> requests_inflight_{0};  // Connection adds and removes its own
 
   mutable std::mutex mutex_;
   std::unordered_map<std::string, std::weak_ptr<Connection>> connections_;

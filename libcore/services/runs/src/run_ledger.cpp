@@ -550,11 +550,13 @@ std::optional<std::string> RunLedger::write_op(const RunPtr& run, const StoreOp&
     }
   }
   std::optional<std::string> error;
+  const auto began = std::chrono::steady_clock::now();
   try {
     error = store_->append(run->agent_id, run->run_id, op.records);
   } catch (const std::exception& e) {
     error = fmt::format("store threw: {}", e.what());  // an embedder's RunStore
   }
+  append_latency_.observe(std::chrono::steady_clock::now() - began);
   if (error) {
     if (op.kind == StoreOp::Kind::started) cursor.start_failed = true;
   } else if (op.kind == StoreOp::Kind::turns) {
@@ -590,6 +592,7 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
       // Durable now: publish under the same lock snapshots are taken under.
       switch (op.kind) {
         case StoreOp::Kind::started:
+          ++runs_started_;
           fanout_->publish_locked(run->run_id, run->agent_id, op.records.front(), 0,
                                   RunStatus::in_progress, ready);
           break;
@@ -603,6 +606,7 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
           }
           break;
         case StoreOp::Kind::ended:
+          ++runs_ended_;
           run->status = op.final_status;
           fanout_->publish_locked(run->run_id, run->agent_id, op.records.front(),
                                   run->published_turns, run->status, ready);
@@ -822,6 +826,8 @@ RunCounters RunLedger::counters() const {
   fanout_->add_counters_locked(out);
   out.store_jobs = store_jobs_;
   out.store_ops = store_ops_;
+  out.runs_started = runs_started_;
+  out.runs_ended = runs_ended_;
   return out;
 }
 

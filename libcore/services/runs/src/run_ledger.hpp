@@ -187,6 +187,7 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   // The store actors' counters and the fan-out's, read under one lock.
   RunCounters counters() const;
   std::size_t runs_in_memory() const;
+  const LatencyHistogram& append_latency() const { return append_latency_; }
   std::size_t pending_store_ops() const;  // queued or running
   const RunConfig& config() const { return config_; }
 
@@ -250,6 +251,9 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   std::vector<std::function<void()>> flush_waiters_;
   std::uint64_t store_jobs_ = 0;
   std::uint64_t store_ops_ = 0;
+  std::uint64_t runs_started_ = 0;
+  std::uint64_t runs_ended_ = 0;
+  LatencyHistogram append_latency_;  // atomics: recorded outside the lock
 };
 
 }  // namespace car::runs::detail

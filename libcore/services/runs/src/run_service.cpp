@@ -29,6 +29,10 @@ void RunService::shutdown(std::function<void()> flushed) { ledger_->shutdown(std
 
 RunCounters RunService::counters() const { return ledger_->counters(); }
 
+LatencyHistogram::Snapshot RunService::store_append_latency() const {
+  return ledger_->append_latency().snapshot();
+}
+
 std::vector<SubscriberStats> RunService::subscriber_stats(
     std::optional<std::string_view> run_id) const {
   return fanout_->stats(run_id);

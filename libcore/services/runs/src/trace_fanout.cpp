@@ -68,6 +68,8 @@ void TraceFanout::add_counters_locked(RunCounters& out) const {
   out.events_dropped = totals_->events_dropped.load(std::memory_order_relaxed);
   out.gaps_sent = totals_->gaps_sent.load(std::memory_order_relaxed);
   out.events_published = events_published_;
+  out.subscribers = 0;
+  for (const auto& [run_id, by_client] : subs_) out.subscribers += by_client.size();
 }
 
 bool TraceFanout::run_claimed(Claimed& ready) {

@@ -1,5 +1,7 @@
 #include "car/ws/handshake.hpp"
 
+#include "car/ws/plain_http.hpp"
+
 #include <openssl/evp.h>
 
 #include <array>
@@ -61,25 +63,10 @@ bool is_base64_char(char c) noexcept {
          c == '/';
 }
 
-std::string_view reason_phrase(int status) noexcept {
-  switch (status) {
-    case 400:
-      return "Bad Request";
-    case 403:
-      return "Forbidden";
-    case 426:
-      return "Upgrade Required";
-    case 503:
-      return "Service Unavailable";
-    default:
-      return "Error";
-  }
-}
-
 }  // namespace
 
-HandshakeParser::HandshakeParser(std::size_t max_header_bytes)
-    : max_header_bytes_(max_header_bytes) {}
+HandshakeParser::HandshakeParser(std::size_t max_header_bytes, bool accept_plain_http)
+    : max_header_bytes_(max_header_bytes), accept_plain_http_(accept_plain_http) {}
 
 void HandshakeParser::reject(int status, std::string_view reason) {
   status_ = HandshakeStatus::rejected;
@@ -90,7 +77,9 @@ void HandshakeParser::reject(int status, std::string_view reason) {
 }
 
 HandshakeStatus HandshakeParser::feed(std::string_view bytes) {
-  if (status_ == HandshakeStatus::rejected) return status_;
+  if (status_ == HandshakeStatus::rejected || status_ == HandshakeStatus::plain_http) {
+    return status_;
+  }
   if (status_ == HandshakeStatus::complete) {
     leftover_.append(bytes);
     return status_;
@@ -114,6 +103,10 @@ HandshakeStatus HandshakeParser::feed(std::string_view bytes) {
     process_line(line);
     line_.clear();
     if (status_ == HandshakeStatus::rejected) return status_;
+    if (status_ == HandshakeStatus::plain_http) {
+      std::string().swap(line_);  // whatever follows the head is not ours to read
+      return status_;
+    }
     if (status_ == HandshakeStatus::complete) {
       std::string().swap(line_);
       leftover_.assign(bytes);
@@ -168,7 +161,9 @@ void HandshakeParser::parse_request_line(std::string_view line) {
     reject(400, "request is not HTTP/1.1");
     return;
   }
-  if (method != "GET") {
+  // With plain HTTP accepted, a HEAD or POST may be a plain request; whether it is an upgrade is
+  // known only at the blank line (finish), which makes the same check there.
+  if (method != "GET" && !accept_plain_http_) {
     reject(400, "method is not GET");
     return;
   }
@@ -218,7 +213,14 @@ void HandshakeParser::finish() {
     return reject(426, "unsupported Sec-WebSocket-Version");
   }
   if (!has_host_) return reject(400, "missing Host header");
-  if (!upgrade_websocket_) return reject(400, "missing Upgrade: websocket");
+  if (!upgrade_websocket_) {
+    if (accept_plain_http_) {
+      status_ = HandshakeStatus::plain_http;
+      return;
+    }
+    return reject(400, "missing Upgrade: websocket");
+  }
+  if (request_.method != "GET") return reject(400, "method is not GET");
   if (!connection_upgrade_) return reject(400, "missing Connection: upgrade");
   if (!has_version_) return reject(400, "missing Sec-WebSocket-Version header");
   if (!has_key_) return reject(400, "missing Sec-WebSocket-Key header");
@@ -270,7 +272,7 @@ std::string build_accept_response(const UpgradeRequest& request) {
 }
 
 std::string build_reject_response(int status, std::string_view reason) {
-  const std::string_view phrase = reason_phrase(status);
+  const std::string_view phrase = http_reason_phrase(status);
   std::string body(reason.empty() ? phrase : reason);
   body += '\n';
   std::string out = "HTTP/1.1 " + std::to_string(status) + ' ';

@@ -97,7 +97,7 @@ bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> 
   return allowlist.empty();
 }
 
-bool is_own_page_origin(const UpgradeRequest& request, std::string_view listener_authority) {
+bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address) {
   constexpr std::string_view scheme = "http://";
   if (!request.has_origin || request.host.empty()) return false;
   std::string_view origin = request.origin;
@@ -107,13 +107,13 @@ bool is_own_page_origin(const UpgradeRequest& request, std::string_view listener
     return false;
   }
   if (is_loopback_origin(origin)) return true;
-  if (listener_authority.empty()) return false;
-  if (iequal(request.host, listener_authority)) return true;
+  if (local_address.empty()) return false;
+  if (iequal(request.host, local_address)) return true;
   // Browsers leave the default port out of Host and Origin.
   constexpr std::string_view default_port = ":80";
-  return ends_with_ci(listener_authority, default_port) &&
+  return ends_with_ci(local_address, default_port) &&
          iequal(request.host,
-                listener_authority.substr(0, listener_authority.size() - default_port.size()));
+                local_address.substr(0, local_address.size() - default_port.size()));
 }
 
 }  // namespace car::ws

@@ -51,7 +51,8 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
         options_(std::move(options)),
         pending_(std::move(pending)),
         stream_(*this),
-        handshake_(std::make_unique<HandshakeParser>(options_->max_header_bytes)) {
+        handshake_(std::make_unique<HandshakeParser>(options_->max_header_bytes,
+                                                     options_->http_handler != nullptr)) {
     g_live.fetch_add(1, std::memory_order_relaxed);
   }
 
@@ -72,11 +73,11 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     if (incoming.listener().is_tcp()) {
       std::string address = stream_.peer_address();
       peer_ = address.empty() ? "ws" : "ws " + address;
-      const std::string& host = incoming.listener().host();
-      bool v6 = host.find(':') != std::string::npos;
-      authority_ = (v6 ? "[" + host + "]" : host) + ":" + std::to_string(incoming.listener().port());
+      if (options_->http_handler) local_address_ = stream_.local_address();
     } else {
       peer_ = "unix " + incoming.listener().path();
+      unix_socket_ = true;
+      if (options_->http_handler) local_address_ = "unix:" + incoming.listener().path();
     }
     start_timer(options_->handshake_timeout.count(), 0, [](WsConnection& self) {
       log_debug("{}: handshake timed out", self.peer_);
@@ -185,12 +186,18 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
       case HandshakeStatus::rejected:
         reject(handshake_->reject_status(), handshake_->reject_reason());
         return;
+      case HandshakeStatus::plain_http:
+        answer_plain_http();
+        return;
       case HandshakeStatus::complete:
         break;
     }
     const UpgradeRequest& request = handshake_->request();
-    // A page this listener served (the daemon's viewer) may always connect back to it.
-    if (!is_own_page_origin(request, authority_) &&
+    // A page this listener served (it answers plain HTTP: the daemon's viewer) may always connect
+    // back to it; every other browser origin follows the allowlist.
+    const bool own_page = options_->http_handler && !unix_socket_ &&
+                          is_own_page_origin(request, local_address_);
+    if (!own_page &&
         !origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
       reject(403, "origin not allowed");
       return;
@@ -207,6 +214,39 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     leave_pending();  // a connection of the server now: Server::close_all reaches it
     open();
     if (!early.empty()) feed_frames(early);
+  }
+
+  // A plain HTTP request (only parsed as one when options_->http_handler is set): the handler's
+  // response, or 421 for a Host that is not this machine's, then close. Nothing here re-enters
+  // the parser; the connection was never a Server connection.
+  void answer_plain_http() {
+    stream_.stop_reading();
+    uv_timer_stop(&timer_);
+    const UpgradeRequest& request = handshake_->request();
+    PlainHttpResponse response;
+    if (!unix_socket_ && !host_is_local(request.host, local_address_)) {
+      log_info("{}: plain HTTP refused with 421: Host is not a name of this machine", peer_);
+      response.status = 421;
+      response.body = "Host is not a name of this machine\n";
+    } else {
+      PlainHttpRequest view{request.method, request.target, request.host, local_address_,
+                            unix_socket_};
+      try {
+        response = options_->http_handler(view);
+      } catch (const std::exception& e) {
+        log_warn("{}: plain HTTP handler failed: {}", peer_, e.what());
+        response = PlainHttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
+      }
+      if (response.body.size() > options_->max_http_response_bytes) {
+        log_warn("{}: plain HTTP response of {} bytes exceeds the {} byte bound", peer_,
+                 response.body.size(), options_->max_http_response_bytes);
+        response = PlainHttpResponse{500, "text/plain; charset=utf-8", "response too large\n", {}};
+      }
+      log_debug("{}: {} {} -> {}", peer_, request.method, request.target, response.status);
+    }
+    std::string bytes = build_http_response(response, request.method == "HEAD");
+    handshake_.reset();
+    send_control(std::move(bytes), true);
   }
 
   void open() {
@@ -308,7 +348,8 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   uv_timer_t timer_{};
   TimerFn timer_fn_ = nullptr;
   std::string peer_;
-  std::string authority_;  // the TCP listener's own "HOST:PORT" (is_own_page_origin); empty on Unix
+  std::string local_address_;  // for plain HTTP's Host check: "IP:PORT", or "unix:PATH"
+  bool unix_socket_ = false;
   std::unique_ptr<HandshakeParser> handshake_;
   std::optional<FrameDecoder> decoder_;
   std::shared_ptr<uv::StreamSink> sink_;

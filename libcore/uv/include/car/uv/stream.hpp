@@ -121,6 +121,9 @@ class CAR_API Stream {
   uv_loop_t* loop() const { return loop_; }
   // "IP:PORT" or "[IPv6]:PORT" of a TCP peer; empty for other kinds or when it is unknown.
   std::string peer_address();
+  // The address this end of a TCP stream is bound to ("IP:PORT", IPv6 in brackets); empty
+  // for other streams or on error.
+  std::string local_address();
 
  private:
   struct File;  // file-mode state: the fs read request and its buffer (only for files)

@@ -14,6 +14,7 @@
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_store.hpp"
 #include "car/event_stream.hpp"
+#include "car/metrics.hpp"
 
 // Agent run tracing (PROTOCOL.md §7): the run lifecycle, persistence through a RunStore,
 // authorization of trace reads and the live fan-out to subscribers, installed into a Server as
@@ -95,6 +96,10 @@ struct CAR_API RunCounters {
   std::uint64_t events_published = 0;  // records fanned out to at least one subscriber
   std::uint64_t store_jobs = 0;        // pool hops paid by store actors
   std::uint64_t store_ops = 0;         // store operations (start, record_turns, end) they ran
+  // For a metrics endpoint (car-daemon /metrics):
+  std::uint64_t runs_started = 0;      // runs whose `started` record was written
+  std::uint64_t runs_ended = 0;        // runs whose ending was written (open = started - ended)
+  std::size_t subscribers = 0;         // live run-trace subscriptions, now
 };
 
 class RunService;
@@ -128,6 +133,8 @@ class CAR_API RunService {
   void shutdown(std::function<void()> flushed = {});
 
   RunCounters counters() const;
+  // How long each RunStore::append took (one observation per store operation, on the pool).
+  LatencyHistogram::Snapshot store_append_latency() const;
   // Per-subscription statistics (runs.stats), optionally for one run only.
   std::vector<SubscriberStats> subscriber_stats(std::optional<std::string_view> run_id = {}) const;
   std::size_t runs_in_memory() const;

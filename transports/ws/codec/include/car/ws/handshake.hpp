@@ -22,6 +22,15 @@
 //   Sec-WebSocket-Extensions sets wants_extensions (we decline by not answering it);
 //   Sec-WebSocket-Protocol and every other header are ignored.
 //
+// Plain HTTP (opt-in, constructor flag accept_plain_http): a complete request with no `websocket`
+// token in any Upgrade header is not an upgrade at all but an ordinary HTTP/1.1 request — a
+// health check, a metrics scrape. It ends as `plain_http` (the caller answers it, see
+// car/ws/plain_http.hpp, and closes) instead of 400, provided it has exactly one Host header
+// (else 400, as before). Its method may be any token: the method check is then made at the blank
+// line, where an upgrade request whose method is not GET still gets 400. Everything else — the
+// request-line syntax, HTTP/1.1 only, header syntax, the size bound, 426 — is the same for both
+// kinds. Bytes after the blank line (a body, a pipelined request) are not parsed or kept.
+//
 // Line endings: lenient. A line ends at LF; one CR immediately before the LF is dropped, so both
 // CRLF and bare LF work (RFC 7230 §3.5 permits this; hand-typed `nc` sessions send bare LF). A CR
 // anywhere else is a control character ⇒ 400, so CR cannot be used to smuggle a line break.
@@ -40,7 +49,7 @@
 namespace car::ws {
 
 struct CAR_API UpgradeRequest {
-  std::string method;   // request method (always "GET" once complete)
+  std::string method;   // request method ("GET" once complete; any token once plain_http)
   std::string target;   // request-target as sent (any path is accepted)
   std::string host;     // Host header value
   std::string key;      // Sec-WebSocket-Key value (trimmed), valid base64 of 16 bytes
@@ -54,16 +63,22 @@ enum class HandshakeStatus {
   need_more,  // no verdict yet: feed more bytes
   complete,   // a valid upgrade request; answer build_accept_response(request())
   rejected,   // answer build_reject_response(reject_status(), reject_reason()) and close
+  // A complete plain HTTP request (only with accept_plain_http): answer it and close.
+  // request() holds its method, target and host.
+  plain_http,
 };
 
 class CAR_API HandshakeParser {
  public:
   // `max_header_bytes`: the largest accepted header block, request line and final blank line
   // included (spec: 8 KiB).
-  explicit HandshakeParser(std::size_t max_header_bytes = 8192);
+  // `accept_plain_http`: end a request without `Upgrade: websocket` as `plain_http` rather than
+  // rejecting it (see the header comment).
+  explicit HandshakeParser(std::size_t max_header_bytes = 8192, bool accept_plain_http = false);
 
   // Consumes `bytes` (any split, down to one byte per call) and returns the verdict so far.
-  // Once `rejected`, later feeds ignore their bytes and return `rejected`. Once `complete`,
+  // Once `rejected` or `plain_http`, later feeds ignore their bytes and return the same status.
+  // Once `complete`,
   // bytes that followed the blank line — and those of any later feed — are appended to
   // leftover() and `complete` is returned again.
   HandshakeStatus feed(std::string_view bytes);
@@ -95,6 +110,7 @@ class CAR_API HandshakeParser {
   void reject(int status, std::string_view reason);
 
   std::size_t max_header_bytes_;
+  bool accept_plain_http_;
   std::size_t header_bytes_ = 0;  // bytes of the header block consumed so far
   std::string line_;              // the current, not yet terminated line
   HandshakeStatus status_ = HandshakeStatus::need_more;

@@ -8,6 +8,7 @@
 #include "car/export.hpp"
 #include "car/frame_sink.hpp"
 #include "car/ws/origin.hpp"
+#include "car/ws/plain_http.hpp"
 
 // Settings shared by every WebSocket connection of a listener (PROTOCOL.md §1, §8).
 namespace car::ws {
@@ -42,6 +43,16 @@ struct CAR_API WsOptions {
   // resume at `low`. Zero means half / a quarter of limits.max_bytes.
   std::size_t read_pause_high = 0;
   std::size_t read_pause_low = 0;
+  // Plain HTTP on the same listener (car/ws/plain_http.hpp). Null (the default): a request
+  // without `Upgrade: websocket` gets 400, as an upgrade that lacks it. Set: such a request —
+  // still bounded by handshake_timeout and max_header_bytes — whose Host passes host_is_local
+  // (checked on TCP only: a browser cannot reach a Unix socket, so no page can rebind to one) is
+  // answered with what the handler returns; any other Host gets 421 Misdirected Request without
+  // the handler being called. The connection closes once the response is written.
+  PlainHttpHandler http_handler;
+  // The largest body a handler may answer with; a larger one is replaced by a 500, so that one
+  // request cannot make the transport hold an unbounded response.
+  std::size_t max_http_response_bytes = 1024 * 1024;
 };
 
 }  // namespace car::ws
