@@ -65,7 +65,7 @@ class Browser:
             target = self.call("Target.createTarget", {"url": "about:blank"})["targetId"]
             self.session = self.call("Target.attachToTarget",
                                      {"targetId": target, "flatten": True})["sessionId"]
-            for domain in ("Page", "Runtime"):
+            for domain in ("Page", "Runtime", "Log"):
                 self.call(domain + ".enable", session=True)
         except BaseException:
             self.close()
@@ -198,8 +198,11 @@ class Browser:
         return path
 
     def console_errors(self):
-        """Exceptions the page threw and console.error lines, as text."""
-        out = [p.get("exceptionDetails", {}).get("exception", {}).get("description", "")
+        """Exceptions the page threw, console.error lines and browser log errors (a Content-
+        Security-Policy violation is one), as text."""
+        out = [e["entry"].get("text", "") for e in self.events("Log.entryAdded")
+               if e["entry"].get("level") == "error"]
+        out += [p.get("exceptionDetails", {}).get("exception", {}).get("description", "")
                for p in self.events("Runtime.exceptionThrown")]
         for p in self.events("Runtime.consoleAPICalled"):
             if p.get("type") == "error":
