@@ -7,6 +7,8 @@ opens a deep link, and comes back by itself after the daemon restarts. Screensho
 
 Under CI=true a missing chromium fails these tests; elsewhere they say so and do nothing."""
 
+import base64
+import hashlib
 import json
 import os
 import re
@@ -104,6 +106,12 @@ def test_page_headers_and_own_origin():
         assert re.fullmatch(r"'sha256-[A-Za-z0-9+/]{43}='", directives["script-src"]), csp
         assert re.fullmatch(r"'sha256-[A-Za-z0-9+/]{43}='", directives["style-src"]), csp
         assert "unsafe" not in csp and directives["frame-ancestors"] == "'none'"
+        # The hashes are those of the page actually served (viewer/embed.py computes them).
+        for tag in ("script", "style"):
+            inline = re.findall(rf"<{tag}>(.*?)</{tag}>", body, re.S)
+            assert len(inline) == 1, f"{len(inline)} inline <{tag}> blocks"
+            digest = base64.b64encode(hashlib.sha256(inline[0].encode()).digest()).decode()
+            assert directives[f"{tag}-src"] == f"'sha256-{digest}'", tag
         host = d.ws_url()[len("ws://"):]
 
         def upgrade(origin):
