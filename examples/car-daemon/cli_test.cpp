@@ -301,4 +301,16 @@ TEST_SUITE("cli") {
     CHECK(usage_text().find("--log-format text|json") != std::string::npos);
     CHECK(usage_text().find("--log-file PATH") != std::string::npos);
   }
+
+  TEST_CASE("--http-endpoints loopback|all|off") {
+    CHECK(parse_ok({}).http_endpoints == HttpEndpointsOption::loopback);
+    CHECK(parse_ok({"--http-endpoints", "all"}).http_endpoints == HttpEndpointsOption::all);
+    CHECK(parse_ok({"--http-endpoints=off"}).http_endpoints == HttpEndpointsOption::off);
+    CHECK(parse_ok({"--http-endpoints", "off", "--http-endpoints", "loopback"}).http_endpoints ==
+          HttpEndpointsOption::loopback);
+    CHECK(parse_error({"--http-endpoints", "public"}).find("expects loopback, all or off") !=
+          std::string::npos);
+    CHECK(parse_error({"--http-endpoints"}).find("needs a value") != std::string::npos);
+    CHECK(usage_text().find("--http-endpoints loopback|all|off") != std::string::npos);
+  }
 }

@@ -205,7 +205,10 @@ def test_upgrade_rejections():
         bad_key = base[:3] + ["Sec-WebSocket-Key: short", "Sec-WebSocket-Version: 13"]
         assert RawWs(addr, headers=bad_key).status == 400
         raw = socket.create_connection(addr)
-        raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\n\r\n")
+        # An upgrade that is not GET (a request without Upgrade at all is plain HTTP instead:
+        # test_http_endpoints.py, which also checks this request without Upgrade under off).
+        raw.sendall(b"POST / HTTP/1.1\r\nHost: x\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                    b"Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n")
         assert raw.recv(100).startswith(b"HTTP/1.1 400")
         good = base + ["Sec-WebSocket-Version: 13"]
         assert RawWs(addr, headers=good + ["Origin: http://evil.example"]).status == 403

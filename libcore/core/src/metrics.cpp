@@ -15,7 +15,8 @@ std::atomic<std::uint64_t> g_refused_full{0};
 
 void LatencyHistogram::observe(std::chrono::nanoseconds duration) noexcept {
   const auto ns = static_cast<std::uint64_t>(std::max<std::int64_t>(0, duration.count()));
-  const std::uint64_t us = ns / 1000;
+  // Rounded up: `le` is inclusive, so 100.5 µs must not count as <= 100 µs.
+  const std::uint64_t us = ns / 1000 + (ns % 1000 != 0 ? 1 : 0);
   // The first bound >= the value; past the end is the +Inf slot.
   const auto* slot = std::lower_bound(bounds_us.begin(), bounds_us.end(), us);
   const auto index = static_cast<std::size_t>(slot - bounds_us.begin());

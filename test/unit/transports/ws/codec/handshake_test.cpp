@@ -340,4 +340,73 @@ TEST_SUITE("handshake") {
     with_origin.origin = "null";
     CHECK_FALSE(origin_allowed(with_origin, list));
   }
+
+  TEST_CASE("plain HTTP: off by default, a request without Upgrade is 400") {
+    CHECK(reject_code("GET /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n") == 400);
+    CHECK(reject_code("HEAD /healthz HTTP/1.1\r\nHost: localhost\r\n\r\n") == 400);
+  }
+
+  TEST_CASE("plain HTTP: with accept_plain_http a request without Upgrade is plain_http") {
+    for (std::string_view method : {"GET", "HEAD", "POST", "DELETE"}) {
+      CAPTURE(method);
+      const std::string input = std::string(method) +
+                                " /metrics?x=1 HTTP/1.1\r\nHost: localhost:9100\r\n"
+                                "Accept: */*\r\nUpgrade: h2c\r\n\r\nbody bytes";
+      HandshakeParser whole(8192, true);
+      CHECK(whole.feed(input) == HandshakeStatus::plain_http);
+      CHECK(whole.request().method == method);
+      CHECK(whole.request().target == "/metrics?x=1");
+      CHECK(whole.request().host == "localhost:9100");
+      CHECK(whole.leftover().empty());  // a body is not read
+      // The verdict is final: later bytes are ignored.
+      CHECK(whole.feed("GET / HTTP/1.1\r\n\r\n") == HandshakeStatus::plain_http);
+      HandshakeParser bytewise(8192, true);
+      HandshakeStatus s = HandshakeStatus::need_more;
+      for (char c : input) s = bytewise.feed(std::string_view(&c, 1));
+      CHECK(s == HandshakeStatus::plain_http);
+      CHECK(bytewise.request().target == "/metrics?x=1");
+    }
+  }
+
+  TEST_CASE("plain HTTP: need_more until the blank line, then the same checks as an upgrade") {
+    HandshakeParser p(8192, true);
+    CHECK(p.feed("GET /healthz HTTP/1.1\r\nHost: localhost\r\n") == HandshakeStatus::need_more);
+    CHECK(p.feed("\r\n") == HandshakeStatus::plain_http);
+    // 0 for plain_http, else the rejection's status.
+    auto verdict = [](std::string_view input) {
+      HandshakeParser parser(8192, true);
+      const HandshakeStatus s = parser.feed(input);
+      if (s == HandshakeStatus::plain_http) return 0;
+      REQUIRE(s == HandshakeStatus::rejected);
+      return parser.reject_status();
+    };
+    CHECK(verdict("GET / HTTP/1.1\r\nHost: a\r\n\r\n") == 0);
+    CHECK(verdict("GET / HTTP/1.1\r\n\r\n") == 400);                          // no Host
+    CHECK(verdict("GET / HTTP/1.1\r\nHost: a\r\nHost: b\r\n\r\n") == 400);  // two
+    CHECK(verdict("GET / HTTP/1.0\r\nHost: a\r\n\r\n") == 400);
+    CHECK(verdict("GET /\r\nHost: a\r\n\r\n") == 400);
+    CHECK(verdict("GET / HTTP/1.1\r\nBad Header\r\n\r\n") == 400);
+    CHECK(verdict("GET / HTTP/1.1\r\nHost: a\rb\r\n\r\n") == 400);
+    const std::string huge = "GET / HTTP/1.1\r\nHost: a\r\nX-Pad: " + std::string(9000, 'p') +
+                             "\r\n\r\n";
+    CHECK(verdict(huge) == 400);
+  }
+
+  TEST_CASE("plain HTTP: an upgrade request is still an upgrade, and still GET only") {
+    HandshakeParser p(8192, true);
+    CHECK(p.feed(request_with()) == HandshakeStatus::complete);
+    CHECK(p.request().key == sample_key);
+    for (std::string_view line : {"POST /chat HTTP/1.1", "HEAD /chat HTTP/1.1"}) {
+      CAPTURE(line);
+      HandshakeParser q(8192, true);
+      CHECK(q.feed(request_with("", "", line)) == HandshakeStatus::rejected);
+      CHECK(q.reject_status() == 400);
+      CHECK(q.reject_reason() == "method is not GET");
+    }
+    // Upgrade: websocket without the rest is a broken upgrade (400), not a plain request.
+    HandshakeParser r(8192, true);
+    CHECK(r.feed("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n") ==
+          HandshakeStatus::rejected);
+    CHECK(r.reject_status() == 400);
+  }
 }

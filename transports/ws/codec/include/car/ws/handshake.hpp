@@ -78,9 +78,8 @@ class CAR_API HandshakeParser {
 
   // Consumes `bytes` (any split, down to one byte per call) and returns the verdict so far.
   // Once `rejected` or `plain_http`, later feeds ignore their bytes and return the same status.
-  // Once `complete`,
-  // bytes that followed the blank line — and those of any later feed — are appended to
-  // leftover() and `complete` is returned again.
+  // Once `complete`, bytes that followed the blank line — and those of any later feed — are
+  // appended to leftover() and `complete` is returned again.
   HandshakeStatus feed(std::string_view bytes);
 
   HandshakeStatus status() const noexcept { return status_; }
