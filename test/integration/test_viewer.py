@@ -264,3 +264,28 @@ def test_deep_link_and_reconnect_after_restart():
                            what="a host event from the new daemon")
                 b.screenshot(os.path.join(SHOTS, "viewer-reconnected.png"))
                 no_page_errors(b)
+
+
+def stderr_after_exit(d):
+    """Everything the daemon wrote on stderr, read to the end after a graceful shutdown."""
+    d.proc.terminate()
+    assert d.wait() == 0
+    return "".join(d.stderr_lines) + d.proc.stderr.read().decode("utf-8", "replace")
+
+
+def test_viewer_line_only_for_minted_tokens_on_a_listener_serving_http():
+    # Minted daemon token, no host token: the line carries the daemon token.
+    with Daemon("--listen", "127.0.0.1:0", "--no-host-token") as d:
+        assert viewer_url(d) == f"{http_base(d)}/#token={d.token()}"
+    # The first loopback listener that serves the page is the one named.
+    with Daemon("--listen", "127.0.0.1:0", "--listen", "127.0.0.1:0") as d:
+        assert viewer_url(d) == f"{http_base(d)}/#token={d.host_token()}"
+        assert http_base(d) == "http://" + d.listening[0][len("ws://"):]
+    # A token given on the command line is never echoed; with plain HTTP off there is no page.
+    for args in (["--token", "given-secret", "--no-host-token"],
+                 ["--token", "given-secret", "--host-token", "given-host-secret"],
+                 ["--http-endpoints", "off"]):
+        with Daemon("--listen", "127.0.0.1:0", *args) as d:
+            text = stderr_after_exit(d)
+            assert "listening ws://" in text and "viewer:" not in text, (args, text)
+            assert "given-secret" not in text and "given-host-secret" not in text
