@@ -112,8 +112,7 @@ bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_ad
   // Browsers leave the default port out of Host and Origin.
   constexpr std::string_view default_port = ":80";
   return ends_with_ci(local_address, default_port) &&
-         iequal(request.host,
-                local_address.substr(0, local_address.size() - default_port.size()));
+         iequal(request.host, local_address.substr(0, local_address.size() - default_port.size()));
 }
 
 }  // namespace car::ws
