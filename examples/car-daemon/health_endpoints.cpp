@@ -27,8 +27,8 @@ MetricFamily gauge(std::string name, std::string help, std::uint64_t value) {
 
 HttpRoutes::Handler healthz_handler(std::chrono::steady_clock::time_point started) {
   return [started](const ws::PlainHttpRequest&) {
-    const auto uptime =
-        std::chrono::duration_cast<std::chrono::seconds>(std::chrono::steady_clock::now() - started);
+    const auto uptime = std::chrono::duration_cast<std::chrono::seconds>(
+        std::chrono::steady_clock::now() - started);
     std::string body = R"({"status":"ok","version":)";
     json::append_quoted(body, version_string);
     body += R"(,"uptime_seconds":)" + std::to_string(uptime.count()) + "}\n";
@@ -69,17 +69,16 @@ HttpRoutes::Handler metrics_handler(HealthSources sources) {
       families.push_back(counter("car_run_trace_gaps_total",
                                  "Gap notices sent to run-trace subscribers that lost events.",
                                  runs.gaps_sent));
-      families.push_back(gauge("car_run_trace_subscribers",
-                               "Live run-trace subscriptions.", runs.subscribers));
+      families.push_back(
+          gauge("car_run_trace_subscribers", "Live run-trace subscriptions.", runs.subscribers));
       families.push_back(counter("car_runs_started_total",
                                  "Runs whose started record was written to the store.",
                                  runs.runs_started));
       families.push_back(counter("car_runs_ended_total",
                                  "Runs whose ending was written to the store.", runs.runs_ended));
-      families.push_back(gauge("car_runs_open", "Runs started and not yet ended.",
-                               runs.runs_started > runs.runs_ended
-                                   ? runs.runs_started - runs.runs_ended
-                                   : 0));
+      families.push_back(
+          gauge("car_runs_open", "Runs started and not yet ended.",
+                runs.runs_started > runs.runs_ended ? runs.runs_started - runs.runs_ended : 0));
       MetricFamily latency{"car_store_append_seconds",
                            "Time one run store append (start, record_turns or end) took.",
                            MetricType::histogram, 0, sources.runs->store_append_latency()};
@@ -90,8 +89,8 @@ HttpRoutes::Handler metrics_handler(HealthSources sources) {
                                  "Host events recorded (agents, devices, approvals, notify).",
                                  sources.host->state_ptr()->last_sequence()));
     }
-    return ws::PlainHttpResponse{200, std::string(prometheus_content_type),
-                                 format_prometheus_text(families), {}};
+    return ws::PlainHttpResponse{
+        200, std::string(prometheus_content_type), format_prometheus_text(families), {}};
   };
 }
 

@@ -25,8 +25,8 @@ class CAR_API LatencyHistogram {
   // Upper bounds in microseconds, ascending; compared as integers (no floating point on the
   // hot path).
   static constexpr std::array<std::uint64_t, bucket_count> bounds_us = {
-      100,    250,    500,     1000,    2500,    5000,    10000,   25000,
-      50000,  100000, 250000,  500000,  1000000, 2500000, 10000000};
+      100,   250,    500,    1000,   2500,    5000,    10000,   25000,
+      50000, 100000, 250000, 500000, 1000000, 2500000, 10000000};
 
   struct Snapshot {
     // cumulative[i]: observations <= bounds_us[i] (Prometheus buckets are cumulative).

@@ -34,6 +34,7 @@ struct CAR_API MetricFamily {
 CAR_API std::string format_prometheus_text(std::span<const MetricFamily> families);
 
 // The Content-Type of format_prometheus_text's output.
-inline constexpr std::string_view prometheus_content_type = "text/plain; version=0.0.4; charset=utf-8";
+inline constexpr std::string_view prometheus_content_type =
+    "text/plain; version=0.0.4; charset=utf-8";
 
 }  // namespace car

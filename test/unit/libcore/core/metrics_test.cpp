@@ -22,13 +22,13 @@ TEST_SUITE("metrics") {
 
   TEST_CASE("bounds are inclusive upper bounds; buckets are cumulative") {
     LatencyHistogram h;
-    h.observe(microseconds(50));            // <= 100 µs
-    h.observe(microseconds(100));           // exactly the first bound: still the first bucket
-    h.observe(nanoseconds(100'001));        // just above it: the second
-    h.observe(microseconds(700));           // <= 1 ms (index 3)
-    h.observe(std::chrono::seconds(3));     // <= 10 s (the last bound)
-    h.observe(std::chrono::seconds(20));    // above every bound: only +Inf
-    h.observe(nanoseconds(-5));             // a clock that went backwards counts as 0
+    h.observe(microseconds(50));          // <= 100 µs
+    h.observe(microseconds(100));         // exactly the first bound: still the first bucket
+    h.observe(nanoseconds(100'001));      // just above it: the second
+    h.observe(microseconds(700));         // <= 1 ms (index 3)
+    h.observe(std::chrono::seconds(3));   // <= 10 s (the last bound)
+    h.observe(std::chrono::seconds(20));  // above every bound: only +Inf
+    h.observe(nanoseconds(-5));           // a clock that went backwards counts as 0
     const auto s = h.snapshot();
     CHECK(s.count == 7);
     CHECK(s.cumulative[0] == 3);  // 50 µs, 100 µs, -5 ns
@@ -37,7 +37,8 @@ TEST_SUITE("metrics") {
     CHECK(s.cumulative[3] == 5);
     CHECK(s.cumulative[13] == 5);  // <= 2.5 s
     CHECK(s.cumulative[14] == 6);  // <= 10 s
-    for (std::size_t i = 1; i < s.cumulative.size(); ++i) CHECK(s.cumulative[i] >= s.cumulative[i - 1]);
+    for (std::size_t i = 1; i < s.cumulative.size(); ++i)
+      CHECK(s.cumulative[i] >= s.cumulative[i - 1]);
     CHECK(s.sum_seconds == doctest::Approx(23.000950001).epsilon(1e-9));
   }
 

@@ -233,14 +233,16 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
                             unix_socket_};
       try {
         response = options_->http_handler(view);
+        // The bound is on what the handler made; our own short error bodies are not held to it.
+        if (response.body.size() > options_->max_http_response_bytes) {
+          log_warn("{}: plain HTTP response of {} bytes exceeds the {} byte bound", peer_,
+                   response.body.size(), options_->max_http_response_bytes);
+          response =
+              PlainHttpResponse{500, "text/plain; charset=utf-8", "response too large\n", {}};
+        }
       } catch (const std::exception& e) {
         log_warn("{}: plain HTTP handler failed: {}", peer_, e.what());
         response = PlainHttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
-      }
-      if (response.body.size() > options_->max_http_response_bytes) {
-        log_warn("{}: plain HTTP response of {} bytes exceeds the {} byte bound", peer_,
-                 response.body.size(), options_->max_http_response_bytes);
-        response = PlainHttpResponse{500, "text/plain; charset=utf-8", "response too large\n", {}};
       }
       log_debug("{}: {} {} -> {}", peer_, request.method, request.target, response.status);
     }

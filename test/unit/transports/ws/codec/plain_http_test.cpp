@@ -60,10 +60,10 @@ TEST_SUITE("plain_http") {
         {"X-Lf", "a\nb"},                            // bare LF
         {"X-Nul", std::string("a\0b", 3)},           // other control characters
         {"X-Del", "a\x7f"},
-        {"Bad Name", "v"},                           // not a token
+        {"Bad Name", "v"},  // not a token
         {"Bad:Name", "v"},
         {"", "v"},
-        {"Content-Length", "0"},                     // the transport's own headers
+        {"Content-Length", "0"},  // the transport's own headers
         {"content-type", "text/html"},
         {"CONNECTION", "keep-alive"},
         {"Cache-Control", "max-age=60"},
@@ -82,14 +82,16 @@ TEST_SUITE("plain_http") {
     CHECK(out.body == "x");
     // Exactly the six lines we write plus the two kept ones.
     std::size_t lines = 0;
-    for (std::size_t at = 0; (at = out.head.find("\r\n", at)) != std::string::npos; at += 2) ++lines;
+    for (std::size_t at = 0; (at = out.head.find("\r\n", at)) != std::string::npos; at += 2)
+      ++lines;
     CHECK(lines == 7);
   }
 
   TEST_CASE("an unusable status or Content-Type is replaced, never written raw") {
     PlainHttpResponse bad_status{42, "text/plain", "", {}};
-    CHECK(build_http_response(bad_status, false).rfind("HTTP/1.1 500 Internal Server Error\r\n", 0) ==
-          0);
+    CHECK(
+        build_http_response(bad_status, false).rfind("HTTP/1.1 500 Internal Server Error\r\n", 0) ==
+        0);
     PlainHttpResponse bad_type{200, "text/plain\r\nX-Evil: 1", "", {}};
     const std::string out = build_http_response(bad_type, false);
     CHECK(out.find("X-Evil") == std::string::npos);
@@ -107,10 +109,9 @@ TEST_SUITE("plain_http") {
   }
 
   TEST_CASE("host_is_local: loopback names, with or without a port") {
-    for (std::string_view host :
-         {"localhost", "LOCALHOST", "localhost:9100", "foo.localhost", "A.b.Localhost:1",
-          "127.0.0.1", "127.0.0.1:9100", "127.0.0.2", "127.255.255.254:80", "[::1]", "[::1]:1",
-          "[::1]:65535"}) {
+    for (std::string_view host : {"localhost", "LOCALHOST", "localhost:9100", "foo.localhost",
+                                  "A.b.Localhost:1", "127.0.0.1", "127.0.0.1:9100", "127.0.0.2",
+                                  "127.255.255.254:80", "[::1]", "[::1]:1", "[::1]:65535"}) {
       CAPTURE(host);
       CHECK(host_is_local(host, "127.0.0.1:9100"));
       CHECK(host_is_local(host, ""));
@@ -118,11 +119,29 @@ TEST_SUITE("plain_http") {
   }
 
   TEST_CASE("host_is_local: any other name or address is refused") {
-    for (std::string_view host :
-         {"evil.example", "evil.example:9100", "localhost.evil.example", "127.0.0.1.evil.example",
-          "evillocalhost", ".localhost", "10.0.0.1", "128.0.0.1", "0.0.0.0", "127.1", "127.0.0.01",
-          "127.0.0.256", "0x7f.0.0.1", "[::2]", "[::ffff:127.0.0.1]", "::1", "localhost:",
-          "localhost:99999", "localhost:9a", "[::1", "[::1]x", "", ":9100"}) {
+    for (std::string_view host : {"evil.example",
+                                  "evil.example:9100",
+                                  "localhost.evil.example",
+                                  "127.0.0.1.evil.example",
+                                  "evillocalhost",
+                                  ".localhost",
+                                  "10.0.0.1",
+                                  "128.0.0.1",
+                                  "0.0.0.0",
+                                  "127.1",
+                                  "127.0.0.01",
+                                  "127.0.0.256",
+                                  "0x7f.0.0.1",
+                                  "[::2]",
+                                  "[::ffff:127.0.0.1]",
+                                  "::1",
+                                  "localhost:",
+                                  "localhost:99999",
+                                  "localhost:9a",
+                                  "[::1",
+                                  "[::1]x",
+                                  "",
+                                  ":9100"}) {
       CAPTURE(host);
       CHECK_FALSE(host_is_local(host, "127.0.0.1:9100"));
     }

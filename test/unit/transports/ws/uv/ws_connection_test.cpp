@@ -1,9 +1,14 @@
 // The libuv WebSocket connection (ws_connection.cpp) over real loopback TCP sockets, driven by a
 // raw client that checks the bytes: the HTTP upgrade and its refusals (400, 403, 426, 503),
 // JSON-RPC over masked text frames, fragmentation and control frames, the close handshake both
-// ways, protocol errors, the handshake timeout and keepalive (PROTOCOL.md §1, §8).
+// ways, protocol errors, the handshake timeout and keepalive (PROTOCOL.md §1, §8), and plain HTTP
+// through WsOptions::http_handler (Host check, HEAD, the 500s).
+#include <memory>
+#include <stdexcept>
+#include <string>
 #include <variant>
 
+#include "car/ws/plain_http.hpp"
 #include "car/ws/tcp_listener.hpp"
 #include "ws_test_client.hpp"
 
@@ -304,5 +309,101 @@ TEST_SUITE("ws_connection") {
     CHECK(close.close_reason() == "ping timeout");
     c.peer().write(client_frame(0x8, close_payload(1001)));
     CHECK(c.wait_eof());
+  }
+  // ---- plain HTTP (WsOptions::http_handler) ----
+
+  TEST_CASE("plain HTTP: a request without Upgrade goes to the handler; answered, then closed") {
+    struct Seen {
+      int calls = 0;
+      std::string method, target, host, local_address;
+      bool unix_socket = true;
+    };
+    auto seen = std::make_shared<Seen>();
+    ws::WsOptions options;
+    options.http_handler = [seen](const ws::PlainHttpRequest& r) {
+      ++seen->calls;
+      seen->method = r.method;
+      seen->target = r.target;
+      seen->host = r.host;
+      seen->local_address = r.local_address;
+      seen->unix_socket = r.unix_socket;
+      return ws::PlainHttpResponse{200, "text/plain", "hello\n", {{"X-Route", "x"}}};
+    };
+    WsFixture f(std::move(options));
+    const ws::PlainHttpResponse expected{200, "text/plain", "hello\n", {{"X-Route", "x"}}};
+    {
+      auto c = f.client();
+      REQUIRE(c.connect());
+      c.peer().write("GET /x?y=1 HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      CHECK(c.read_http_response() == ws::build_http_response(expected, false));
+      CHECK(c.wait_eof());
+      CHECK(c.peer().received().empty());
+    }
+    CHECK(seen->calls == 1);
+    CHECK(seen->method == "GET");
+    CHECK(seen->target == "/x?y=1");
+    CHECK(seen->host == "localhost");
+    CHECK(seen->local_address == "127.0.0.1:" + std::to_string(f.port));
+    CHECK_FALSE(seen->unix_socket);
+    CHECK(f.server.connection_count() == 0);  // never a core connection
+    {
+      auto c = f.client();
+      REQUIRE(c.connect());
+      c.peer().write("HEAD / HTTP/1.1\r\nHost: 127.0.0.1:" + std::to_string(f.port) + "\r\n\r\n");
+      CHECK(c.read_http_response() == ws::build_http_response(expected, true));
+      CHECK(c.wait_eof());
+      CHECK(c.peer().received().empty());  // no body after the head
+    }
+    CHECK(seen->calls == 2);
+    CHECK(seen->method == "HEAD");
+    // The upgrade is unaffected on the same listener.
+    auto ws_client = f.client();
+    ws_client.upgrade();
+    ws_client.send_text(echo_request(1, "1"));
+    CHECK(ws_client.next_frame().payload == echo_reply(1, "1"));
+    CHECK(seen->calls == 2);
+  }
+
+  TEST_CASE("plain HTTP: a foreign Host is 421 and the handler is not called") {
+    auto calls = std::make_shared<int>(0);
+    ws::WsOptions options;
+    options.http_handler = [calls](const ws::PlainHttpRequest&) {
+      ++*calls;
+      return ws::PlainHttpResponse{};
+    };
+    WsFixture f(std::move(options));
+    for (const char* host : {"evil.example", "evil.example:80", "192.0.2.1"}) {
+      CAPTURE(host);
+      auto c = f.client();
+      REQUIRE(c.connect());
+      c.peer().write(std::string("GET /metrics HTTP/1.1\r\nHost: ") + host + "\r\n\r\n");
+      const std::string response = c.read_http_response();
+      CHECK(response.rfind("HTTP/1.1 421 Misdirected Request\r\n", 0) == 0);
+      CHECK(c.wait_eof());
+    }
+    CHECK(*calls == 0);
+  }
+
+  TEST_CASE("plain HTTP: a handler that throws, or answers too much, becomes a 500") {
+    ws::WsOptions options;
+    options.max_http_response_bytes = 10;
+    options.http_handler = [](const ws::PlainHttpRequest& r) -> ws::PlainHttpResponse {
+      if (r.target == "/throw") throw std::runtime_error("boom");
+      return {200, "text/plain", std::string(r.target == "/big" ? 11 : 10, 'b'), {}};
+    };
+    WsFixture f(std::move(options));
+    auto status_of = [&f](std::string_view target) {
+      auto c = f.client();
+      REQUIRE(c.connect());
+      c.peer().write("GET " + std::string(target) + " HTTP/1.1\r\nHost: localhost\r\n\r\n");
+      const std::string response = c.read_http_response();
+      CHECK(c.wait_eof());
+      // Status line and body: which of the transport's two 500s it was.
+      return response.substr(0, response.find("\r\n")) + " | " +
+             response.substr(response.find("\r\n\r\n") + 4);
+    };
+    CHECK(status_of("/fits") == "HTTP/1.1 200 OK | bbbbbbbbbb");
+    CHECK(status_of("/big") == "HTTP/1.1 500 Internal Server Error | response too large\n");
+    CHECK(status_of("/throw") == "HTTP/1.1 500 Internal Server Error | internal error\n");
   }
 }
