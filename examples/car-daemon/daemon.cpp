@@ -17,6 +17,7 @@
 #include "daemon_log.hpp"
 #include "health_endpoints.hpp"
 #include "stderr_writer.hpp"
+#include "viewer_route.hpp"
 
 #include <fmt/format.h>
 
@@ -185,11 +186,13 @@ bool Daemon::mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_
     auto daemon_token = mint("auth-token", "auth");
     if (!daemon_token) return false;
     auth.token = std::move(*daemon_token);
+    viewer_token_ = auth.token;
   }
   if (mint_host) {
     auto host_token = mint("host-token", "host");
     if (!host_token) return false;
     auth.host_token = std::move(*host_token);
+    viewer_token_ = *auth.host_token;  // the host role reads every agent's runs (§7.5)
   }
   return true;
 }
@@ -206,6 +209,7 @@ static std::size_t default_max_connections(std::size_t cap) {
 
 void Daemon::install_http_routes() {
   add_health_endpoints(*http_routes_, {server_.get(), host_, runs_, started_});
+  http_routes_->add("/", viewer_page_handler());  // the run viewer (docs/VIEWER.md)
 }
 
 bool Daemon::start_listeners() {
@@ -241,9 +245,10 @@ bool Daemon::start_listeners() {
   if (tcp.empty() && options_.unix_paths.empty() && !options_.stdio && inherited_.empty()) {
     tcp.push_back({"127.0.0.1", 9100});  // PROTOCOL.md §9: no listener flag => the default listener
   }
+  std::string viewer;  // the `viewer:` line, for the first loopback listener serving HTTP
   for (const auto& address : tcp) {
-    auto started = ws::TcpListener::start(&loop_, *server_,
-                                          options_for(is_loopback_host(address.host)), address.host,
+    const bool loopback = is_loopback_host(address.host);
+    auto started = ws::TcpListener::start(&loop_, *server_, options_for(loopback), address.host,
                                           address.port);
     if (!started) {
       log_error("{}", started.error().message);
@@ -252,6 +257,10 @@ bool Daemon::start_listeners() {
     auto& listener = started.value();
     StderrWriter::process().write(fmt::format("listening {}\n", listener->url()));
     listening_.push_back(listener->url());
+    const bool serves_http = options_for(loopback) == with_http;
+    if (viewer.empty() && loopback && serves_http && !viewer_token_.empty()) {
+      viewer = viewer_line(listener->url(), viewer_token_);
+    }
     tcp_listeners_.push_back(std::move(listener));
   }
   for (const auto& path : options_.unix_paths) {
@@ -282,6 +291,8 @@ bool Daemon::start_listeners() {
     StderrWriter::process().write("listening stdio\n");
     listening_.push_back("stdio");
   }
+  // A plain line, like `listening ...`: the operator's link to the run viewer (docs/VIEWER.md).
+  if (!viewer.empty()) StderrWriter::process().write(viewer);
   return true;
 }
 

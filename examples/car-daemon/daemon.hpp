@@ -73,6 +73,10 @@ class Daemon {
   // What plain HTTP on a listener answers (--http-endpoints says which listeners); shared with
   // each listener's WsOptions::http_handler, only read once the listeners start.
   std::shared_ptr<HttpRoutes> http_routes_ = std::make_shared<HttpRoutes>();
+  // The token the start-up `viewer:` line carries (viewer_route.hpp): the host token when this
+  // daemon minted it, else the daemon token when it minted that; empty = no line (a token the
+  // operator gave is never echoed).
+  std::string viewer_token_;
   std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;
   std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;
   uv_signal_t sigint_{};

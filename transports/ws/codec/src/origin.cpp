@@ -97,4 +97,22 @@ bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> 
   return allowlist.empty();
 }
 
+bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address) {
+  constexpr std::string_view scheme = "http://";
+  if (!request.has_origin || request.host.empty()) return false;
+  std::string_view origin = request.origin;
+  if (origin.size() != scheme.size() + request.host.size() ||
+      !iequal(origin.substr(0, scheme.size()), scheme) ||
+      !iequal(origin.substr(scheme.size()), request.host)) {
+    return false;
+  }
+  if (is_loopback_origin(origin)) return true;
+  if (local_address.empty()) return false;
+  if (iequal(request.host, local_address)) return true;
+  // Browsers leave the default port out of Host and Origin.
+  constexpr std::string_view default_port = ":80";
+  return ends_with_ci(local_address, default_port) &&
+         iequal(request.host, local_address.substr(0, local_address.size() - default_port.size()));
+}
+
 }  // namespace car::ws

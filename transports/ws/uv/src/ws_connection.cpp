@@ -193,7 +193,12 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
         break;
     }
     const UpgradeRequest& request = handshake_->request();
-    if (!origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
+    // A page this listener served (it answers plain HTTP: the daemon's viewer) may always connect
+    // back to it; every other browser origin follows the allowlist.
+    const bool own_page = options_->http_handler && !unix_socket_ &&
+                          is_own_page_origin(request, local_address_);
+    if (!own_page &&
+        !origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
       reject(403, "origin not allowed");
       return;
     }

@@ -53,4 +53,33 @@ TEST_SUITE("ws_origin") {
     CHECK(origin_allowed(no_origin, none, UnlistedOrigins::loopback_only));
     CHECK(origin_allowed(no_origin, listed, UnlistedOrigins::loopback_only));
   }
+
+  TEST_CASE("own page: Origin http://<Host> on a loopback Host or the listener's own address") {
+    auto own = [](const char* host, const char* origin, const char* authority) {
+      UpgradeRequest request;
+      request.host = host;
+      request.origin = origin;
+      request.has_origin = true;
+      return is_own_page_origin(request, authority);
+    };
+    CHECK(own("127.0.0.1:9100", "http://127.0.0.1:9100", ""));
+    CHECK(own("localhost:9100", "http://LOCALHOST:9100", "127.0.0.1:9100"));
+    CHECK(own("[::1]:9100", "http://[::1]:9100", ""));
+    CHECK(own("192.168.1.5:9100", "http://192.168.1.5:9100", "192.168.1.5:9100"));
+    CHECK(own("192.168.1.5", "http://192.168.1.5", "192.168.1.5:80"));
+    // Another page on this machine (another port), https, or a path is not the page we served.
+    CHECK_FALSE(own("127.0.0.1:9100", "http://127.0.0.1:8000", ""));
+    CHECK_FALSE(own("127.0.0.1:9100", "https://127.0.0.1:9100", ""));
+    CHECK_FALSE(own("127.0.0.1:9100", "http://127.0.0.1:9100/", ""));
+    // A DNS name that may have been rebound to us, or an address that is not the listener's.
+    CHECK_FALSE(own("evil.example:9100", "http://evil.example:9100", "127.0.0.1:9100"));
+    CHECK_FALSE(own("192.168.1.6:9100", "http://192.168.1.6:9100", "192.168.1.5:9100"));
+    CHECK_FALSE(own("192.168.1.5", "http://192.168.1.5", "192.168.1.5:9100"));
+    CHECK_FALSE(own("0.0.0.0:9100", "http://0.0.0.0:9100", ""));
+    // No Origin (not a browser) or no Host: not this rule's to allow.
+    UpgradeRequest no_origin;
+    no_origin.host = "127.0.0.1:9100";
+    CHECK_FALSE(is_own_page_origin(no_origin, ""));
+    CHECK_FALSE(own("", "http://", ""));
+  }
 }
