@@ -15,7 +15,7 @@ from peer import Peer
 RFC3339_MS = r"\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z"
 LEVELS = ("trace", "debug", "info", "warn", "error")
 # The plain lines scripts read (PROTOCOL.md §9): never log records, in either format.
-ANNOUNCEMENT = re.compile(r"^(listening \S+|(auth|host) token file: .+)$")
+ANNOUNCEMENT = re.compile(r"^(listening \S+|(auth|host) token file: .+|viewer: http://\S+)$")
 TEXT_LINE = re.compile(r"^" + RFC3339_MS + r" \[car (" + "|".join(LEVELS) + r")\] ")
 
 
@@ -78,7 +78,8 @@ def test_json_format_every_stderr_line_is_a_record_or_an_announcement():
         code, lines = stderr_after_exit(d)
     assert code == 0
     announcements = [l for l in lines if ANNOUNCEMENT.match(l)]
-    assert len(announcements) == 3, announcements  # listening, auth and host token files
+    # listening, auth and host token files, and the viewer's link (the daemon minted the tokens)
+    assert len(announcements) == 4, announcements
     records = json_records(lines)
     assert any(r["message"] == "shutting down (SIGTERM)" and r["level"] == "info" for r in records)
     assert request_lines(records, "host.agents")
