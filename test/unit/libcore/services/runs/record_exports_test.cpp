@@ -167,6 +167,12 @@ TEST_SUITE("record_exports") {
     auto exporter = std::make_shared<RecordingExporter>();
     exporter->hold();
     RunFixture f(Fixture::disabled_auth(), exporting({exporter}, 8));
+    // Released on every exit, so a failed REQUIRE ends the test instead of hanging the join of
+    // the exporter's thread in the fixture's destructor.
+    struct Release {
+      RecordingExporter& exporter;
+      ~Release() { exporter.release(); }
+    } release_on_exit{*exporter};
     auto p = f.peer();
     auto a = f.start(*p);
     REQUIRE(exporter->wait_entered(1));  // blocked inside deliver with run a's `started`
