@@ -5,7 +5,9 @@
 // same order as car-daemon.
 //
 //   embed_line_server [PORT [TOKEN]]   PORT 0 picks a free port; a TOKEN turns auth on.
-//   Run records go to $CAR_STATE_DIR (default /tmp/car-embed-state). Then, for example:
+//   Run records go to $CAR_STATE_DIR (default /tmp/car-embed-state). With CAR_EXPORT_STDOUT=1
+//   every stored record and host event is also exported to stdout as JSONL (jsonl_exporter.hpp).
+//   Then, for example:
 //   printf '%s\n' '{"jsonrpc":"2.0","id":1,"method":"demo.add","params":{"a":2,"b":3}}' | nc 127.0.0.1 PORT
 #include <uv.h>
 
@@ -20,6 +22,8 @@
 #include <car/uv/listener.hpp>
 #include <car/uv/stream.hpp>
 #include <car/uv/stream_sink.hpp>
+
+#include "jsonl_exporter.hpp"
 
 namespace {
 
@@ -140,7 +144,12 @@ int main(int argc, char** argv) {
   auto host = car::host::install_host_services(server);                  // host.*, tools.*
   car::runs::RunConfig run_config;
   run_config.state_dir = state_dir != nullptr ? state_dir : "/tmp/car-embed-state";
+  const char* export_stdout = std::getenv("CAR_EXPORT_STDOUT");
+  if (export_stdout != nullptr && std::string(export_stdout) == "1") {
+    run_config.exporters.push_back(std::make_shared<JsonlExporter>(stdout));
+  }
   auto runs = car::runs::install_run_services(server, run_config);       // runs.*
+  if (auto tap = runs->host_event_exporter()) host->state().subscribe("record-exporters", tap);
   server.methods().add("demo.add",
                        {car::required("a", car::ParamType::integer), car::required("b", car::ParamType::integer)},
                        [](const car::Request& req, car::Reply reply) {

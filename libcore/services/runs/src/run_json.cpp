@@ -162,7 +162,7 @@ std::string trace_not_found_result(std::string_view run_id) {
 }
 
 std::string stats_result(std::span<const SubscriberStats> subscribers,
-                         const RunCounters& counters) {
+                         const RunCounters& counters, std::span<const ExporterStats> exporters) {
   json::Builder b;
   b.begin_object();
   b.key("subscribers").begin_array();
@@ -191,6 +191,23 @@ std::string stats_result(std::span<const SubscriberStats> subscribers,
   uint64(b.key("events_published"), counters.events_published);
   uint64(b.key("store_jobs"), counters.store_jobs);
   b.end_object();
+  // [ext] Record exporters (car/runs/record_exporter.hpp), in installation order.
+  b.key("exporters").begin_array();
+  for (const ExporterStats& e : exporters) {
+    b.begin_object();
+    b.key("name").str(e.name);
+    uint64(b.key("offered"), e.offered);
+    uint64(b.key("delivered"), e.delivered);
+    uint64(b.key("replayed"), e.replayed);
+    uint64(b.key("fell_behind"), e.fell_behind);
+    uint64(b.key("caught_up"), e.caught_up);
+    uint64(b.key("lost"), e.lost);
+    uint64(b.key("errors"), e.errors);
+    uint64(b.key("queued"), e.queued);
+    b.key("behind").boolean(e.behind);
+    b.end_object();
+  }
+  b.end_array();
   b.end_object();
   return b.take();
 }

@@ -60,6 +60,7 @@ std::string trace_not_found_result(std::string_view run_id);
 // [ext] runs.stats: {subscribers:[{run_id, client_id, queued, dropped, frames_written,
 // bytes_written, last_write_us, drain_passes, events_drained}], fanout:{drain_hops, drain_passes,
 // events_drained, events_dropped, gaps_sent, events_published, store_jobs}}
-std::string stats_result(std::span<const SubscriberStats> subscribers, const RunCounters& counters);
+std::string stats_result(std::span<const SubscriberStats> subscribers, const RunCounters& counters,
+                         std::span<const ExporterStats> exporters = {});
 
 }  // namespace car::runs::detail

@@ -126,6 +126,7 @@ RunLedger::RunLedger(Server& server, RunConfig config, std::shared_ptr<std::mute
       config_(std::move(config)),
       store_(config_.store ? config_.store : make_jsonl_run_store(config_.state_dir)),
       fanout_(std::move(fanout)),
+      exports_(std::make_shared<RecordExports>(config_.exporters, config_.export_options, store_)),
       lock_(std::move(runs_lock)) {}
 
 RunLedger::~RunLedger() = default;
@@ -595,6 +596,7 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
           ++runs_started_;
           fanout_->publish_locked(run->run_id, run->agent_id, op.records.front(), 0,
                                   RunStatus::in_progress, ready);
+          offer_locked(*run, 0, op.records.front());
           break;
         case StoreOp::Kind::turns:
           for (auto& record : op.records) {
@@ -602,6 +604,10 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
             auto shared = std::make_shared<const std::string>(std::move(record));
             fanout_->publish_locked(run->run_id, run->agent_id, *shared, run->published_turns,
                                     RunStatus::in_progress, ready);
+            // Turn i is record i + 1 of the stored trace (after `started`).
+            if (!exports_->empty()) {
+              exports_->offer_run_record(run->agent_id, run->run_id, run->published_turns, shared);
+            }
             run->turns.push_back(std::move(shared));
           }
           break;
@@ -610,6 +616,7 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
           run->status = op.final_status;
           fanout_->publish_locked(run->run_id, run->agent_id, op.records.front(),
                                   run->published_turns, run->status, ready);
+          offer_locked(*run, run->published_turns + 1, op.records.front());
           // The trace now lives in the store; keep only what lifecycle checks need.
           run->turns.clear();
           run->turns.shrink_to_fit();
@@ -630,6 +637,13 @@ void RunLedger::complete_op(const RunPtr& run, StoreOp& op, std::optional<std::s
     }
   }
   op_finished();
+}
+
+void RunLedger::offer_locked(const Run& run, std::uint64_t offset, const std::string& record) {
+  // Published means acknowledged-to-be: the append (and with StoreSync::batch the sync) is done.
+  if (exports_->empty()) return;
+  exports_->offer_run_record(run.agent_id, run.run_id, offset,
+                             std::make_shared<const std::string>(record));
 }
 
 void RunLedger::op_finished() {
@@ -828,6 +842,12 @@ RunCounters RunLedger::counters() const {
   out.store_ops = store_ops_;
   out.runs_started = runs_started_;
   out.runs_ended = runs_ended_;
+  for (const ExporterStats& e : exports_->stats()) {
+    out.exports_offered += e.offered;
+    out.exports_delivered += e.delivered;
+    out.exports_fell_behind += e.fell_behind;
+    out.exports_caught_up += e.caught_up;
+  }
   return out;
 }
 

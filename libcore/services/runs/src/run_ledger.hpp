@@ -18,6 +18,7 @@
 #include "car/runs/run_service.hpp"
 #include "car/runs/run_store.hpp"
 #include "car/event_stream.hpp"
+#include "record_exports.hpp"
 #include "trace_fanout.hpp"
 
 // Private to the runs layer: the run ledger (PROTOCOL.md §7.1–§7.3, §7.7) — the lifecycle of every
@@ -190,6 +191,7 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   const LatencyHistogram& append_latency() const { return append_latency_; }
   std::size_t pending_store_ops() const;  // queued or running
   const RunConfig& config() const { return config_; }
+  RecordExports& exports() const { return *exports_; }
 
  private:
   struct Run;
@@ -236,11 +238,15 @@ class RunLedger : public std::enable_shared_from_this<RunLedger> {
   void complete_op(const RunPtr& run, StoreOp& op, std::optional<std::string> error,
                    TraceFanout::Claimed& ready);
   void op_finished();
+  // Offers a published record of `run` at `offset` in its stored trace to the exporters.
+  void offer_locked(const Run& run, std::uint64_t offset, const std::string& record);
 
   Server& server_;
   const RunConfig config_;
   const std::shared_ptr<RunStore> store_;
   const std::shared_ptr<TraceFanout> fanout_;
+  // Offered every published record, under the runs lock (offers never wait for an exporter).
+  const std::shared_ptr<RecordExports> exports_;
 
   const std::shared_ptr<std::mutex> lock_;  // the runs lock; guards everything below
   std::unordered_map<std::string, RunPtr> runs_;

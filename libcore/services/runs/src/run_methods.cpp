@@ -177,7 +177,8 @@ void runs_stats(const Services& s, const Request& request, Reply reply) {
   std::optional<std::string_view> filter;
   if (auto r = param::string(request.params(), "run_id"); r && !r->empty()) filter = *r;
   auto subscribers = s.fanout->stats(filter);
-  reply.ok(detail::stats_result(subscribers, s.ledger->counters()));
+  auto exporters = s.ledger->exports().stats();
+  reply.ok(detail::stats_result(subscribers, s.ledger->counters(), exporters));
 }
 
 }  // namespace

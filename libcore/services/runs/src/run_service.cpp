@@ -44,4 +44,12 @@ std::size_t RunService::pending_store_ops() const { return ledger_->pending_stor
 
 const RunConfig& RunService::config() const { return ledger_->config(); }
 
+std::vector<ExporterStats> RunService::exporter_stats() const {
+  return ledger_->exports().stats();
+}
+
+std::shared_ptr<EventSubscriber> RunService::host_event_exporter() const {
+  return ledger_->exports().host_event_tap();
+}
+
 }  // namespace car::runs

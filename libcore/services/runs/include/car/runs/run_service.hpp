@@ -11,10 +11,12 @@
 #include <vector>
 
 #include "car/export.hpp"
+#include "car/runs/record_exporter.hpp"
 #include "car/runs/run_record.hpp"
 #include "car/runs/run_store.hpp"
 #include "car/event_stream.hpp"
 #include "car/metrics.hpp"
+#include "car/event_subscriber.hpp"
 
 // Agent run tracing (PROTOCOL.md §7): the run lifecycle, persistence through a RunStore,
 // authorization of trace reads and the live fan-out to subscribers, installed into a Server as
@@ -77,6 +79,10 @@ struct CAR_API RunConfig {
   std::shared_ptr<RunStore> store;
   // Whether a call is answered after its records' write (none) or after their sync (batch).
   StoreSync sync = StoreSync::none;
+  // Exporters offered every acknowledged record (car/runs/record_exporter.hpp), each on its own
+  // thread with its own bounded queue; none by default. Null entries are ignored.
+  std::vector<std::shared_ptr<RecordExporter>> exporters;
+  ExportOptions export_options;
 };
 
 // One subscription's counters (runs.stats, RunService::subscriber_stats).
@@ -100,6 +106,11 @@ struct CAR_API RunCounters {
   std::uint64_t runs_started = 0;      // runs whose `started` record was written
   std::uint64_t runs_ended = 0;        // runs whose ending was written (open = started - ended)
   std::size_t subscribers = 0;         // live run-trace subscriptions, now
+  // Record exporters, summed over every exporter (per exporter: RunService::exporter_stats).
+  std::uint64_t exports_offered = 0;
+  std::uint64_t exports_delivered = 0;
+  std::uint64_t exports_fell_behind = 0;
+  std::uint64_t exports_caught_up = 0;
 };
 
 class RunService;
@@ -141,6 +152,14 @@ class CAR_API RunService {
   // Store operations queued or running.
   std::size_t pending_store_ops() const;
   const RunConfig& config() const;
+
+  // Per-exporter counters (RunConfig::exporters, in that order; runs.stats "exporters").
+  std::vector<ExporterStats> exporter_stats() const;
+  // The subscriber that offers host events to the exporters: subscribe it to the HostState
+  // (`host->state().subscribe("record-exporters", runs->host_event_exporter())`) before serving.
+  // Null when RunConfig::exporters is empty. The same object on every call; it holds the service
+  // weakly and does nothing once the service is gone.
+  std::shared_ptr<EventSubscriber> host_event_exporter() const;
 
  private:
   friend std::shared_ptr<RunService> install_run_services(Server& server, RunConfig config);
