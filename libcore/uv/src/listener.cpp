@@ -9,6 +9,7 @@
 #include <cerrno>
 #include <cstddef>
 #include <cstring>
+#include <optional>
 
 #include <fmt/format.h>
 
@@ -165,16 +166,10 @@ Listener::Started Listener::adopt_tcp(uv_loop_t* loop, int fd, ListenerOptions o
   uv_tcp_t* handle = &listener->core_->h.tcp;
   uv_tcp_init(loop, handle);
   handle->data = listener->core_;
-  int rc = uv_tcp_open(handle, static_cast<uv_os_sock_t>(fd));
-  if (rc != 0) {
-    ::close(fd);  // the handle did not take it, so closing the handle would not close it
-    listener->stop();
-    return Error::internal(fmt::format("fd {}: cannot adopt: {}", fd, uv_strerror(rc)));
-  }
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), backlog, &Listener::on_connection);
-  if (rc != 0) {
-    listener->stop();  // closes fd with the handle
-    return Error::internal(fmt::format("fd {}: cannot listen: {}", fd, uv_strerror(rc)));
+  const int opened = uv_tcp_open(handle, static_cast<uv_os_sock_t>(fd));
+  if (auto error = listener->listen_adopted(reinterpret_cast<uv_stream_t*>(handle), fd, opened,
+                                            backlog)) {
+    return *error;
   }
   sockaddr_storage bound{};
   int length = sizeof bound;
@@ -191,6 +186,21 @@ Listener::Started Listener::adopt_tcp(uv_loop_t* loop, int fd, ListenerOptions o
   }
   listener->host_ = host;
   return listener;
+}
+
+std::optional<Error> Listener::listen_adopted(uv_stream_t* handle, int fd, int opened,
+                                              int backlog) {
+  if (opened != 0) {
+    ::close(fd);  // the handle did not take it, so closing the handle would not close it
+    stop();
+    return Error::internal(fmt::format("fd {}: cannot adopt: {}", fd, uv_strerror(opened)));
+  }
+  const int rc = uv_listen(handle, backlog, &Listener::on_connection);
+  if (rc != 0) {
+    stop();  // closes fd with the handle
+    return Error::internal(fmt::format("fd {}: cannot listen: {}", fd, uv_strerror(rc)));
+  }
+  return std::nullopt;
 }
 
 Listener::Started Listener::adopt_unix(uv_loop_t* loop, int fd, ListenerOptions options,
@@ -223,16 +233,10 @@ Listener::Started Listener::adopt_unix(uv_loop_t* loop, int fd, ListenerOptions 
   uv_pipe_init(loop, handle, 0);
   handle->data = listener->core_;
   // owns_file_ stays false: whoever bound the socket removes its file (systemd does at stop).
-  int rc = uv_pipe_open(handle, static_cast<uv_file>(fd));
-  if (rc != 0) {
-    ::close(fd);  // the handle did not take it, so closing the handle would not close it
-    listener->stop();
-    return Error::internal(fmt::format("fd {}: cannot adopt: {}", fd, uv_strerror(rc)));
-  }
-  rc = uv_listen(reinterpret_cast<uv_stream_t*>(handle), backlog, &Listener::on_connection);
-  if (rc != 0) {
-    listener->stop();  // closes fd with the handle
-    return Error::internal(fmt::format("fd {}: cannot listen: {}", fd, uv_strerror(rc)));
+  const int opened = uv_pipe_open(handle, static_cast<uv_file>(fd));
+  if (auto error = listener->listen_adopted(reinterpret_cast<uv_stream_t*>(handle), fd, opened,
+                                            backlog)) {
+    return *error;
   }
   return listener;
 }

@@ -6,6 +6,7 @@
 #include <cstdint>
 #include <functional>
 #include <memory>
+#include <optional>
 #include <string>
 #include <variant>
 
@@ -111,6 +112,9 @@ class CAR_API Listener {
   Listener(bool tcp, std::string host, ListenerOptions options, AcceptFn on_accept);
   static void on_connection(uv_stream_t* server, int status);
   static void refuse(uv_stream_t* server);
+  // adopt_tcp/adopt_unix after uv_*_open returned `opened`: listens, or stops this listener and
+  // says why (closing `fd` when the handle did not take it).
+  std::optional<Error> listen_adopted(uv_stream_t* handle, int fd, int opened, int backlog);
 
   Core* core_ = nullptr;
   bool tcp_;
