@@ -243,6 +243,9 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
       } catch (const std::exception& e) {
         log_warn("{}: plain HTTP handler failed: {}", peer_, e.what());
         response = PlainHttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
+      } catch (...) {  // an embedder's handler may throw anything; it must not reach libuv
+        log_warn("{}: plain HTTP handler failed with a non-standard exception", peer_);
+        response = PlainHttpResponse{500, "text/plain; charset=utf-8", "internal error\n", {}};
       }
       log_debug("{}: {} {} -> {}", peer_, request.method, request.target, response.status);
     }
