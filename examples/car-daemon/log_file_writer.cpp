@@ -66,15 +66,20 @@ void LogFileWriter::reopen_now() {
 void LogFileWriter::run() {
   while (true) {
     LineQueue::Item item = items_.take();
-    if (item.dropped != 0) {
-      write_all(fd_, notice_(LogLevel::warn,
-                             fmt::format("{} log line(s) dropped: the log file could not keep up",
-                                         item.dropped)));
-    }
-    if (item.control) {
-      reopen_now();
-    } else {
-      write_all(fd_, item.line);
+    // Formatting a notice may throw (bad_alloc); the line is lost then, never the thread
+    // (an exception leaving it would end the process).
+    try {
+      if (item.dropped != 0) {
+        write_all(fd_, notice_(LogLevel::warn,
+                               fmt::format("{} log line(s) dropped: the log file could not keep up",
+                                           item.dropped)));
+      }
+      if (item.control) {
+        reopen_now();
+      } else {
+        write_all(fd_, item.line);
+      }
+    } catch (...) {
     }
     items_.done();
   }

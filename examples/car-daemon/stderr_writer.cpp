@@ -41,18 +41,23 @@ void StderrWriter::set_drop_report(DropReport report) {
 void StderrWriter::run() {
   while (true) {
     LineQueue::Item item = lines_.take();
-    if (item.dropped != 0) {
-      DropReport report;
-      {
-        std::lock_guard lock(report_mutex_);
-        report = drop_report_;
+    // Formatting a notice may throw (bad_alloc); the line is lost then, never the thread
+    // (an exception leaving it would end the process).
+    try {
+      if (item.dropped != 0) {
+        DropReport report;
+        {
+          std::lock_guard lock(report_mutex_);
+          report = drop_report_;
+        }
+        write_all(report ? report(item.dropped)
+                         : fmt::format("[car warn] {} stderr line(s) dropped: stderr was not being "
+                                       "read\n",
+                                       item.dropped));
       }
-      write_all(report ? report(item.dropped)
-                       : fmt::format("[car warn] {} stderr line(s) dropped: stderr was not being "
-                                     "read\n",
-                                     item.dropped));
+      write_all(item.line);
+    } catch (...) {
     }
-    write_all(item.line);
     lines_.done();
   }
 }

@@ -7,6 +7,7 @@
 #include <cstring>
 
 #include "car/log.hpp"
+#include "car/uv/guarded.hpp"
 #include "systemd_messages.hpp"
 
 namespace car::daemon {
@@ -41,8 +42,12 @@ void ServiceNotifier::start_watchdog() {
   // The ping comes from the loop thread on purpose: a loop that is wedged (a callback that never
   // returns, a deadlock) stops pinging, and systemd then kills and restarts the daemon. A ping
   // from a thread of its own would keep a dead daemon "alive".
+  // sd_notify sends one small datagram to the service manager's socket, which PID 1 drains
+  // continuously; that send is the one socket write the loop makes itself (docs/SYSTEMD.md).
   uv_timer_start(
-      &watchdog_, [](uv_timer_t*) { notify("WATCHDOG=1"); }, 0, interval);
+      &watchdog_,
+      [](uv_timer_t*) { uv::guarded("watchdog ping", [] { notify("WATCHDOG=1"); }); }, 0,
+      interval);
   log_info("watchdog: WATCHDOG=1 every {} ms", interval);
 }
 

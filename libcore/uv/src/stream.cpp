@@ -1,5 +1,7 @@
 #include "car/uv/stream.hpp"
 
+#include <cstring>
+
 #include <netinet/in.h>
 
 #include <array>
@@ -289,6 +291,16 @@ std::string format_address(const sockaddr_storage& addr) {
   char ip[64] = {};
   if (addr.ss_family == AF_INET6) {
     const auto* a = reinterpret_cast<const sockaddr_in6*>(&addr);
+    if (IN6_IS_ADDR_V4MAPPED(&a->sin6_addr)) {
+      // An IPv4 peer of a dual-stack socket: written as the IPv4 address it is, which is also
+      // what a browser puts in Host (the plain-HTTP Host check compares with this).
+      sockaddr_in v4{};
+      v4.sin_family = AF_INET;
+      v4.sin_port = a->sin6_port;
+      std::memcpy(&v4.sin_addr, &a->sin6_addr.s6_addr[12], 4);
+      uv_ip4_name(&v4, ip, sizeof ip);
+      return fmt::format("{}:{}", ip, ntohs(v4.sin_port));
+    }
     uv_ip6_name(a, ip, sizeof ip);
     return fmt::format("[{}]:{}", ip, ntohs(a->sin6_port));
   }

@@ -4,6 +4,7 @@
 #include <charconv>
 
 #include "car/ws/handshake.hpp"
+#include "car/ws/plain_http.hpp"
 
 namespace car::ws {
 namespace {
@@ -106,13 +107,8 @@ bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_ad
       !iequal(origin.substr(scheme.size()), request.host)) {
     return false;
   }
-  if (is_loopback_origin(origin)) return true;
-  if (local_address.empty()) return false;
-  if (iequal(request.host, local_address)) return true;
-  // Browsers leave the default port out of Host and Origin.
-  constexpr std::string_view default_port = ":80";
-  return ends_with_ci(local_address, default_port) &&
-         iequal(request.host, local_address.substr(0, local_address.size() - default_port.size()));
+  // The same names the plain-HTTP Host check accepts, so the page and its socket agree.
+  return host_is_local(request.host, local_address);
 }
 
 }  // namespace car::ws

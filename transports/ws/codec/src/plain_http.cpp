@@ -153,11 +153,17 @@ std::string build_http_response(const PlainHttpResponse& response, bool head_onl
 bool host_is_local(std::string_view host, std::string_view local_address) noexcept {
   if (host.empty()) return false;
   if (!local_address.empty() && iequals(host, local_address)) return true;
+  // A browser leaves the default port out of Host.
+  constexpr std::string_view default_port = ":80";
+  if (ends_with_ci(local_address, default_port) &&
+      iequals(host, local_address.substr(0, local_address.size() - default_port.size()))) {
+    return true;
+  }
   std::string_view name;
   if (!strip_port(host, name) || name.empty()) return false;
+  // Only the literal loopback names: `x.localhost` is loopback only where the resolver says so
+  // (RFC 6761 says SHOULD), and a network DNS server that answers it could rebind it to us.
   if (iequals(name, "localhost") || iequals(name, "[::1]")) return true;
-  // "x.localhost" — but not ".localhost" alone, which names nothing.
-  if (name.size() > 10 && ends_with_ci(name, ".localhost")) return true;
   return is_ipv4_loopback(name);
 }
 

@@ -76,6 +76,8 @@ TEST_SUITE("ws_origin") {
     CHECK_FALSE(own("192.168.1.6:9100", "http://192.168.1.6:9100", "192.168.1.5:9100"));
     CHECK_FALSE(own("192.168.1.5", "http://192.168.1.5", "192.168.1.5:9100"));
     CHECK_FALSE(own("0.0.0.0:9100", "http://0.0.0.0:9100", ""));
+    // A name under .localhost is local only if the resolver says so: not trusted.
+    CHECK_FALSE(own("evil.localhost:9100", "http://evil.localhost:9100", "127.0.0.1:9100"));
     // No Origin (not a browser) or no Host: not this rule's to allow.
     UpgradeRequest no_origin;
     no_origin.host = "127.0.0.1:9100";

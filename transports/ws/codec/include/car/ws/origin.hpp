@@ -37,9 +37,10 @@ CAR_API bool origin_allowed(const UpgradeRequest& request, std::span<const std::
 
 // Whether the request comes from a page this listener served itself (car-daemon's run viewer at
 // `GET /`): its Origin is exactly "http://" + its Host header (ASCII case-insensitively), and
-// that Host names this machine — a loopback name or address (as is_loopback_origin) — or is
-// `local_address`, the "IP:PORT" the connection arrived on ("IP" alone matches on port 80; empty
-// means none). A browser sets both headers itself, so no other page can claim them; the Host
+// that Host names this machine as host_is_local (car/ws/plain_http.hpp) decides: `localhost`,
+// 127.0.0.0/8, `[::1]`, or `local_address`, the "IP:PORT" the connection arrived on ("IP" alone
+// matches on port 80; empty means none). `*.localhost` is not trusted here: only a resolver keeps
+// those names local. A browser sets both headers itself, so no other page can claim them; the Host
 // condition keeps out a rebound DNS name (evil.example resolving to 127.0.0.1), whose page would
 // otherwise be "served by" us too. Such a request is allowed whatever the allowlist says.
 CAR_API bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address);

@@ -57,9 +57,10 @@ CAR_API std::string build_http_response(const PlainHttpResponse& response, bool 
 
 // DNS-rebinding defence: whether a plain-HTTP request with this Host header may be answered.
 // True iff `host` (ASCII case-insensitive, an optional ":PORT" after it) is
-//   - a loopback name: `localhost`, any `*.localhost` (RFC 6761 §6.3 keeps them on this machine),
-//     a dotted-quad IPv4 literal in 127.0.0.0/8, or `[::1]`; or
-//   - exactly `local_address` ("IP:PORT" the connection arrived on; the port is required here).
+//   - a loopback name: `localhost`, a dotted-quad IPv4 literal in 127.0.0.0/8, or `[::1]` — not
+//     `*.localhost`, which stays local only if the resolver keeps it so (RFC 6761: SHOULD); or
+//   - exactly `local_address` ("IP:PORT" the connection arrived on), or its IP alone when that
+//     port is 80 (browsers leave the default port out).
 // A page a browser loaded from an attacker's name that now resolves to us still sends that name
 // as Host, so it is refused; a loopback name in Host means the page's own origin is local.
 CAR_API bool host_is_local(std::string_view host, std::string_view local_address) noexcept;
