@@ -1,6 +1,11 @@
 // Daemon::adopt_inherited: the listening sockets a service manager passed become listeners like
 // those of --listen and --unix (same options, same `listening ...` line). Nothing here knows
 // about systemd; systemd_activation.cpp found the sockets.
+#include <unistd.h>
+
+#include <cstddef>
+#include <vector>
+
 #include <fmt/format.h>
 
 #include "car/log.hpp"
@@ -9,8 +14,19 @@
 
 namespace car::daemon {
 
+namespace {
+
+// After a failed adoption the start-up ends (exit 1); the sockets not adopted yet are closed
+// here, so that no listening fd stays open unserved, whatever the caller does next.
+void close_not_adopted(const std::vector<InheritedSocket>& sockets, std::size_t from) {
+  for (std::size_t i = from; i < sockets.size(); ++i) ::close(sockets[i].fd);
+}
+
+}  // namespace
+
 bool Daemon::adopt_inherited(const ListenerOptions& options_for) {
-  for (const auto& socket : inherited_) {
+  for (std::size_t index = 0; index < inherited_.size(); ++index) {
+    const InheritedSocket& socket = inherited_[index];
     // --http-endpoints applies as to a listener of the command line: a Unix socket counts as
     // loopback, a TCP one by its bound address.
     const bool loopback =
@@ -23,6 +39,7 @@ bool Daemon::adopt_inherited(const ListenerOptions& options_for) {
       if (!adopted) {
         log_error("inherited socket {}: {}", inherited_socket_label(socket),
                   adopted.error().message);
+        close_not_adopted(inherited_, index + 1);
         return false;
       }
       url = adopted.value()->url();
@@ -32,6 +49,7 @@ bool Daemon::adopt_inherited(const ListenerOptions& options_for) {
       if (!adopted) {
         log_error("inherited socket {}: {}", inherited_socket_label(socket),
                   adopted.error().message);
+        close_not_adopted(inherited_, index + 1);
         return false;
       }
       url = adopted.value()->url();

@@ -15,9 +15,11 @@
 #include "car/runs/run_record.hpp"
 
 // Persistence of run traces (PROTOCOL.md §7.7). The service calls a store only from pool threads
-// (Executor::queue_work), never from the loop thread, and never runs two appends for the same run
-// at once; appends for different runs, and reads, may run concurrently on several pool threads,
-// so implementations must be thread-safe across runs.
+// (Executor::queue_work) — and read() also from a record exporter's own thread while it catches
+// up (car/runs/record_exporter.hpp) — never from the loop thread, and never runs two appends for
+// the same run at once; appends for different runs, and reads, may run concurrently on several
+// threads, so implementations must be thread-safe across runs and must not rely on running on a
+// pool thread.
 namespace car::runs {
 
 // What runs.list reports for one run (PROTOCOL.md §7.2).
