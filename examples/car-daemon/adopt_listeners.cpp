@@ -32,10 +32,10 @@ bool Daemon::adopt_inherited(const ListenerOptions& options_for) {
     const bool loopback =
         socket.kind == InheritedSocket::Kind::unix_stream || is_loopback_host(socket.host);
     const auto ws_options = options_for(loopback);
-    // The listener owns the fd from here on, also when adopting it fails.
+    // The listener owns the fd from here on, also when adopting it fails. Both listener kinds
+    // are adopted the same way; only the type and the list they join differ.
     std::string url;
-    if (socket.kind == InheritedSocket::Kind::tcp) {
-      auto adopted = ws::TcpListener::adopt(&loop_, *server_, ws_options, socket.fd);
+    auto keep = [&](auto adopted, auto& listeners) {
       if (!adopted) {
         log_error("inherited socket {}: {}", inherited_socket_label(socket),
                   adopted.error().message);
@@ -43,18 +43,15 @@ bool Daemon::adopt_inherited(const ListenerOptions& options_for) {
         return false;
       }
       url = adopted.value()->url();
-      tcp_listeners_.push_back(std::move(adopted.value()));
-    } else {
-      auto adopted = unix_socket::UnixListener::adopt(&loop_, *server_, ws_options, socket.fd);
-      if (!adopted) {
-        log_error("inherited socket {}: {}", inherited_socket_label(socket),
-                  adopted.error().message);
-        close_not_adopted(inherited_, index + 1);
-        return false;
-      }
-      url = adopted.value()->url();
-      unix_listeners_.push_back(std::move(adopted.value()));
-    }
+      listeners.push_back(std::move(adopted.value()));
+      return true;
+    };
+    const bool kept =
+        socket.kind == InheritedSocket::Kind::tcp
+            ? keep(ws::TcpListener::adopt(&loop_, *server_, ws_options, socket.fd), tcp_listeners_)
+            : keep(unix_socket::UnixListener::adopt(&loop_, *server_, ws_options, socket.fd),
+                   unix_listeners_);
+    if (!kept) return false;
     // PROTOCOL.md §9: the same plain line as for a listener the daemon bound itself.
     StderrWriter::process().write(fmt::format("listening {}\n", url));
     listening_.push_back(url);
