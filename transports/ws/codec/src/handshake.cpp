@@ -214,7 +214,9 @@ void HandshakeParser::finish() {
   }
   if (!has_host_) return reject(400, "missing Host header");
   if (!upgrade_websocket_) {
-    if (accept_plain_http_) {
+    // Sec-WebSocket-* only make sense in an upgrade: such a request is a broken one (400).
+    const bool websocket_attempt = has_key_ || has_version_;
+    if (accept_plain_http_ && !websocket_attempt) {
       status_ = HandshakeStatus::plain_http;
       return;
     }

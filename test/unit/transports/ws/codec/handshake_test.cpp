@@ -403,6 +403,19 @@ TEST_SUITE("handshake") {
       CHECK(q.reject_status() == 400);
       CHECK(q.reject_reason() == "method is not GET");
     }
+    // A WebSocket key and version without `Upgrade: websocket` is a broken upgrade (PROTOCOL.md
+    // §1: 400), not a plain request, on a listener that serves plain HTTP too.
+    for (std::string_view headers :
+         {"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+          "Sec-WebSocket-Version: 13\r\n",
+          "Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n", "Sec-WebSocket-Version: 13\r\n"}) {
+      CAPTURE(headers);
+      HandshakeParser broken(8192, true);
+      CHECK(broken.feed("GET /chat HTTP/1.1\r\nHost: a\r\n" + std::string(headers) + "\r\n") ==
+            HandshakeStatus::rejected);
+      CHECK(broken.reject_status() == 400);
+      CHECK(broken.reject_reason() == "missing Upgrade: websocket");
+    }
     // Upgrade: websocket without the rest is a broken upgrade (400), not a plain request.
     HandshakeParser r(8192, true);
     CHECK(r.feed("GET / HTTP/1.1\r\nHost: a\r\nUpgrade: websocket\r\n\r\n") ==

@@ -23,8 +23,11 @@
 //   Sec-WebSocket-Protocol and every other header are ignored.
 //
 // Plain HTTP (opt-in, constructor flag accept_plain_http): a complete request with no `websocket`
-// token in any Upgrade header is not an upgrade at all but an ordinary HTTP/1.1 request — a
-// health check, a metrics scrape. It ends as `plain_http` (the caller answers it, see
+// token in any Upgrade header and no WebSocket header (Sec-WebSocket-Key, -Version) is not an
+// upgrade at all but an ordinary HTTP/1.1 request: a health check, a metrics scrape (another
+// Upgrade, such as curl's h2c, may be ignored, RFC 9110 §7.8). A request with a WebSocket header
+// is a WebSocket upgrade attempt, and a malformed one still gets PROTOCOL.md §1's 400 — e.g. a key
+// and version but no `Upgrade: websocket`. It ends as `plain_http` (the caller answers it, see
 // car/ws/plain_http.hpp, and closes) instead of 400, provided it has exactly one Host header
 // (else 400, as before). Its method may be any token: the method check is then made at the blank
 // line, where an upgrade request whose method is not GET still gets 400. Everything else — the
