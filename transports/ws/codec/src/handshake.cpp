@@ -1,6 +1,7 @@
 #include "car/ws/handshake.hpp"
 
 #include "car/ws/plain_http.hpp"
+#include "http_chars.hpp"
 
 #include <openssl/evp.h>
 
@@ -11,33 +12,10 @@ namespace car::ws {
 
 namespace {
 
+using detail::iequals;
+using detail::is_token;
+
 constexpr std::string_view accept_guid = "258EAFA5-E914-47DA-95CA-C5AB0DC85B11";
-
-char ascii_lower(char c) noexcept {
-  return (c >= 'A' && c <= 'Z') ? static_cast<char>(c - 'A' + 'a') : c;
-}
-
-bool iequals(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (ascii_lower(a[i]) != ascii_lower(b[i])) return false;
-  }
-  return true;
-}
-
-// RFC 7230 §3.2.6 tchar.
-bool is_tchar(char c) noexcept {
-  if ((c >= '0' && c <= '9') || (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z')) return true;
-  return std::string_view("!#$%&'*+-.^_`|~").find(c) != std::string_view::npos;
-}
-
-bool is_token(std::string_view s) noexcept {
-  if (s.empty()) return false;
-  for (char c : s) {
-    if (!is_tchar(c)) return false;
-  }
-  return true;
-}
 
 bool is_ows(char c) noexcept { return c == ' ' || c == '\t'; }
 

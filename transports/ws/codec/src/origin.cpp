@@ -5,24 +5,13 @@
 
 #include "car/ws/handshake.hpp"
 #include "car/ws/plain_http.hpp"
+#include "http_chars.hpp"
 
 namespace car::ws {
 namespace {
 
-bool iequal(std::string_view a, std::string_view b) noexcept {
-  if (a.size() != b.size()) return false;
-  for (std::size_t i = 0; i < a.size(); ++i) {
-    if (std::tolower(static_cast<unsigned char>(a[i])) !=
-        std::tolower(static_cast<unsigned char>(b[i]))) {
-      return false;
-    }
-  }
-  return true;
-}
-
-bool ends_with_ci(std::string_view text, std::string_view suffix) noexcept {
-  return text.size() >= suffix.size() && iequal(text.substr(text.size() - suffix.size()), suffix);
-}
+using detail::ends_with_ci;
+using detail::iequals;
 
 // Four decimal octets, each 0..255 without a sign, the first 127.
 bool is_ipv4_loopback(std::string_view host) noexcept {
@@ -48,9 +37,9 @@ bool is_ipv4_loopback(std::string_view host) noexcept {
 
 bool is_loopback_origin(std::string_view origin) {
   std::string_view rest;
-  if (origin.size() > 7 && iequal(origin.substr(0, 7), "http://")) {
+  if (origin.size() > 7 && iequals(origin.substr(0, 7), "http://")) {
     rest = origin.substr(7);
-  } else if (origin.size() > 8 && iequal(origin.substr(0, 8), "https://")) {
+  } else if (origin.size() > 8 && iequals(origin.substr(0, 8), "https://")) {
     rest = origin.substr(8);
   } else {
     return false;
@@ -77,7 +66,7 @@ bool is_loopback_origin(std::string_view origin) {
   }
   if (port.size() > 5) return false;
   if (host == "[::1]") return true;
-  if (iequal(host, "localhost")) return true;
+  if (iequals(host, "localhost")) return true;
   // `x.localhost`, but not `.localhost` alone nor `evil-localhost`.
   if (host.size() > 10 && ends_with_ci(host, ".localhost")) {
     for (char c : host) {
@@ -92,7 +81,7 @@ bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> 
                     UnlistedOrigins unlisted) {
   if (!request.has_origin) return true;
   for (const std::string& allowed : allowlist) {
-    if (iequal(request.origin, allowed)) return true;
+    if (iequals(request.origin, allowed)) return true;
   }
   if (unlisted == UnlistedOrigins::loopback_only) return is_loopback_origin(request.origin);
   return allowlist.empty();
@@ -103,8 +92,8 @@ bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_ad
   if (!request.has_origin || request.host.empty()) return false;
   std::string_view origin = request.origin;
   if (origin.size() != scheme.size() + request.host.size() ||
-      !iequal(origin.substr(0, scheme.size()), scheme) ||
-      !iequal(origin.substr(scheme.size()), request.host)) {
+      !iequals(origin.substr(0, scheme.size()), scheme) ||
+      !iequals(origin.substr(scheme.size()), request.host)) {
     return false;
   }
   // The same names the plain-HTTP Host check accepts, so the page and its socket agree.
