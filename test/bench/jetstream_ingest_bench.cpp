@@ -6,7 +6,8 @@
 // The stream is created for the run and deleted after it. Prints one JSON line.
 //
 //   jetstream_ingest_bench URLS [--replicas N] [--count N] [--size BYTES] [--subjects N]
-//                          [--window N] [--latency-count N]
+//                          [--window N] [--latency-count N] [--keep 1]
+// --keep 1 leaves the stream in place (the driver samples the broker's memory, then deletes it).
 #include <nats/nats.h>
 
 #include <algorithm>
@@ -27,6 +28,7 @@ struct Args {
   int subjects = 1000;
   int window = 4096;
   int latency_count = 1000;
+  bool keep = false;
 };
 
 bool parse(int argc, char** argv, Args& args) {
@@ -48,6 +50,8 @@ bool parse(int argc, char** argv, Args& args) {
       args.window = static_cast<int>(value);
     } else if (flag == "--latency-count") {
       args.latency_count = static_cast<int>(value);
+    } else if (flag == "--keep") {
+      args.keep = true;
     } else {
       return false;
     }
@@ -78,7 +82,7 @@ int main(int argc, char** argv) {
   if (!parse(argc, argv, args)) {
     std::fprintf(stderr,
                  "usage: jetstream_ingest_bench URLS [--replicas N] [--count N] [--size BYTES] "
-                 "[--subjects N] [--window N] [--latency-count N]\n");
+                 "[--subjects N] [--window N] [--latency-count N] [--keep 1]\n");
     return 2;
   }
   natsConnection* nc = nullptr;
@@ -149,7 +153,7 @@ int main(int argc, char** argv) {
       static_cast<double>(args.count) / seconds,
       static_cast<double>(args.count) * args.size / seconds / 1e6, at(0.50), at(0.99));
 
-  js_DeleteStream(js, "CARBENCH", nullptr, &jerr);
+  if (!args.keep) js_DeleteStream(js, "CARBENCH", nullptr, &jerr);
   jsCtx_Destroy(js);
   natsConnection_Destroy(nc);
   nats_Close();
