@@ -306,6 +306,10 @@ bool Daemon::start_listeners() {
     StderrWriter::process().write("listening stdio\n");
     listening_.push_back("stdio");
   }
+  if (tls_ && tcp_listeners_.empty()) {
+    log_warn("--tls-cert/--tls-key given, but no TCP listener to use them (Unix sockets and stdio "
+             "stay plaintext)");
+  }
   // A plain line, like `listening ...`: the operator's link to the run viewer (docs/VIEWER.md).
   if (!viewer.empty()) StderrWriter::process().write(viewer);
   return true;
