@@ -171,7 +171,7 @@ void ServerSession::close(std::string& to_peer) {
 }
 
 std::string_view ServerSession::protocol_version() const {
-  if (!ssl_ || state_ == SessionState::handshaking) return {};
+  if (state_ != SessionState::established && state_ != SessionState::peer_closed) return {};
   return SSL_get_version(ssl_->ssl);
 }
 

@@ -66,7 +66,7 @@ class CAR_API ServerSession {
   SessionState state() const { return state_; }
   // The error that failed the session; empty while it has not failed.
   const std::string& error() const { return error_; }
-  // "TLSv1.3", "TLSv1.2"; empty before the handshake finished.
+  // "TLSv1.3", "TLSv1.2"; empty before the handshake finished and after a failure.
   std::string_view protocol_version() const;
 
  private:
