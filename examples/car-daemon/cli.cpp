@@ -107,6 +107,8 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--http-endpoints", one_of(o.http_endpoints, {{"loopback", HttpEndpointsOption::loopback},
                                                      {"all", HttpEndpointsOption::all},
                                                      {"off", HttpEndpointsOption::off}})},
+      {"--tls-cert", text(o.tls_cert)},
+      {"--tls-key", text(o.tls_key)},
       {"--sync", one_of(o.sync, {{"none", SyncOption::none}, {"batch", SyncOption::batch}})},
       {"--token", text(o.token)},
       // An alias, as the contract names it: both set the same token (the last one given wins).
@@ -205,6 +207,9 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   }
   if (o.no_approvals && !o.approval_methods.empty()) {
     return CliError{"--no-approvals and --approval-method contradict each other"};
+  }
+  if (o.tls_cert.has_value() != o.tls_key.has_value()) {
+    return CliError{"--tls-cert and --tls-key go together: give both or neither"};
   }
   bool framing_given = false;
   for (const auto& a : args) framing_given = framing_given || a.rfind("--stdio-framing", 0) == 0;
@@ -309,6 +314,10 @@ Listeners (none given => --listen 127.0.0.1:9100):
                               plain HTTP GET /healthz and /metrics on the WebSocket listeners:
                               loopback (default) on loopback --listen addresses and --unix
                               sockets, all on every listener, off on none (400 as before)
+  --tls-cert FILE --tls-key FILE
+                              TLS on every TCP listener (wss://, https://): a PEM certificate
+                              chain (server certificate first) and its unencrypted PEM key;
+                              both or neither; Unix sockets and stdio stay plaintext
 
 Authentication (a token not given is minted at each launch into the token directory, files
 auth-token and host-token, mode 0600, removed at shutdown):

@@ -36,6 +36,10 @@ struct Options {
   StdioFramingOption stdio_framing = StdioFramingOption::ndjson;
   // loopback (default): loopback --listen addresses and every --unix socket; all; off.
   HttpEndpointsOption http_endpoints = HttpEndpointsOption::loopback;
+  // --tls-cert / --tls-key: PEM files; both or neither. With them every TCP listener (--listen
+  // and inherited TCP sockets) serves wss:// (and https:// plain HTTP); Unix sockets stay plain.
+  std::optional<std::string> tls_cert;
+  std::optional<std::string> tls_key;
 
   std::optional<std::string> token;
   // Where `token` came from, for messages: "--token", "--auth-token" or "CAR_AUTH_TOKEN".

@@ -313,4 +313,21 @@ TEST_SUITE("cli") {
     CHECK(parse_error({"--http-endpoints"}).find("needs a value") != std::string::npos);
     CHECK(usage_text().find("--http-endpoints loopback|all|off") != std::string::npos);
   }
+
+  TEST_CASE("--tls-cert FILE --tls-key FILE: both or neither") {
+    auto defaults = parse_ok({});
+    CHECK_FALSE(defaults.tls_cert);
+    CHECK_FALSE(defaults.tls_key);
+    auto o = parse_ok({"--tls-cert", "/etc/car/cert.pem", "--tls-key=/etc/car/key.pem"});
+    REQUIRE(o.tls_cert);
+    REQUIRE(o.tls_key);
+    CHECK(*o.tls_cert == "/etc/car/cert.pem");
+    CHECK(*o.tls_key == "/etc/car/key.pem");
+    CHECK(parse_error({"--tls-cert", "cert.pem"}).find("--tls-cert and --tls-key go together") !=
+          std::string::npos);
+    CHECK(parse_error({"--tls-key", "key.pem"}).find("give both or neither") != std::string::npos);
+    CHECK(parse_error({"--tls-cert"}).find("needs a value") != std::string::npos);
+    CHECK(parse_error({"--tls-key=", "--tls-cert", "c"}).find("non-empty") != std::string::npos);
+    CHECK(usage_text().find("--tls-cert FILE --tls-key FILE") != std::string::npos);
+  }
 }

@@ -99,6 +99,19 @@ Daemon::~Daemon() {
   uv_loop_close(&loop_);
 }
 
+bool Daemon::load_tls() {
+  if (!options_.tls_cert) return true;
+  // Start-up, before the loop runs: reading two small files here blocks nothing that serves.
+  auto loaded = tls::ServerContext::from_files(*options_.tls_cert, *options_.tls_key);
+  if (!loaded) {
+    log_error("--tls-cert/--tls-key: {}", loaded.error().message);
+    return false;
+  }
+  tls_ = std::move(loaded.value());
+  log_info("TLS on the TCP listeners with {} ({})", *options_.tls_cert, tls_->subject());
+  return true;
+}
+
 bool Daemon::lock_state_dir() {
   // Two daemons appending to the same run logs would interleave records and disagree about which
   // runs are live: the second one refuses to start, naming the first (PROTOCOL.md §9).
@@ -227,6 +240,8 @@ bool Daemon::start_listeners() {
   if (options_.ping_interval_ms) {
     ws_options->ping_interval = std::chrono::milliseconds(*options_.ping_interval_ms);
   }
+  // TCP listeners only (the Unix-socket listener ignores it): --listen and inherited TCP alike.
+  ws_options->tls = tls_;
   // --http-endpoints (docs/OPERATIONS.md "Health and metrics"): the same settings, plus plain
   // HTTP, for the listeners that serve it; the others keep answering a GET without Upgrade 400.
   auto with_http = std::make_shared<ws::WsOptions>(*ws_options);
@@ -291,6 +306,10 @@ bool Daemon::start_listeners() {
     StderrWriter::process().write("listening stdio\n");
     listening_.push_back("stdio");
   }
+  if (tls_ && tcp_listeners_.empty()) {
+    log_warn("--tls-cert/--tls-key given, but no TCP listener to use them (Unix sockets and stdio "
+             "stay plaintext)");
+  }
   // A plain line, like `listening ...`: the operator's link to the run viewer (docs/VIEWER.md).
   if (!viewer.empty()) StderrWriter::process().write(viewer);
   return true;
@@ -334,6 +353,8 @@ void Daemon::install_services(session::AuthConfig auth) {
 int Daemon::run() {
   ServerConfig config;
   session::AuthConfig auth;
+  // First: an unusable certificate is a configuration error that needs nothing undone.
+  if (!load_tls()) return 1;
   if (!lock_state_dir()) return 1;
   if (!configure_auth(config, auth)) return 1;
   config.require_handshake = options_.require_handshake;

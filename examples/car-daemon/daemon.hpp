@@ -41,6 +41,8 @@ class Daemon {
 
  private:
   bool lock_state_dir();
+  // --tls-cert/--tls-key: loads and checks them into tls_ (false, logged, when they are unusable).
+  bool load_tls();
   bool configure_auth(ServerConfig& config, session::AuthConfig& auth);
   bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
   void install_services(session::AuthConfig auth);
@@ -77,6 +79,8 @@ class Daemon {
   // daemon minted it, else the daemon token when it minted that; empty = no line (a token the
   // operator gave is never echoed).
   std::string viewer_token_;
+  // The TLS context every TCP listener shares (null without --tls-cert).
+  std::shared_ptr<const tls::ServerContext> tls_;
   std::vector<std::unique_ptr<ws::TcpListener>> tcp_listeners_;
   std::vector<std::unique_ptr<unix_socket::UnixListener>> unix_listeners_;
   uv_signal_t sigint_{};

@@ -19,8 +19,15 @@ HttpRoutes::Handler viewer_page_handler() {
 
 std::string viewer_line(std::string_view listener_url, std::string_view token) {
   constexpr std::string_view ws_scheme = "ws://";
+  constexpr std::string_view wss_scheme = "wss://";
   std::string_view authority = listener_url;
-  if (authority.substr(0, ws_scheme.size()) == ws_scheme) authority.remove_prefix(ws_scheme.size());
+  // A TLS listener (wss://) serves its page over https://.
+  const bool secure = authority.substr(0, wss_scheme.size()) == wss_scheme;
+  if (secure) {
+    authority.remove_prefix(wss_scheme.size());
+  } else if (authority.substr(0, ws_scheme.size()) == ws_scheme) {
+    authority.remove_prefix(ws_scheme.size());
+  }
   std::string encoded;
   for (unsigned char c : token) {
     bool plain = (c >= 'A' && c <= 'Z') || (c >= 'a' && c <= 'z') || (c >= '0' && c <= '9') ||
@@ -31,7 +38,7 @@ std::string viewer_line(std::string_view listener_url, std::string_view token) {
       encoded += fmt::format("%{:02X}", c);
     }
   }
-  return fmt::format("viewer: http://{}/#token={}\n", authority, encoded);
+  return fmt::format("viewer: {}://{}/#token={}\n", secure ? "https" : "http", authority, encoded);
 }
 
 }  // namespace car::daemon

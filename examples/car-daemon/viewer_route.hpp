@@ -16,7 +16,8 @@ namespace car::daemon {
 HttpRoutes::Handler viewer_page_handler();
 
 // "viewer: http://HOST:PORT/#token=TOKEN\n" for the listener whose url() is `listener_url`
-// ("ws://HOST:PORT"); every byte of `token` outside base64url's alphabet is percent-encoded.
+// ("ws://HOST:PORT"; "https://..." for "wss://HOST:PORT"); every byte of `token` outside
+// base64url's alphabet is percent-encoded.
 std::string viewer_line(std::string_view listener_url, std::string_view token);
 
 }  // namespace car::daemon

@@ -15,6 +15,8 @@ TEST_SUITE("viewer_route") {
     CHECK(viewer_line("ws://127.0.0.1:9100", "abc-_XYZ09") ==
           "viewer: http://127.0.0.1:9100/#token=abc-_XYZ09\n");
     CHECK(viewer_line("ws://[::1]:9100", "t") == "viewer: http://[::1]:9100/#token=t\n");
+    // A TLS listener's page is https://.
+    CHECK(viewer_line("wss://127.0.0.1:9443", "t") == "viewer: https://127.0.0.1:9443/#token=t\n");
     // Bytes outside base64url would change meaning in a fragment ('&' splits it, '+' is a space
     // to URLSearchParams): they are percent-encoded.
     CHECK(viewer_line("ws://127.0.0.1:1", "a&b+c d%") ==

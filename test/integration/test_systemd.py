@@ -14,13 +14,16 @@ import os
 import shutil
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 
 from harness import DAEMON, Daemon, daemon_env, request
 from rawws import RawWs
+from tls_certs import make_certificate
 
 TOKEN = "systemd-test-token"
 
@@ -312,6 +315,30 @@ def test_inherited_sockets_extend_the_listen_flags():
             assert d.wait() == 0
     finally:
         s.close()
+
+
+def test_inherited_tcp_sockets_get_tls_and_inherited_unix_sockets_stay_plaintext():
+    if not systemd_built_or_skip("tls"):
+        return
+    s = Sockets()
+    certs = tempfile.mkdtemp(prefix="car-it-sd-tls-")
+    try:
+        cert, key = make_certificate(certs)
+        with ActivatedDaemon(s, [s.tcp, s.unix], "--token", TOKEN, "--tls-cert", cert,
+                             "--tls-key", key) as d:
+            s.next_message(lambda m: m.get("READY") == "1")
+            assert f"wss://127.0.0.1:{s.port}" in d.listening, d.listening
+            assert f"unix:{s.unix_path}" in d.listening, d.listening
+            context = ssl.create_default_context(cafile=cert)
+            with urllib.request.urlopen(f"https://localhost:{s.port}/healthz", context=context,
+                                        timeout=10) as response:
+                assert json.loads(response.read())["status"] == "ok"
+            assert "result" in call(authenticated(s.unix_path), "host.agents", 2)
+            d.proc.send_signal(signal.SIGTERM)
+            assert d.wait() == 0
+    finally:
+        s.close()
+        shutil.rmtree(certs, ignore_errors=True)
 
 
 def test_an_inherited_datagram_socket_is_refused_naming_it():

@@ -18,6 +18,10 @@ namespace {
 // serves every stream: an idle connection holds no read buffer at all.
 constexpr std::size_t read_buffer_size = 64 * 1024;
 thread_local std::array<char, read_buffer_size> t_read_buffer;
+// The decoded bytes of one filtered read, handed to on_read and reused by every stream of the
+// thread like t_read_buffer (a filter yields no more than it was given plus what it held back:
+// under 64 KiB plus one TLS record).
+thread_local std::string t_decoded;
 
 struct OwnedWrite {
   uv_write_t req;
@@ -114,6 +118,13 @@ int Stream::accept(uv_stream_t* server) {
   return 0;
 }
 
+int Stream::set_filter(StreamFilter* filter) {
+  if (file_) return UV_ENOTSUP;
+  if (filter_ != nullptr) return UV_EALREADY;
+  filter_ = filter;
+  return 0;
+}
+
 uv_stream_t* Stream::stream() {
   if (state_ != State::open && state_ != State::closing) return nullptr;
   return is_stream_type(handle_.handle.type) ? &handle_.stream : nullptr;
@@ -165,9 +176,8 @@ void Stream::on_read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
   if (nread == 0) return;  // EAGAIN: libuv handed the buffer back unused
   bool ok = false;
   if (nread > 0) {
-    ok = guarded("stream read callback", [&] {
-      self->handler_.on_read(*self, {buf->base, static_cast<std::size_t>(nread)});
-    });
+    ok = guarded("stream read callback",
+                 [&] { self->deliver({buf->base, static_cast<std::size_t>(nread)}); });
   } else {
     uv_read_stop(s);
     self->reading_ = false;
@@ -176,6 +186,48 @@ void Stream::on_read_cb(uv_stream_t* s, ssize_t nread, const uv_buf_t* buf) {
                          [&] { self->handler_.on_read_end(*self, static_cast<int>(nread)); });
   }
   if (!ok) self->fail_upcall();
+}
+
+void Stream::deliver(std::string_view bytes) {
+  if (filter_ == nullptr) {
+    handler_.on_read(*this, bytes);
+  } else {
+    deliver_filtered(bytes);
+  }
+}
+
+void Stream::deliver_filtered(std::string_view wire) {
+  std::string& decoded = t_decoded;
+  decoded.clear();
+  std::string reply;
+  const StreamFilter::Input input = filter_->decode(wire, decoded, reply);
+  if (!reply.empty()) {
+    if (input == StreamFilter::Input::failed) {
+      // The alert explaining the failure: worth a try, not worth a queued write (the stream
+      // closes next, which would cancel it).
+      uv_buf_t buf = uv_buf_init(reply.data(), static_cast<unsigned>(reply.size()));
+      static_cast<void>(uv_try_write(&handle_.stream, &buf, 1));
+    } else if (int rc = write_wire(std::move(reply), {}); rc != 0 && rc != UV_EPIPE) {
+      // UV_EPIPE: the stream is closing already. Anything else leaves the peer waiting for
+      // records it will never get: end the input like a failed read.
+      log_debug("stream: cannot write the filter's reply: {}", uv_strerror(rc));
+      uv_read_stop(&handle_.stream);
+      reading_ = false;
+      read_ended_ = true;
+      handler_.on_read_end(*this, rc);
+      return;
+    }
+  }
+  if (!decoded.empty()) handler_.on_read(*this, decoded);
+  if (input == StreamFilter::Input::more) return;
+  // The owner may have closed the stream (or met the end another way) inside on_read.
+  if (state_ != State::open || read_ended_) return;
+  if (reading_) {
+    uv_read_stop(&handle_.stream);
+    reading_ = false;
+  }
+  read_ended_ = true;
+  handler_.on_read_end(*this, input == StreamFilter::Input::ended ? UV_EOF : UV_EPROTO);
 }
 
 void Stream::read_file() {
@@ -223,6 +275,17 @@ void Stream::fail_upcall() { close(); }
 
 int Stream::write(std::string bytes, Done done) {
   if (state_ != State::open) return UV_EPIPE;
+  if (filter_ != nullptr) {
+    std::string wire;
+    uv_buf_t plain = uv_buf_init(bytes.data(), static_cast<unsigned>(bytes.size()));
+    if (!filter_->encode({&plain, 1}, wire)) return UV_EPROTO;
+    return write_wire(std::move(wire), std::move(done));
+  }
+  return write_wire(std::move(bytes), std::move(done));
+}
+
+int Stream::write_wire(std::string bytes, Done done) {
+  if (state_ != State::open) return UV_EPIPE;
   uv_stream_t* s = stream();
   if (s == nullptr) return UV_ENOTSUP;
   auto w = std::make_unique<OwnedWrite>();
@@ -242,6 +305,15 @@ int Stream::try_write(std::string_view bytes) {
   if (state_ != State::open) return UV_EPIPE;
   uv_stream_t* s = stream();
   if (s == nullptr) return UV_ENOTSUP;
+  if (filter_ != nullptr) {
+    std::string wire;
+    uv_buf_t plain = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
+    if (!filter_->encode({&plain, 1}, wire)) return UV_EPROTO;
+    uv_buf_t buf = uv_buf_init(wire.data(), static_cast<unsigned>(wire.size()));
+    int rc = uv_try_write(s, &buf, 1);
+    if (rc < 0) return rc;
+    return static_cast<std::size_t>(rc) == wire.size() ? static_cast<int>(bytes.size()) : UV_EAGAIN;
+  }
   uv_buf_t buf = uv_buf_init(const_cast<char*>(bytes.data()), static_cast<unsigned>(bytes.size()));
   return uv_try_write(s, &buf, 1);
 }
@@ -250,6 +322,14 @@ int Stream::shutdown(Done done) {
   if (state_ != State::open) return UV_EPIPE;
   uv_stream_t* s = stream();
   if (s == nullptr) return UV_ENOTSUP;
+  if (filter_ != nullptr) {
+    // The filter's goodbye goes out before the FIN (uv_shutdown waits for queued writes).
+    std::string goodbye;
+    filter_->finish(goodbye);
+    if (!goodbye.empty()) {
+      if (int rc = write_wire(std::move(goodbye), {}); rc != 0) return rc;
+    }
+  }
   auto r = std::make_unique<OwnedShutdown>();
   r->done = std::move(done);
   r->req.data = r.get();

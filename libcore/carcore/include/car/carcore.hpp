@@ -33,6 +33,7 @@
 #include "car/uv/guarded.hpp"
 #include "car/uv/listener.hpp"
 #include "car/uv/stream.hpp"
+#include "car/uv/stream_filter.hpp"
 #include "car/uv/stream_sink.hpp"
 #include "car/uv/uv_executor.hpp"
 
@@ -52,11 +53,14 @@
 #include "car/session/session_service.hpp"
 #include "car/session/token_file.hpp"
 
-// The transports (carcore-ws, carcore-stdio, carcore-unix) and their sans-I/O codecs.
+// The transports (carcore-ws, carcore-stdio, carcore-unix) and their sans-I/O codecs
+// (carcore-ws-codec, carcore-tls-codec, carcore-stdio-codec).
 #include "car/stdio/content_length_framer.hpp"
 #include "car/stdio/framing_events.hpp"
 #include "car/stdio/ndjson_framer.hpp"
 #include "car/stdio/stdio_transport.hpp"
+#include "car/tls/server_context.hpp"
+#include "car/tls/server_session.hpp"
 #include "car/unix_socket/unix_listener.hpp"
 #include "car/ws/close_code.hpp"
 #include "car/ws/frame_decoder.hpp"

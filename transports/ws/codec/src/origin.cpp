@@ -87,8 +87,9 @@ bool origin_allowed(const UpgradeRequest& request, std::span<const std::string> 
   return allowlist.empty();
 }
 
-bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address) {
-  constexpr std::string_view scheme = "http://";
+bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address,
+                        bool secure) {
+  const std::string_view scheme = secure ? "https://" : "http://";
   if (!request.has_origin || request.host.empty()) return false;
   std::string_view origin = request.origin;
   if (origin.size() != scheme.size() + request.host.size() ||

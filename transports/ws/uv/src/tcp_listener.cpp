@@ -7,11 +7,12 @@
 namespace car::ws {
 
 TcpListener::TcpListener(std::unique_ptr<uv::Listener> listener,
-                         std::shared_ptr<PendingUpgrades> pending)
+                         std::shared_ptr<PendingUpgrades> pending, bool tls)
     : listener_(std::move(listener)), pending_(std::move(pending)) {
   const std::string& host = listener_->host();
   bool v6 = host.find(':') != std::string::npos;
-  url_ = fmt::format("ws://{}{}{}:{}", v6 ? "[" : "", host, v6 ? "]" : "", listener_->port());
+  url_ = fmt::format("{}://{}{}{}:{}", tls ? "wss" : "ws", v6 ? "[" : "", host, v6 ? "]" : "",
+                     listener_->port());
 }
 
 TcpListener::~TcpListener() = default;
@@ -22,6 +23,7 @@ Result<std::unique_ptr<TcpListener>> TcpListener::start(
   // The connection cap (options->max_connections) is the WebSocket's: checked at the upgrade,
   // answered with 503; the listener only bounds the sockets still upgrading beyond it.
   uv::ListenerOptions listen_options = websocket_listener_options(*options);
+  const bool tls = options->tls != nullptr;
   auto pending = std::make_shared<PendingUpgrades>();
   auto started = uv::Listener::listen_tcp(
       loop, host, port, std::move(listen_options),
@@ -30,13 +32,14 @@ Result<std::unique_ptr<TcpListener>> TcpListener::start(
       });
   if (!started) return started.error();
   return std::unique_ptr<TcpListener>(
-      new TcpListener(std::move(started.value()), std::move(pending)));
+      new TcpListener(std::move(started.value()), std::move(pending), tls));
 }
 
 Result<std::unique_ptr<TcpListener>> TcpListener::adopt(
     uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options, int fd) {
   // The same cap and upgrade handling as start(); only where the socket comes from differs.
   uv::ListenerOptions listen_options = websocket_listener_options(*options);
+  const bool tls = options->tls != nullptr;
   auto pending = std::make_shared<PendingUpgrades>();
   auto adopted = uv::Listener::adopt_tcp(
       loop, fd, std::move(listen_options),
@@ -45,7 +48,7 @@ Result<std::unique_ptr<TcpListener>> TcpListener::adopt(
       });
   if (!adopted) return adopted.error();
   return std::unique_ptr<TcpListener>(
-      new TcpListener(std::move(adopted.value()), std::move(pending)));
+      new TcpListener(std::move(adopted.value()), std::move(pending), tls));
 }
 
 void TcpListener::stop() {

@@ -14,6 +14,7 @@
 #include "car/ws/frame_decoder.hpp"
 #include "car/ws/frame_encoder.hpp"
 #include "car/ws/handshake.hpp"
+#include "tls_stream_filter.hpp"
 
 namespace car::ws {
 namespace {
@@ -71,8 +72,15 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
       return;
     }
     if (incoming.listener().is_tcp()) {
+      if (options_->tls) {
+        // wss://: every byte from here on goes through TLS (the handshake timer below covers
+        // the TLS handshake as well as the HTTP upgrade after it).
+        tls_ = std::make_unique<TlsStreamFilter>(options_->tls);
+        stream_.set_filter(tls_.get());
+      }
+      const char* scheme = tls_ ? "wss" : "ws";
       std::string address = stream_.peer_address();
-      peer_ = address.empty() ? "ws" : "ws " + address;
+      peer_ = address.empty() ? scheme : std::string(scheme) + " " + address;
       if (options_->http_handler) local_address_ = stream_.local_address();
     } else {
       peer_ = "unix " + incoming.listener().path();
@@ -98,7 +106,13 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
 
   void on_read_end(uv::Stream&, int status) override {
     peer_gone_ = true;
-    if (status != UV_EOF) log_debug("{}: read failed: {}", peer_, uv_strerror(status));
+    if (status == UV_EPROTO && tls_) {
+      // A client that cannot or will not speak TLS with us (plaintext, an old protocol, a
+      // certificate it rejected): its problem, logged for whoever debugs it, not as a warning.
+      log_debug("{}: TLS failed: {}", peer_, tls_->error());
+    } else if (status != UV_EOF) {
+      log_debug("{}: read failed: {}", peer_, uv_strerror(status));
+    }
     if (sink_) {
       sink_->transport_gone(SinkError::closed,
                             status == UV_EOF ? "peer closed the socket" : uv_strerror(status));
@@ -196,7 +210,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
     // A page this listener served (it answers plain HTTP: the daemon's viewer) may always connect
     // back to it; every other browser origin follows the allowlist.
     const bool own_page = options_->http_handler && !unix_socket_ &&
-                          is_own_page_origin(request, local_address_);
+                          is_own_page_origin(request, local_address_, tls_ != nullptr);
     if (!own_page &&
         !origin_allowed(request, options_->allowed_origins, options_->unlisted_origins)) {
       reject(403, "origin not allowed");
@@ -349,6 +363,7 @@ class WsConnection final : public uv::StreamHandler, public FrameHandler {
   std::shared_ptr<const WsOptions> options_;
   std::shared_ptr<PendingUpgrades> pending_;  // null once upgraded (or closing)
   PendingUpgrades::Id pending_id_ = 0;
+  std::unique_ptr<TlsStreamFilter> tls_;  // wss:// only; must outlive stream_'s on_closed
   uv::Stream stream_;
   uv_timer_t timer_{};
   TimerFn timer_fn_ = nullptr;

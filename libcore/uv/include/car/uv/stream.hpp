@@ -9,6 +9,7 @@
 #include <string_view>
 
 #include "car/export.hpp"
+#include "car/uv/stream_filter.hpp"
 
 // One byte stream on libuv, embedded in the object that owns it: an accepted TCP or Unix-socket
 // connection (see Listener::Incoming::accept) or a descriptor the process was given (a TTY, a
@@ -26,6 +27,8 @@
 // callbacks, never from inside a Stream member (one exception: a file read that cannot even be
 // submitted reports on_read_end from inside start_reading). An upcall that throws is caught at the
 // libuv trampoline, logged, and the stream is closed (on_closed follows).
+// Filtering (TLS): with a StreamFilter set (set_filter), every byte read is decoded before
+// on_read and every byte written is encoded; see stream_filter.hpp for why the seam is here.
 namespace car::uv {
 
 class Stream;
@@ -76,6 +79,18 @@ class CAR_API Stream {
   // 0 or a libuv error; after an error the Stream is already closing: on_closed follows.
   int accept(uv_stream_t* server);
 
+  // Routes every byte of this stream through `filter` (TLS) from now on: call right after
+  // opening, before reading or writing. `filter` must outlive on_closed (the owner usually
+  // embeds both). While filtered: on_read gets decoded bytes; the filter's own replies (TLS
+  // handshake records) are written as they arise, before anything the owner writes after that
+  // read; a clean end of the filtered input (close_notify) is on_read_end(UV_EOF), a filter
+  // failure on_read_end(UV_EPROTO) (the reason is the filter's error()); shutdown() first writes
+  // the filter's goodbye. Returns 0, or UV_ENOTSUP for files, UV_EALREADY once filtered.
+  int set_filter(StreamFilter* filter);
+  // The filter in effect; null when bytes go through as they are. StreamSink encodes its
+  // batches with it.
+  StreamFilter* filter() const { return filter_; }
+
   // ---- reading ----
 
   // Asks for input: on_read runs as bytes arrive, unless backpressure pauses it. Idempotent; a
@@ -96,15 +111,18 @@ class CAR_API Stream {
   // Writes `bytes` with a uv_write of its own: after whatever libuv already holds for this
   // stream (e.g. a StreamSink batch in flight), before anything written later. The bytes live in
   // the request until `done`. Returns 0 or a libuv error (UV_EPIPE once closing, UV_ENOTSUP for
-  // files). Stream kinds only.
+  // files, UV_EPROTO when the filter cannot encode). Stream kinds only.
   int write(std::string bytes, Done done = {});
 
   // Best effort: writes what the kernel takes now, without queueing; returns the byte count or a
-  // libuv error (UV_EAGAIN, or UV_EPIPE/UV_ENOTSUP as for write()).
+  // libuv error (UV_EAGAIN, or UV_EPIPE/UV_ENOTSUP as for write()). Filtered: bytes.size() when
+  // every encoded byte went, else UV_EAGAIN; a partial write leaves the filtered stream broken, so
+  // use it only for a last word before close() (as a partial frame would leave the framing).
   int try_write(std::string_view bytes);
 
-  // Half-close: shuts the write side down once every queued write finished (uv_shutdown). Returns
-  // 0 or a libuv error; `done` as for write(). Stream kinds only.
+  // Half-close: shuts the write side down once every queued write finished (uv_shutdown), after
+  // the filter's goodbye (TLS close_notify) when filtered. Returns 0 or a libuv error; `done` as
+  // for write(). Stream kinds only.
   int shutdown(Done done = {});
 
   // Closes the stream: reading stops, pending writes finish with UV_ECANCELED, and on_closed runs
@@ -140,6 +158,9 @@ class CAR_API Stream {
   };
 
   void opened(uv_loop_t* loop);
+  int write_wire(std::string bytes, Done done);
+  void deliver(std::string_view bytes);
+  void deliver_filtered(std::string_view wire);
   void update_reading();
   void read_file();
   void finish_close();
@@ -152,6 +173,7 @@ class CAR_API Stream {
   StreamHandler& handler_;
   Handle handle_{};
   std::unique_ptr<File> file_;
+  StreamFilter* filter_ = nullptr;
   uv_loop_t* loop_ = nullptr;
   int file_fd_ = -1;
   State state_ = State::unopened;

@@ -22,6 +22,10 @@
 // are not copied: the iovecs point into the shared frames, which the batch keeps alive until the
 // write callback, and the sink keeps itself alive as long as a request is in flight.
 //
+// A filtered Stream (TLS, stream_filter.hpp): each batch is encoded as it is submitted into one
+// buffer kept until the write callback. Bounds, deadlines and watermarks count plaintext frame
+// bytes; the encoded copy is the batch plus the filter's overhead.
+//
 // Backpressure toward the reader: throttle_reading() pauses a Stream's reading while more than
 // `high` bytes wait in the sink and resumes it at `low`.
 //
@@ -101,6 +105,7 @@ class CAR_API StreamSink final : public QueuedFrameSink {
   std::size_t file_first_buf_ = 0;
   std::vector<uv_buf_t> bufs_;     // the iovecs of the batch in flight
   std::vector<char> prefixes_;     // max_prefix bytes per frame of that batch
+  std::string encoded_;            // that batch encoded by the Stream's filter (TLS), if any
   std::shared_ptr<QueuedFrameSink> in_flight_;  // keeps the sink alive while a request is out
 };
 

@@ -84,4 +84,15 @@ TEST_SUITE("ws_origin") {
     CHECK_FALSE(is_own_page_origin(no_origin, ""));
     CHECK_FALSE(own("", "http://", ""));
   }
+
+  TEST_CASE("own page on a TLS listener: Origin https://<Host>, and http:// is not it") {
+    UpgradeRequest request;
+    request.host = "127.0.0.1:9443";
+    request.has_origin = true;
+    request.origin = "https://127.0.0.1:9443";
+    CHECK(is_own_page_origin(request, "127.0.0.1:9443", true));
+    CHECK_FALSE(is_own_page_origin(request, "127.0.0.1:9443", false));
+    request.origin = "http://127.0.0.1:9443";
+    CHECK_FALSE(is_own_page_origin(request, "127.0.0.1:9443", true));
+  }
 }

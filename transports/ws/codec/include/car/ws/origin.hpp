@@ -43,6 +43,8 @@ CAR_API bool origin_allowed(const UpgradeRequest& request, std::span<const std::
 // those names local. A browser sets both headers itself, so no other page can claim them; the Host
 // condition keeps out a rebound DNS name (evil.example resolving to 127.0.0.1), whose page would
 // otherwise be "served by" us too. Such a request is allowed whatever the allowlist says.
-CAR_API bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address);
+// `secure`: the listener speaks TLS, so its pages' origin is "https://" + Host instead.
+CAR_API bool is_own_page_origin(const UpgradeRequest& request, std::string_view local_address,
+                                bool secure = false);
 
 }  // namespace car::ws

@@ -33,14 +33,16 @@ class CAR_API TcpListener {
       uv_loop_t* loop, Server& server, std::shared_ptr<const WsOptions> options, int fd);
   ~TcpListener();
 
-  // "ws://HOST:PORT" with the bound port (IPv6 hosts in brackets).
+  // "ws://HOST:PORT" with the bound port (IPv6 hosts in brackets); "wss://..." when the
+  // options carry a TLS context (WsOptions::tls).
   const std::string& url() const { return url_; }
   // Stops accepting and closes the sockets still upgrading (they are not connections of the
   // server yet); upgraded connections are not affected. Idempotent.
   void stop();
 
  private:
-  TcpListener(std::unique_ptr<uv::Listener> listener, std::shared_ptr<PendingUpgrades> pending);
+  TcpListener(std::unique_ptr<uv::Listener> listener, std::shared_ptr<PendingUpgrades> pending,
+              bool tls);
 
   std::unique_ptr<uv::Listener> listener_;
   std::shared_ptr<PendingUpgrades> pending_;

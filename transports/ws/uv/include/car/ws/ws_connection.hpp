@@ -16,8 +16,9 @@ class Server;
 namespace car::ws {
 
 // Accepts the connection waiting in `incoming` and serves it until it closes; the connection
-// frees itself once its handles are closed. Its peer label is "ws IP:PORT" on TCP and
-// "unix PATH" on a Unix socket. Loop thread only, inside the listener's accept callback.
+// frees itself once its handles are closed. Its peer label is "ws IP:PORT" on TCP ("wss IP:PORT"
+// with TLS) and "unix PATH" on a Unix socket. Loop thread only, inside the listener's accept
+// callback.
 // `options` is shared by the listener's connections (each keeps a reference). With `pending`, the
 // socket is listed there until its upgrade completes, so the listener can close it when it stops.
 CAR_API void serve_websocket(uv::Listener::Incoming& incoming, Server& server,

@@ -2,11 +2,13 @@
 
 #include <chrono>
 #include <cstddef>
+#include <memory>
 #include <string>
 #include <vector>
 
 #include "car/export.hpp"
 #include "car/frame_sink.hpp"
+#include "car/tls/server_context.hpp"
 #include "car/ws/origin.hpp"
 #include "car/ws/plain_http.hpp"
 
@@ -53,6 +55,13 @@ struct CAR_API WsOptions {
   // The largest body a handler may answer with; a larger one is replaced by a 500, so that one
   // request cannot make the transport hold an unbounded response.
   std::size_t max_http_response_bytes = 1024 * 1024;
+  // TLS (wss://, and https:// for plain HTTP): set, every connection of a TCP listener starts
+  // with a TLS handshake under this context; everything above — upgrade, frames, plain HTTP —
+  // then runs on the decrypted bytes. handshake_timeout covers the TLS handshake too. A failed
+  // TLS handshake (or plaintext sent to the port) closes that connection only, logged at debug.
+  // Unix-socket listeners ignore it: only local processes that pass the socket's file
+  // permissions reach those. Null (the default): plaintext ws://.
+  std::shared_ptr<const tls::ServerContext> tls;
 };
 
 }  // namespace car::ws
