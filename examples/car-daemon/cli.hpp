@@ -75,6 +75,11 @@ struct Options {
   LogFormatOption log_format = LogFormatOption::text;
   std::optional<std::string> log_file;  // unset = log records go to stderr
 
+  // --fleet: serve every host's runs read-only from NATS JetStream (docs/FLEET.md "Gateway")
+  // instead of local services; empty = an ordinary daemon.
+  std::vector<std::string> fleet_servers;
+  std::optional<std::string> nats_stream;  // --nats-stream; unset = CAR
+
   bool help = false;
   bool version = false;
 };

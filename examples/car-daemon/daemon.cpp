@@ -297,8 +297,10 @@ bool Daemon::start_listeners() {
 }
 
 // The order matters only in that every service must be installed before the first connection.
-void Daemon::install_services(session::AuthConfig auth) {
+bool Daemon::install_services(session::AuthConfig auth) {
   sessions_ = session::install_session_service(*server_, std::move(auth));
+  // --fleet: the same sessions and tokens, but the fleet's runs instead of local services.
+  if (!options_.fleet_servers.empty()) return fleet_.install(*server_, options_);
 
   host::HostConfig host_config;
   host_config.gate.enabled = !options_.no_approvals;
@@ -329,17 +331,19 @@ void Daemon::install_services(session::AuthConfig auth) {
     run_config.retention.max_age_days = static_cast<std::uint32_t>(*options_.retain_days);
   }
   runs_ = runs::install_run_services(*server_, run_config);
+  return true;
 }
 
 int Daemon::run() {
   ServerConfig config;
   session::AuthConfig auth;
-  if (!lock_state_dir()) return 1;
+  // A gateway (--fleet) has no run store: no state directory to lock.
+  if (options_.fleet_servers.empty() && !lock_state_dir()) return 1;
   if (!configure_auth(config, auth)) return 1;
   config.require_handshake = options_.require_handshake;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
   server_ = std::make_unique<Server>(*executor_, config);
-  install_services(std::move(auth));
+  if (!install_services(std::move(auth))) return 1;
 
   // A peer that vanishes mid-write must produce EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -384,8 +388,10 @@ void Daemon::begin_shutdown(const char* why) {
   if (stdio_) stdio_->stop();
   server_->close_all(1001, "server shutting down");
   // Every open run ends `incomplete` now (PROTOCOL.md §7.6); its store writes must land before exit.
-  runs_flushed_ = false;
-  runs_->shutdown([this] { runs_flushed_ = true; });
+  if (runs_) {
+    runs_flushed_ = false;
+    runs_->shutdown([this] { runs_flushed_ = true; });
+  }
   // Give connections up to the flush time, checking every 20 ms whether all are gone.
   uv_timer_start(
       &shutdown_timer_,
@@ -417,6 +423,7 @@ void Daemon::finish_shutdown() {
   notifier_.close();
   // Connections still open after the flush window are cut off.
   for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
+  fleet_.stop();
   executor_->shutdown();
 }
 
