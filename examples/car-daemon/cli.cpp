@@ -146,6 +146,34 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--log-format",
        one_of(o.log_format, {{"text", LogFormatOption::text}, {"json", LogFormatOption::json}})},
       {"--log-file", text(o.log_file)},
+      {"--nats",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         // URL[,URL...]: every server of one cluster, for the client to fail over among.
+         std::size_t start = 0;
+         std::vector<std::string> urls;
+         while (start <= v.size()) {
+           std::size_t comma = v.find(',', start);
+           std::string url = v.substr(start, comma == std::string::npos ? std::string::npos
+                                                                        : comma - start);
+           if (url.empty()) return "expects URL[,URL...]";
+           if (url.find("://") == std::string::npos) url = "nats://" + url;
+           urls.push_back(url);
+           if (comma == std::string::npos) break;
+           start = comma + 1;
+         }
+         o.nats_servers.insert(o.nats_servers.end(), urls.begin(), urls.end());
+         return std::nullopt;
+       }},
+      {"--host-id", text(o.host_id)},
+      {"--nats-stream",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         if (v.empty() || v.find_first_of(" \t.*>/\\") != std::string::npos) {
+           return "expects a stream name without spaces, '.', '*', '>', '/' or '\\'";
+         }
+         o.nats_stream = v;
+         return std::nullopt;
+       }},
+      {"--nats-replicas", integer(o.nats_replicas, 1, 5)},
       {"--log-level",
        [&o](const std::string& v) -> std::optional<std::string> {
          auto level = parse_log_level(v);
@@ -209,6 +237,9 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   bool framing_given = false;
   for (const auto& a : args) framing_given = framing_given || a.rfind("--stdio-framing", 0) == 0;
   if (framing_given && !o.stdio) return CliError{"--stdio-framing needs --stdio"};
+  if (o.nats_servers.empty() && (o.host_id || o.nats_stream || o.nats_replicas)) {
+    return CliError{"--host-id, --nats-stream and --nats-replicas need --nats"};
+  }
   return o;
 }
 
@@ -360,6 +391,14 @@ Limits:
                               line; times are RFC 3339 UTC with milliseconds
   --log-file PATH             append log records to PATH (created 0600) instead of stderr;
                               SIGHUP reopens it (logrotate); errors are copied to stderr
+
+Fleet export (docs/FLEET.md; needs a build with the nats feature):
+  --nats URL[,URL...]         publish every run record and host event to NATS JetStream at
+                              these servers (one cluster; nats:// is implied)
+  --host-id ID                this daemon's name in the fleet's subjects (default: hostname)
+  --nats-stream NAME          the JetStream stream, created if missing (default CAR)
+  --nats-replicas N           replicas of a stream it creates, 1 to 5 (default 1)
+
   --version, --help
 
 A flag wins over its environment variable.

@@ -302,6 +302,32 @@ TEST_SUITE("cli") {
     CHECK(usage_text().find("--log-file PATH") != std::string::npos);
   }
 
+  TEST_CASE("--nats URL[,URL...], --host-id, --nats-stream, --nats-replicas") {
+    auto defaults = parse_ok({});
+    CHECK(defaults.nats_servers.empty());
+    CHECK_FALSE(defaults.host_id);
+    auto o = parse_ok({"--nats", "127.0.0.1:4222,nats://10.0.0.2:4222", "--nats=tls://n3:4222",
+                       "--host-id", "web-1", "--nats-stream", "FLEET", "--nats-replicas", "3"});
+    REQUIRE(o.nats_servers.size() == 3);
+    CHECK(o.nats_servers[0] == "nats://127.0.0.1:4222");
+    CHECK(o.nats_servers[1] == "nats://10.0.0.2:4222");
+    CHECK(o.nats_servers[2] == "tls://n3:4222");
+    CHECK(*o.host_id == "web-1");
+    CHECK(*o.nats_stream == "FLEET");
+    CHECK(*o.nats_replicas == 3);
+    CHECK(parse_error({"--nats", "a:1,,b:2"}).find("expects URL[,URL...]") != std::string::npos);
+    CHECK(parse_error({"--nats", "a:1", "--nats-replicas", "0"}).find("from 1 to 5") !=
+          std::string::npos);
+    CHECK(parse_error({"--nats", "a:1", "--nats-replicas", "6"}).find("from 1 to 5") !=
+          std::string::npos);
+    CHECK(parse_error({"--nats", "a:1", "--nats-stream", "A.B"}).find("stream name") !=
+          std::string::npos);
+    CHECK(parse_error({"--host-id", "h"}).find("need --nats") != std::string::npos);
+    CHECK(parse_error({"--nats-stream", "S"}).find("need --nats") != std::string::npos);
+    CHECK(usage_text().find("--nats URL[,URL...]") != std::string::npos);
+    CHECK(usage_text().find("--nats-replicas N") != std::string::npos);
+  }
+
   TEST_CASE("--http-endpoints loopback|all|off") {
     CHECK(parse_ok({}).http_endpoints == HttpEndpointsOption::loopback);
     CHECK(parse_ok({"--http-endpoints", "all"}).http_endpoints == HttpEndpointsOption::all);

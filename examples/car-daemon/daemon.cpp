@@ -297,7 +297,7 @@ bool Daemon::start_listeners() {
 }
 
 // The order matters only in that every service must be installed before the first connection.
-void Daemon::install_services(session::AuthConfig auth) {
+bool Daemon::install_services(session::AuthConfig auth) {
   sessions_ = session::install_session_service(*server_, std::move(auth));
 
   host::HostConfig host_config;
@@ -328,7 +328,13 @@ void Daemon::install_services(session::AuthConfig auth) {
   if (options_.retain_days) {
     run_config.retention.max_age_days = static_cast<std::uint32_t>(*options_.retain_days);
   }
+  if (auto error = nats_export_.configure(options_, state_dir_, run_config)) {
+    log_error("{}", *error);
+    return false;
+  }
   runs_ = runs::install_run_services(*server_, run_config);
+  nats_export_.installed(*host_, *runs_);
+  return true;
 }
 
 int Daemon::run() {
@@ -339,7 +345,7 @@ int Daemon::run() {
   config.require_handshake = options_.require_handshake;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
   server_ = std::make_unique<Server>(*executor_, config);
-  install_services(std::move(auth));
+  if (!install_services(std::move(auth))) return 1;
 
   // A peer that vanishes mid-write must produce EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -415,6 +421,7 @@ void Daemon::finish_shutdown() {
   // not turn a clean exit into 129.
   std::signal(SIGHUP, SIG_IGN);
   notifier_.close();
+  nats_export_.stop();
   // Connections still open after the flush window are cut off.
   for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
   executor_->shutdown();
