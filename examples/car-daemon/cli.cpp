@@ -67,7 +67,7 @@ std::optional<ListenAddress> parse_listen_address(const std::string& text) {
   return ListenAddress{host, static_cast<std::uint16_t>(*port)};
 }
 
-// URL[,URL...] (--fleet): every server of one NATS cluster, for the client to fail over among;
+// URL[,URL...] (--nats, --fleet): every server of one NATS cluster, for the client to fail over among;
 // `nats://` is implied.
 static std::optional<std::string> append_nats_urls(const std::string& v,
                                                    std::vector<std::string>& out) {
@@ -165,6 +165,8 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--log-format",
        one_of(o.log_format, {{"text", LogFormatOption::text}, {"json", LogFormatOption::json}})},
       {"--log-file", text(o.log_file)},
+      {"--nats", [&o](const std::string& v) { return append_nats_urls(v, o.nats_servers); }},
+      {"--host-id", text(o.host_id)},
       {"--fleet",
        [&o](const std::string& v) { return append_nats_urls(v, o.fleet_servers); }},
       {"--nats-stream",
@@ -175,6 +177,7 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
          o.nats_stream = v;
          return std::nullopt;
        }},
+      {"--nats-replicas", integer(o.nats_replicas, 1, 5)},
       {"--log-level",
        [&o](const std::string& v) -> std::optional<std::string> {
          auto level = parse_log_level(v);
@@ -238,12 +241,21 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   bool framing_given = false;
   for (const auto& a : args) framing_given = framing_given || a.rfind("--stdio-framing", 0) == 0;
   if (framing_given && !o.stdio) return CliError{"--stdio-framing needs --stdio"};
-  if (o.nats_stream && o.fleet_servers.empty()) return CliError{"--nats-stream needs --fleet"};
+  if (o.nats_servers.empty() && (o.host_id || o.nats_replicas)) {
+    return CliError{"--host-id and --nats-replicas need --nats"};
+  }
+  if (o.nats_stream && o.nats_servers.empty() && o.fleet_servers.empty()) {
+    return CliError{"--nats-stream needs --nats or --fleet"};
+  }
   if (!o.fleet_servers.empty()) {
     // A gateway has no local runs, host state or tools: the flags that configure them would be
-    // silently ignored, so they are refused.
+    // silently ignored, so they are refused. (--state-dir is accepted: it names no service, only
+    // where a daemon would keep its store, and scripts pass it to every daemon.)
+    if (!o.nats_servers.empty()) {
+      return CliError{"--fleet serves the fleet read-only and has no runs to export: not with --nats"};
+    }
     for (const auto& a : args) {
-      for (const char* local : {"--state-dir", "--sync", "--retain-runs", "--retain-days",
+      for (const char* local : {"--sync", "--retain-runs", "--retain-days",
                                 "--agent-id", "--grace-ms", "--approval-method",
                                 "--approval-timeout", "--no-approvals", "--tool-timeout",
                                 "--tool-grace-ms", "--drain-on-loop"}) {
@@ -406,12 +418,19 @@ Limits:
   --log-file PATH             append log records to PATH (created 0600) instead of stderr;
                               SIGHUP reopens it (logrotate); errors are copied to stderr
 
+Fleet export (docs/FLEET.md; needs a build with the nats feature):
+  --nats URL[,URL...]         publish every run record and host event to NATS JetStream at
+                              these servers (one cluster; nats:// is implied)
+  --host-id ID                this daemon's name in the fleet's subjects (default: hostname)
+  --nats-stream NAME          the JetStream stream, created if missing (default CAR); with
+                              --fleet, the stream the gateway reads
+  --nats-replicas N           replicas of a stream it creates, 1 to 5 (default 1)
+
 Fleet gateway (docs/FLEET.md; needs a build with the nats feature):
   --fleet URL[,URL...]        serve every host's runs read-only from NATS JetStream at these
                               servers (one cluster; nats:// is implied): runs.list,
                               runs.get_trace, runs.subscribe, fleet.hosts; no local runs,
                               host state or tools, and every write is refused
-  --nats-stream NAME          the JetStream stream the hosts export to (default CAR)
 
   --version, --help
 

@@ -330,7 +330,12 @@ bool Daemon::install_services(session::AuthConfig auth) {
   if (options_.retain_days) {
     run_config.retention.max_age_days = static_cast<std::uint32_t>(*options_.retain_days);
   }
+  if (auto error = nats_export_.configure(options_, state_dir_, run_config)) {
+    log_error("{}", *error);
+    return false;
+  }
   runs_ = runs::install_run_services(*server_, run_config);
+  nats_export_.installed(*host_, *runs_);
   return true;
 }
 
@@ -421,6 +426,7 @@ void Daemon::finish_shutdown() {
   // not turn a clean exit into 129.
   std::signal(SIGHUP, SIG_IGN);
   notifier_.close();
+  nats_export_.stop();
   // Connections still open after the flush window are cut off.
   for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
   fleet_.stop();

@@ -23,6 +23,7 @@
 #include "cli.hpp"
 #include "fleet_mode.hpp"
 #include "inherited_sockets.hpp"
+#include "nats_export.hpp"
 #include "systemd_notify.hpp"
 #include "http_routes.hpp"
 
@@ -70,6 +71,7 @@ class Daemon {
   std::shared_ptr<runs::RunService> runs_;
   // --fleet: the gateway instead of host_ and runs_ (both null then); stopped in finish_shutdown.
   FleetMode fleet_;
+  NatsExport nats_export_;  // --nats; stopped in finish_shutdown, before the services go
   std::atomic<bool> runs_flushed_{true};
   std::shared_ptr<stdio::StdioTransport> stdio_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();
