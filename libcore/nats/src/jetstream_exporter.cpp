@@ -27,6 +27,7 @@ constexpr std::size_t max_pending_events = 1024;  // host events kept while unac
 constexpr std::size_t max_replay_per_idle = 4096;  // records re-read per idle call
 constexpr std::size_t records_per_round = 512;     // publishes awaited together
 constexpr const char* msg_id_header = "Nats-Msg-Id";
+constexpr int64_t connect_timeout_ms = 2000;  // per server and attempt
 
 // One message to publish.
 struct Item {
@@ -75,16 +76,7 @@ class NatsJetStreamExporter final : public JetStreamExporter {
 
   ~NatsJetStreamExporter() override {
     stop();
-    if (js_ != nullptr) jsCtx_Destroy(js_);
-    if (nc_ != nullptr) {
-      natsConnection_Close(nc_);
-      // Connection callbacks name `this`: wait (bounded) for the closed callback, after which
-      // libnats calls none of them.
-      std::unique_lock lock(mutex_);
-      wake_.wait_for(lock, std::chrono::seconds(2), [&] { return closed_; });
-      lock.unlock();
-      natsConnection_Destroy(nc_);
-    }
+    drop_connection();
     if (opts_ != nullptr) natsOptions_Destroy(opts_);
   }
 
@@ -99,7 +91,11 @@ class NatsJetStreamExporter final : public JetStreamExporter {
       log_info("nats exporter: resuming {} run(s) from their export cursors", runs_.size());
     }
     update_pending();
-    if (auto error = connect()) set_error(*error);
+    if (auto error = make_options()) {
+      set_error(*error);
+      return;
+    }
+    ensure_connected();
   }
 
   std::optional<std::string> deliver(std::span<const runs::ExportRecord> batch,
@@ -149,7 +145,7 @@ class NatsJetStreamExporter final : public JetStreamExporter {
     bool any = !pending_events_.empty() ||
                std::any_of(runs_.begin(), runs_.end(), [](const auto& r) { return r.second.dirty; });
     if (!any) return std::nullopt;
-    if (!connected_.load()) return backoff_;  // the reconnected callback wakes nobody: poll
+    if (!ensure_connected()) return backoff_;
     bool progress = retry(replay);
     update_pending();
     if (progress) {
@@ -178,52 +174,100 @@ class NatsJetStreamExporter final : public JetStreamExporter {
  private:
   // ---- connection ----
 
-  std::optional<std::string> connect() {
-    natsStatus s = natsOptions_Create(&opts_);
+  // Reconnecting is ours, not libnats': with libnats' automatic reconnect, publishes buffered in
+  // the client when a connection broke are sent on the next one, after records of their run that
+  // were lost with the old one — out of order. A connection here is never reused after it broke:
+  // what the broker stored of a round is a prefix of what was sent on one connection (TCP keeps
+  // order), so republishing from the first unacknowledged record restores order, and the message
+  // ids make the republished prefix a no-op.
+  std::optional<std::string> make_options() {
     std::string urls;
-    for (const auto& u : config_.servers) urls += (urls.empty() ? "" : ",") + u;
-    if (s == NATS_OK) s = natsOptions_SetURL(opts_, urls.c_str());
-    if (s == NATS_OK) s = natsOptions_SetName(opts_, fmt::format("car-daemon {}", config_.host_id).c_str());
-    if (s == NATS_OK) s = natsOptions_SetMaxReconnect(opts_, -1);  // forever, with backoff
-    if (s == NATS_OK) s = natsOptions_SetCustomReconnectDelay(opts_, &reconnect_delay, this);
-    if (s == NATS_OK) s = natsOptions_SetRetryOnFailedConnect(opts_, true, &on_connected, this);
-    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts_, &on_disconnected, this);
-    if (s == NATS_OK) s = natsOptions_SetReconnectedCB(opts_, &on_connected, this);
-    if (s == NATS_OK) s = natsOptions_SetClosedCB(opts_, &on_closed, this);
-    // Nothing buffered while disconnected: a publish then fails at once and its run is read back
-    // from the store later, so a message can never reach the broker after a later one of its run
-    // that was sent on the new connection (and the buffer costs no memory during an outage).
-    if (s == NATS_OK) s = natsOptions_SetReconnectBufSize(opts_, 1);
-    if (s != NATS_OK) return fmt::format("nats options: {}", status_text(s));
-    s = natsConnection_Connect(&nc_, opts_);
-    if (s == NATS_OK) {
-      connected_.store(true);
-    } else if (s != NATS_NOT_YET_CONNECTED) {
-      return fmt::format("cannot connect to {}: {}", urls, status_text(s));
+    std::vector<const char*> servers;
+    for (const auto& u : config_.servers) {
+      urls += (urls.empty() ? "" : ",") + u;
+      servers.push_back(u.c_str());
     }
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = config_.publish_timeout.count();
-    jo.PublishAsync.MaxPending = static_cast<int64_t>(records_per_round * 2);
-    jo.PublishAsync.AckHandler = &on_ack;
-    jo.PublishAsync.AckHandlerClosure = this;
-    s = natsConnection_JetStream(&js_, nc_, &jo);
-    if (s != NATS_OK) return fmt::format("jetstream context: {}", status_text(s));
+    natsStatus s = natsOptions_Create(&opts_);
+    if (s == NATS_OK) {
+      s = natsOptions_SetServers(opts_, servers.data(), static_cast<int>(servers.size()));
+    }
+    if (s == NATS_OK) {
+      s = natsOptions_SetName(opts_, fmt::format("car-daemon {}", config_.host_id).c_str());
+    }
+    if (s == NATS_OK) s = natsOptions_SetAllowReconnect(opts_, false);
+    if (s == NATS_OK) s = natsOptions_SetTimeout(opts_, connect_timeout_ms);
+    if (s == NATS_OK) s = natsOptions_SetDisconnectedCB(opts_, &on_disconnected, this);
+    if (s == NATS_OK) s = natsOptions_SetClosedCB(opts_, &on_closed, this);
+    if (s != NATS_OK) return fmt::format("nats options: {}", status_text(s));
+    urls_ = urls;
     return std::nullopt;
   }
 
-  static int64_t reconnect_delay(natsConnection*, int attempts, void* closure) {
-    auto* self = static_cast<NatsJetStreamExporter*>(closure);
-    int64_t delay = self->config_.backoff_min.count();
-    for (int i = 0; i < attempts && delay < self->config_.backoff_max.count(); ++i) delay *= 2;
-    return std::min<int64_t>(delay, self->config_.backoff_max.count());
+  // True with a live connection; otherwise, once the backoff allows, one connection attempt (to
+  // each server of the list; bounded by connect_timeout_ms each).
+  bool ensure_connected() {
+    if (opts_ == nullptr || stopped_.load()) return false;
+    if (nc_ != nullptr && natsConnection_Status(nc_) == NATS_CONN_STATUS_CONNECTED) return true;
+    auto now = std::chrono::steady_clock::now();
+    if (now < next_connect_at_) return false;
+    drop_connection();
+    {
+      std::lock_guard lock(mutex_);
+      closed_ = false;
+      stream_ready_ = false;
+    }
+    natsConnection* nc = nullptr;
+    natsStatus s = natsConnection_Connect(&nc, opts_);
+    jsCtx* js = nullptr;
+    if (s == NATS_OK) {
+      jsOptions jo;
+      jsOptions_Init(&jo);
+      jo.Wait = config_.publish_timeout.count();
+      jo.PublishAsync.MaxPending = static_cast<int64_t>(records_per_round * 2);
+      jo.PublishAsync.AckHandler = &on_ack;
+      jo.PublishAsync.AckHandlerClosure = this;
+      s = natsConnection_JetStream(&js, nc, &jo);
+    }
+    if (s != NATS_OK) {
+      std::string error = fmt::format("cannot connect to {}: {}", urls_, status_text(s));
+      if (nc != nullptr) {
+        nc_ = nc;
+        drop_connection();
+      }
+      connect_failures_ += 1;
+      std::int64_t delay = config_.backoff_min.count();
+      for (std::uint64_t i = 1; i < connect_failures_ && delay < config_.backoff_max.count(); ++i) {
+        delay *= 2;
+      }
+      next_connect_at_ = now + milliseconds(std::min<std::int64_t>(delay, config_.backoff_max.count()));
+      if (connect_failures_ == 1 || connect_failures_ % 100 == 0) set_error(error);
+      return false;
+    }
+    nc_ = nc;
+    js_ = js;
+    connect_failures_ = 0;
+    connected_.store(true);
+    connections_ += 1;
+    log_info("nats exporter: connected to {}", urls_);
+    return true;
   }
 
-  static void on_connected(natsConnection*, void* closure) {
-    auto* self = static_cast<NatsJetStreamExporter*>(closure);
-    self->connected_.store(true);
-    self->reconnects_.fetch_add(1);
-    log_info("nats exporter: connected");
+  // Closes and frees the connection, if any. libnats calls the closed callback on a thread of its
+  // own: wait for it (bounded), after which no callback of that connection names `this`.
+  void drop_connection() {
+    if (js_ != nullptr) {
+      jsCtx_Destroy(js_);
+      js_ = nullptr;
+    }
+    if (nc_ == nullptr) return;
+    natsConnection_Close(nc_);
+    {
+      std::unique_lock lock(mutex_);
+      wake_.wait_for(lock, std::chrono::seconds(2), [&] { return closed_; });
+    }
+    natsConnection_Destroy(nc_);
+    nc_ = nullptr;
+    connected_.store(false);
   }
 
   static void on_disconnected(natsConnection*, void* closure) {
@@ -366,7 +410,7 @@ class NatsJetStreamExporter final : public JetStreamExporter {
   // Publishes one round and waits (bounded) for its acknowledgements; `acked` gets the ids.
   std::optional<std::string> publish_round(std::span<Item> round, std::set<std::string>& acked) {
     if (stopped_.load()) return std::string("stopped");
-    if (!connected_.load()) return std::string("not connected to the broker");
+    if (!ensure_connected()) return std::string("not connected to the broker");
     if (auto error = ensure_stream()) return error;
     {
       std::lock_guard lock(mutex_);
@@ -405,10 +449,15 @@ class NatsJetStreamExporter final : public JetStreamExporter {
       po.MaxWait = 100;
       natsStatus s = js_PublishAsyncComplete(js_, &po);
       if (s == NATS_OK) break;
-      if (stopped_.load() || std::chrono::steady_clock::now() >= deadline) {
+      bool broken = !connected_.load();  // acks of a broken connection never come
+      if (broken || stopped_.load() || std::chrono::steady_clock::now() >= deadline) {
         natsMsgList unacked{};
         if (js_PublishAsyncGetPendingList(&unacked, js_) == NATS_OK) natsMsgList_Destroy(&unacked);
-        if (!error) error = stopped_.load() ? "stopped" : "acknowledgements timed out";
+        if (!error) {
+          error = stopped_.load() ? "stopped"
+                  : broken        ? "connection lost before the acknowledgements"
+                                  : "acknowledgements timed out";
+        }
         break;
       }
     }
@@ -424,6 +473,7 @@ class NatsJetStreamExporter final : public JetStreamExporter {
   // acknowledged is finished); the rest makes the run dirty. Host events left over are kept.
   void settle(std::span<Item> round, const std::set<std::string>& acked) {
     std::set<std::string> broken;  // runs with an unacknowledged record in this round
+    std::map<std::string, std::uint64_t> advanced;  // run -> next offset, written once per round
     std::deque<Item> events_left;
     bool events_broken = false;
     for (Item& item : round) {
@@ -441,11 +491,15 @@ class NatsJetStreamExporter final : public JetStreamExporter {
         continue;
       }
       if (item.ends_run) {
+        advanced.erase(item.run_id);
         cursors_.finish(item.run_id);
         runs_.erase(item.run_id);
-      } else if (auto error = cursors_.set(item.run_id, item.offset + 1)) {
-        set_error(*error);
+      } else {
+        advanced[item.run_id] = item.offset + 1;
       }
+    }
+    for (const auto& [run_id, next] : advanced) {
+      if (auto error = cursors_.set(run_id, next)) set_error(*error);
     }
     for (auto it = events_left.rbegin(); it != events_left.rend(); ++it) {
       if (pending_events_.size() < max_pending_events) {
@@ -542,13 +596,16 @@ class NatsJetStreamExporter final : public JetStreamExporter {
   std::uint64_t events_lost_ = 0;
   milliseconds backoff_;
   natsOptions* opts_ = nullptr;
+  std::string urls_;
+  std::chrono::steady_clock::time_point next_connect_at_{};
+  std::uint64_t connect_failures_ = 0;
+  std::uint64_t connections_ = 0;
   natsConnection* nc_ = nullptr;
   jsCtx* js_ = nullptr;
 
   // Shared with libnats' threads and status().
   std::atomic<bool> connected_{false};
   std::atomic<bool> stopped_{false};
-  std::atomic<std::uint64_t> reconnects_{0};
   std::atomic<std::uint64_t> pending_{0};
   mutable std::mutex mutex_;
   std::condition_variable wake_;
