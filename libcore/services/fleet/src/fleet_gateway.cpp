@@ -84,6 +84,19 @@ void FleetGateway::index_job() {
   }
 }
 
+Result<std::optional<StoredTrace>> FleetGateway::fetch(const std::string& run_id,
+                                                      const std::optional<std::string>& host_id) {
+  trace_reads_.fetch_add(1, std::memory_order_relaxed);
+  for (int attempt = 1;; ++attempt) {
+    auto trace = reader_->fetch_run(run_id, host_id);
+    // -32602 (a run on several hosts) is an answer, not a broker failure.
+    if (trace || trace.error().code == static_cast<int>(ErrorCode::invalid_params)) return trace;
+    read_errors_.fetch_add(1, std::memory_order_relaxed);
+    if (attempt == 3 || !worker_.pause(std::chrono::milliseconds(300))) return trace;
+    log_debug("fleet gateway: {} (attempt {}), retrying", trace.error().message, attempt);
+  }
+}
+
 // ---- authorization (PROTOCOL.md §7.5, without the starter rule: no run starts here) ----
 
 bool FleetGateway::may_read(const Connection& reader, std::string_view agent_id) const {
@@ -158,10 +171,8 @@ void FleetGateway::get_trace(std::shared_ptr<Connection> reader, std::string run
   bool queued = worker_.post([weak, reader, run_id, host_id, cursor, reply] {
     auto self = weak.lock();
     if (!self) return;
-    self->trace_reads_.fetch_add(1, std::memory_order_relaxed);
-    auto trace = self->reader_->fetch_run(run_id, host_id);
+    auto trace = self->fetch(run_id, host_id);
     if (!trace) {
-      self->read_errors_.fetch_add(1, std::memory_order_relaxed);
       reply.error(trace.error());
       return;
     }
@@ -202,10 +213,8 @@ void FleetGateway::subscribe(std::shared_ptr<Connection> reader, std::string run
 
 void FleetGateway::subscribe_job(std::shared_ptr<Connection> reader, std::string run_id,
                                  std::optional<std::string> host_id, Reply reply) {
-  trace_reads_.fetch_add(1, std::memory_order_relaxed);
-  auto fetched = reader_->fetch_run(run_id, host_id);
+  auto fetched = fetch(run_id, host_id);
   if (!fetched) {
-    read_errors_.fetch_add(1, std::memory_order_relaxed);
     reply.error(fetched.error());
     return;
   }
@@ -260,14 +269,19 @@ void FleetGateway::subscribe_job(std::shared_ptr<Connection> reader, std::string
     }
     std::string subject = car::nats::run_subject(reader_->options().prefix, trace.host_id,
                                                  trace.agent_id, trace.run_id);
-    auto consumer = reader_->consume(subject, trace.last_sequence + 1,
-                                     [weak, live](StreamMessage m) {
-                                       if (auto self = weak.lock()) {
-                                         self->on_live_message(live, std::move(m));
-                                       }
-                                     });
-    if (!consumer) {
+    auto start_consumer = [&] {
+      return reader_->consume(subject, trace.last_sequence + 1, [weak, live](StreamMessage m) {
+        if (auto self = weak.lock()) self->on_live_message(live, std::move(m));
+      });
+    };
+    auto consumer = start_consumer();
+    // As for reads: a fail-over refuses consumer creation for a moment.
+    for (int attempt = 1; !consumer && attempt < 3; ++attempt) {
       read_errors_.fetch_add(1, std::memory_order_relaxed);
+      if (!worker_.pause(std::chrono::milliseconds(300))) break;
+      consumer = start_consumer();
+    }
+    if (!consumer) {
       reply.error(consumer.error());
       return;
     }
@@ -420,7 +434,11 @@ FleetStats FleetGateway::stats() const {
   out.read_errors = read_errors_.load(std::memory_order_relaxed);
   out.live_events = live_events_.load(std::memory_order_relaxed);
   out.queued_jobs = worker_.queued();
-  out.connected = reader_ && reader_->connected();
+  {
+    std::lock_guard lock(reader_mutex_);
+    out.connected = reader_ && reader_->connected();
+    if (out.connected) out.server = reader_->connected_url();
+  }
   return out;
 }
 
@@ -477,6 +495,7 @@ std::string FleetGateway::stats_json() const {
   u64("live_subscriptions", s.live_subscriptions);
   u64("queued_jobs", s.queued_jobs);
   b.key("connected").boolean(s.connected);
+  b.key("server").str(s.server);
   b.end_object();
   b.end_object();
   return b.take();
@@ -506,7 +525,12 @@ void FleetGateway::shutdown() {
   for (auto& s : subscribers) s->stop();
   for (auto& c : consumers) c->stop();
   index_consumer_.reset();
-  reader_.reset();
+  std::unique_ptr<JetStreamReader> reader;
+  {
+    std::lock_guard lock(reader_mutex_);
+    reader = std::move(reader_);
+  }
+  reader.reset();  // closes the NATS connection
 }
 
 }  // namespace car::fleet::detail

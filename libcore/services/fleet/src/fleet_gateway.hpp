@@ -67,6 +67,10 @@ class FleetGateway : public std::enable_shared_from_this<FleetGateway> {
                                          const std::optional<std::string>& host_id) const;
   bool may_read(const Connection& reader, std::string_view agent_id) const;
   void index_job();
+  // reader_->fetch_run, tried again (up to 3 times, 300 ms apart) after a broker error: during a
+  // cluster fail-over consumer creation times out until a new leader is elected. Worker only.
+  Result<std::optional<StoredTrace>> fetch(const std::string& run_id,
+                                           const std::optional<std::string>& host_id);
   void subscribe_job(std::shared_ptr<Connection> reader, std::string run_id,
                      std::optional<std::string> host_id, Reply reply);
   // Hands a consumer to the worker to stop (a round trip to the broker).
@@ -80,6 +84,9 @@ class FleetGateway : public std::enable_shared_from_this<FleetGateway> {
   Server& server_;
   const FleetConfig config_;
   std::unique_ptr<JetStreamReader> reader_;
+  // Guards reader_ against shutdown for stats() (any thread); the worker and the consumers use
+  // reader_ only while it lives, which shutdown ensures by stopping them first.
+  mutable std::mutex reader_mutex_;
   GatewayWorker worker_;
   const std::shared_ptr<StreamTotals> totals_ = std::make_shared<StreamTotals>();
 

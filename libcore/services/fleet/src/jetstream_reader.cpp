@@ -101,6 +101,13 @@ bool JetStreamReader::connected() const {
   return connection_ != nullptr && natsConnection_Status(connection_) == NATS_CONN_STATUS_CONNECTED;
 }
 
+std::string JetStreamReader::connected_url() const {
+  if (!connected()) return {};
+  char buffer[512] = {};
+  if (natsConnection_GetConnectedUrl(connection_, buffer, sizeof buffer) != NATS_OK) return {};
+  return buffer;
+}
+
 std::string JetStreamReader::all_runs_filter() const {
   return car::nats::runs_filter(options_.prefix, std::nullopt, std::nullopt);
 }

@@ -84,6 +84,8 @@ class JetStreamReader {
   std::string run_filter(const std::string& run_id, const std::optional<std::string>& host_id) const;
   const JetStreamOptions& options() const { return options_; }
   bool connected() const;
+  // The URL of the server the connection uses now; "" when disconnected.
+  std::string connected_url() const;
 
  private:
   explicit JetStreamReader(JetStreamOptions options) : options_(std::move(options)) {}

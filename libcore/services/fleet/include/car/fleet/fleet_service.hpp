@@ -61,6 +61,7 @@ struct CAR_API FleetStats {
   std::size_t live_subscriptions = 0;  // now
   std::size_t queued_jobs = 0;         // now
   bool connected = false;              // the NATS connection, now
+  std::string server;                  // the NATS server it is connected to ("" when none)
 };
 
 // -32603 `read-only fleet gateway: <method> is not served here; call the host's daemon`.
