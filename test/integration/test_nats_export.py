@@ -228,7 +228,7 @@ def test_broker_killed_mid_run_and_restarted_nothing_lost_or_duplicated():
             runs = w.start(3)
             for round_ in range(30):
                 for run in runs:
-                    w.record(run, 3)
+                    w.record(run, 20, size=256)  # faster than the export: rounds are in flight
                 if round_ == 10:
                     broker.kill()  # SIGKILL: acks in flight are lost, records keep coming
                 if round_ == 20:
