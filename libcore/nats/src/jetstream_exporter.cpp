@@ -395,9 +395,22 @@ class NatsJetStreamExporter final : public JetStreamExporter {
       std::size_t end = std::min(items.size(), start + records_per_round);
       std::span<Item> round(items.data() + start, end - start);
       std::set<std::string> acked;
-      if (auto error = publish_round(round, acked)) failure = std::move(error);
+      auto error = publish_round(round, acked);
       settle(round, acked);
       start = end;
+      if (error) {
+        failure = std::move(error);
+        // Later rounds would land behind the records this one left unacknowledged: their runs
+        // are read back from the store from the cursors instead, their host events wait.
+        for (std::size_t i = start; i < items.size(); ++i) {
+          if (items[i].host_event) {
+            queue_event(std::move(items[i]));
+          } else {
+            runs_[items[i].run_id].dirty = true;
+          }
+        }
+        break;
+      }
     }
     if (failure) {
       set_error(*failure);
