@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
+import urllib.request
 
 import nats_broker
 from harness import DAEMON, Daemon, measured_memory_env, proc_status_kib, run_to_exit
@@ -146,6 +147,19 @@ def wait_exported(url, count, timeout=40.0):
     raise AssertionError(f"stream {STREAM} holds {have} messages, wanted {count}")
 
 
+def http_get_metrics(daemon):
+    """The daemon's /metrics samples without labels, {name: value}."""
+    host, port = daemon.ws_url().removeprefix("ws://").split("/")[0].rsplit(":", 1)
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            samples[name] = float(value)
+    return samples
+
+
 def cursor_files(state_dir):
     folder = os.path.join(state_dir, "exports", "nats")
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
@@ -185,6 +199,8 @@ def test_two_daemons_every_record_once_in_order_with_subjects_ids_and_headers():
                     assert e["subject"] == f"car.host.{host}.events"
             stats = wait_stats(pa, lambda s: s["lag"] == 0, "caught up")
             assert stats["connected"] is True and stats["last_error"] is None, stats
+            metrics = http_get_metrics(a)
+            assert metrics["car_export_connected"] == 1 and metrics["car_export_lag_records"] == 0
             assert stats["lost"] == 0 and stats["errors"] == 0, stats
             # Every run ended and was acknowledged: no cursor left behind.
             assert cursor_files(a.state_dir) == [] and cursor_files(b.state_dir) == []
@@ -204,6 +220,9 @@ def test_broker_down_at_start_then_up_everything_arrives_and_stats_follow():
         w.complete(runs[0])
         stats = wait_stats(p, lambda s: s["lag"] > 0, "showed a lag")
         assert stats["connected"] is False, stats
+        assert stats["last_error"], stats
+        metrics = http_get_metrics(d)
+        assert metrics["car_export_connected"] == 0 and metrics["car_export_lag_records"] > 0
         assert cursor_files(d.state_dir) != []
         broker = NatsServer(port=port)
         try:
