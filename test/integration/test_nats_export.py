@@ -8,7 +8,7 @@ down and records pile up. Every wait is bounded; nothing asserts how long anythi
 producer latency cost is measured by test/bench/nats_export_bench.py).
 
 A build without the `nats` feature, or a machine without nats-server, cannot pass these tests:
-under CI=true that is a failure; elsewhere each test prints a SKIP line and returns."""
+under CI=true that is a failure; elsewhere each test is skipped (runner.py counts it, with why)."""
 
 import json
 import os
@@ -16,6 +16,7 @@ import shutil
 import signal
 import tempfile
 import time
+import unittest
 import urllib.request
 
 import nats_broker
@@ -35,15 +36,19 @@ def daemon_features():
 
 
 def ready_or_skip(test):
-    """True when car-daemon has the nats feature and nats-server exists. Otherwise an
-    AssertionError under CI=true (CI builds and installs both), else a SKIP line and False."""
+    """Returns when car-daemon has the nats feature and nats-server exists. Otherwise an
+    AssertionError under CI=true (CI builds and installs both), else unittest.SkipTest, which
+    runner.py counts as skipped with the reason."""
+    missing = None
     if "nats" not in daemon_features():
-        if os.environ.get("CI") == "true":
-            raise AssertionError("car-daemon was built without the nats feature "
-                                 "(install libnats-dev, meson -Dnats=enabled); CI requires it")
-        print(f"SKIP {test}: car-daemon was built without the nats feature", flush=True)
-        return False
-    return nats_broker.nats_server_or_skip(test)
+        missing = "car-daemon was built without the nats feature (meson -Dnats=enabled, libnats-dev)"
+    elif not nats_broker.nats_server_available():
+        missing = f"nats-server is not installed ({nats_broker.NATS_SERVER})"
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        raise AssertionError(f"{test}: {missing}; CI requires it")
+    raise unittest.SkipTest(missing)
 
 
 def exporting_daemon(urls, host_id, *extra, state_dir=None, env=None):
@@ -166,8 +171,7 @@ def cursor_files(state_dir):
 
 
 def test_two_daemons_every_record_once_in_order_with_subjects_ids_and_headers():
-    if not ready_or_skip("two_daemons"):
-        return
+    ready_or_skip("two_daemons")
     with NatsServer() as broker:
         with exporting_daemon(broker.url, "host-a") as a, exporting_daemon(broker.url, "host-b") as b:
             pa, pb = Peer(a), Peer(b)
@@ -207,8 +211,7 @@ def test_two_daemons_every_record_once_in_order_with_subjects_ids_and_headers():
 
 
 def test_broker_down_at_start_then_up_everything_arrives_and_stats_follow():
-    if not ready_or_skip("down_at_start"):
-        return
+    ready_or_skip("down_at_start")
     port = free_port()
     with exporting_daemon(f"127.0.0.1:{port}", "late") as d:
         p = Peer(d)
@@ -238,8 +241,7 @@ def test_broker_down_at_start_then_up_everything_arrives_and_stats_follow():
 
 
 def test_broker_killed_mid_run_and_restarted_nothing_lost_or_duplicated():
-    if not ready_or_skip("broker_killed"):
-        return
+    ready_or_skip("broker_killed")
     with NatsServer() as broker:
         with exporting_daemon(broker.url, "h-kill") as d:
             p = Peer(d)
@@ -261,8 +263,7 @@ def test_broker_killed_mid_run_and_restarted_nothing_lost_or_duplicated():
 
 
 def test_daemon_restarted_while_the_broker_is_down_resumes_from_its_cursors():
-    if not ready_or_skip("daemon_restart"):
-        return
+    ready_or_skip("daemon_restart")
     state = tempfile.mkdtemp(prefix="car-it-nats-")
     broker = NatsServer()
     try:
@@ -298,8 +299,7 @@ def test_daemon_restarted_while_the_broker_is_down_resumes_from_its_cursors():
 
 
 def test_three_node_cluster_replicas_3_one_node_killed_mid_run_nothing_lost():
-    if not ready_or_skip("cluster"):
-        return
+    ready_or_skip("cluster")
     with NatsCluster(3) as cluster:
         with exporting_daemon(cluster.urls, "h-cluster", "--nats-replicas", "3") as d:
             p = Peer(d)
@@ -347,8 +347,7 @@ def test_memory_stays_bounded_while_the_broker_is_down():
     one without export (its open runs' traces): the exporter's backlog is the run store, not
     memory — at most the service's queue (16 MiB) could add. Once the broker is up every record
     arrives."""
-    if not ready_or_skip("memory"):
-        return
+    ready_or_skip("memory")
     with Daemon("--no-auth", "--listen", "127.0.0.1:0", env=measured_memory_env()) as base:
         _, baseline = rss_growth_mib(base)
     port = free_port()
