@@ -84,6 +84,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     car::log_error("fatal: {}", e.what());
   }
+  car::daemon::release_nats_library();
   // Bounded: a stderr nobody reads must not keep the process from exiting.
   car::daemon::flush_daemon_log(std::chrono::seconds(2));
   return status;

@@ -1,5 +1,6 @@
 #include "nats_export.hpp"
 
+#include <nats/nats.h>
 #include <unistd.h>
 
 #include <climits>
@@ -11,6 +12,14 @@
 namespace car::daemon {
 
 bool nats_supported() { return true; }
+
+namespace {
+bool nats_used = false;  // main thread only: set by configure, read after the Daemon is gone
+}  // namespace
+
+void release_nats_library() {
+  if (nats_used) (void)nats_CloseAndWait(2000);
+}
 
 struct NatsExport::Impl {
   std::shared_ptr<nats::JetStreamExporter> exporter;
@@ -42,6 +51,7 @@ std::optional<std::string> NatsExport::configure(const Options& options,
   auto exporter = nats::make_jetstream_exporter(std::move(c));
   if (!exporter) return "--nats: " + exporter.error().message;
   impl_->exporter = exporter.value();
+  nats_used = true;
   config.exporters.push_back(impl_->exporter);
   log_info("exporting run records to NATS JetStream stream {} as host {}",
            options.nats_stream.value_or("CAR"),

@@ -15,6 +15,9 @@ namespace car::daemon {
 
 // Whether this build has the `nats` feature (car-daemon --version lists it).
 bool nats_supported();
+// After the Daemon is gone: frees libnats' process-wide state (its threads and buffers), bounded,
+// so a leak checker sees a clean exit. Nothing without the feature.
+void release_nats_library();
 
 class NatsExport {
  public:

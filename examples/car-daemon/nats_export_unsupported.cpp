@@ -5,6 +5,8 @@ namespace car::daemon {
 
 bool nats_supported() { return false; }
 
+void release_nats_library() {}
+
 struct NatsExport::Impl {};
 
 NatsExport::NatsExport() = default;

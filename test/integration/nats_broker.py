@@ -7,7 +7,7 @@ was stored: subject, headers, payload.
 
 Every wait is bounded; everything started is killed and its directories removed by close() (the
 classes are context managers). When nats-server is missing, `nats_server_or_skip` says so: under
-CI=true that is a failure (CI installs it), elsewhere a visible SKIP line."""
+CI=true that is a failure (CI installs it), elsewhere unittest.SkipTest (counted as skipped)."""
 
 import base64
 import json
@@ -18,6 +18,7 @@ import socket
 import subprocess
 import tempfile
 import time
+import unittest
 import urllib.request
 
 NATS_SERVER = os.environ.get("NATS_SERVER") or shutil.which("nats-server") or "/usr/sbin/nats-server"
@@ -28,15 +29,14 @@ def nats_server_available():
 
 
 def nats_server_or_skip(test):
-    """True when nats-server can be run. Without it: an AssertionError under CI=true, else a
-    visible SKIP line and False."""
+    """Returns when nats-server can be run. Without it: an AssertionError under CI=true, else
+    unittest.SkipTest (runner.py counts it as skipped, with the reason)."""
     if nats_server_available():
         return True
     if os.environ.get("CI") == "true":
-        raise AssertionError(f"nats-server not found ({NATS_SERVER}); CI requires it "
+        raise AssertionError(f"{test}: nats-server not found ({NATS_SERVER}); CI requires it "
                              "(.ci/setup installs the nats-server package)")
-    print(f"SKIP {test}: nats-server is not installed", flush=True)
-    return False
+    raise unittest.SkipTest(f"nats-server is not installed ({NATS_SERVER})")
 
 
 def free_port():

@@ -8,7 +8,7 @@ down and records pile up. Every wait is bounded; nothing asserts how long anythi
 producer latency cost is measured by test/bench/nats_export_bench.py).
 
 A build without the `nats` feature, or a machine without nats-server, cannot pass these tests:
-under CI=true that is a failure; elsewhere each test prints a SKIP line and returns."""
+under CI=true that is a failure; elsewhere each test is skipped (runner.py counts it, with why)."""
 
 import json
 import os
@@ -16,6 +16,8 @@ import shutil
 import signal
 import tempfile
 import time
+import unittest
+import urllib.request
 
 import nats_broker
 from harness import DAEMON, Daemon, measured_memory_env, proc_status_kib, run_to_exit
@@ -34,15 +36,19 @@ def daemon_features():
 
 
 def ready_or_skip(test):
-    """True when car-daemon has the nats feature and nats-server exists. Otherwise an
-    AssertionError under CI=true (CI builds and installs both), else a SKIP line and False."""
+    """Returns when car-daemon has the nats feature and nats-server exists. Otherwise an
+    AssertionError under CI=true (CI builds and installs both), else unittest.SkipTest, which
+    runner.py counts as skipped with the reason."""
+    missing = None
     if "nats" not in daemon_features():
-        if os.environ.get("CI") == "true":
-            raise AssertionError("car-daemon was built without the nats feature "
-                                 "(install libnats-dev, meson -Dnats=enabled); CI requires it")
-        print(f"SKIP {test}: car-daemon was built without the nats feature", flush=True)
-        return False
-    return nats_broker.nats_server_or_skip(test)
+        missing = "car-daemon was built without the nats feature (meson -Dnats=enabled, libnats-dev)"
+    elif not nats_broker.nats_server_available():
+        missing = f"nats-server is not installed ({nats_broker.NATS_SERVER})"
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        raise AssertionError(f"{test}: {missing}; CI requires it")
+    raise unittest.SkipTest(missing)
 
 
 def exporting_daemon(urls, host_id, *extra, state_dir=None, env=None):
@@ -146,14 +152,26 @@ def wait_exported(url, count, timeout=40.0):
     raise AssertionError(f"stream {STREAM} holds {have} messages, wanted {count}")
 
 
+def http_get_metrics(daemon):
+    """The daemon's /metrics samples without labels, {name: value}."""
+    host, port = daemon.ws_url().removeprefix("ws://").split("/")[0].rsplit(":", 1)
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as r:
+        text = r.read().decode()
+    samples = {}
+    for line in text.splitlines():
+        if line and not line.startswith("#") and "{" not in line:
+            name, value = line.split()
+            samples[name] = float(value)
+    return samples
+
+
 def cursor_files(state_dir):
     folder = os.path.join(state_dir, "exports", "nats")
     return sorted(os.listdir(folder)) if os.path.isdir(folder) else []
 
 
 def test_two_daemons_every_record_once_in_order_with_subjects_ids_and_headers():
-    if not ready_or_skip("two_daemons"):
-        return
+    ready_or_skip("two_daemons")
     with NatsServer() as broker:
         with exporting_daemon(broker.url, "host-a") as a, exporting_daemon(broker.url, "host-b") as b:
             pa, pb = Peer(a), Peer(b)
@@ -185,14 +203,15 @@ def test_two_daemons_every_record_once_in_order_with_subjects_ids_and_headers():
                     assert e["subject"] == f"car.host.{host}.events"
             stats = wait_stats(pa, lambda s: s["lag"] == 0, "caught up")
             assert stats["connected"] is True and stats["last_error"] is None, stats
+            metrics = http_get_metrics(a)
+            assert metrics["car_export_connected"] == 1 and metrics["car_export_lag_records"] == 0
             assert stats["lost"] == 0 and stats["errors"] == 0, stats
             # Every run ended and was acknowledged: no cursor left behind.
             assert cursor_files(a.state_dir) == [] and cursor_files(b.state_dir) == []
 
 
 def test_broker_down_at_start_then_up_everything_arrives_and_stats_follow():
-    if not ready_or_skip("down_at_start"):
-        return
+    ready_or_skip("down_at_start")
     port = free_port()
     with exporting_daemon(f"127.0.0.1:{port}", "late") as d:
         p = Peer(d)
@@ -204,6 +223,9 @@ def test_broker_down_at_start_then_up_everything_arrives_and_stats_follow():
         w.complete(runs[0])
         stats = wait_stats(p, lambda s: s["lag"] > 0, "showed a lag")
         assert stats["connected"] is False, stats
+        assert stats["last_error"], stats
+        metrics = http_get_metrics(d)
+        assert metrics["car_export_connected"] == 0 and metrics["car_export_lag_records"] > 0
         assert cursor_files(d.state_dir) != []
         broker = NatsServer(port=port)
         try:
@@ -219,8 +241,7 @@ def test_broker_down_at_start_then_up_everything_arrives_and_stats_follow():
 
 
 def test_broker_killed_mid_run_and_restarted_nothing_lost_or_duplicated():
-    if not ready_or_skip("broker_killed"):
-        return
+    ready_or_skip("broker_killed")
     with NatsServer() as broker:
         with exporting_daemon(broker.url, "h-kill") as d:
             p = Peer(d)
@@ -228,7 +249,7 @@ def test_broker_killed_mid_run_and_restarted_nothing_lost_or_duplicated():
             runs = w.start(3)
             for round_ in range(30):
                 for run in runs:
-                    w.record(run, 3)
+                    w.record(run, 20, size=256)  # faster than the export: rounds are in flight
                 if round_ == 10:
                     broker.kill()  # SIGKILL: acks in flight are lost, records keep coming
                 if round_ == 20:
@@ -242,8 +263,7 @@ def test_broker_killed_mid_run_and_restarted_nothing_lost_or_duplicated():
 
 
 def test_daemon_restarted_while_the_broker_is_down_resumes_from_its_cursors():
-    if not ready_or_skip("daemon_restart"):
-        return
+    ready_or_skip("daemon_restart")
     state = tempfile.mkdtemp(prefix="car-it-nats-")
     broker = NatsServer()
     try:
@@ -279,8 +299,7 @@ def test_daemon_restarted_while_the_broker_is_down_resumes_from_its_cursors():
 
 
 def test_three_node_cluster_replicas_3_one_node_killed_mid_run_nothing_lost():
-    if not ready_or_skip("cluster"):
-        return
+    ready_or_skip("cluster")
     with NatsCluster(3) as cluster:
         with exporting_daemon(cluster.urls, "h-cluster", "--nats-replicas", "3") as d:
             p = Peer(d)
@@ -328,8 +347,7 @@ def test_memory_stays_bounded_while_the_broker_is_down():
     one without export (its open runs' traces): the exporter's backlog is the run store, not
     memory — at most the service's queue (16 MiB) could add. Once the broker is up every record
     arrives."""
-    if not ready_or_skip("memory"):
-        return
+    ready_or_skip("memory")
     with Daemon("--no-auth", "--listen", "127.0.0.1:0", env=measured_memory_env()) as base:
         _, baseline = rss_growth_mib(base)
     port = free_port()

@@ -40,7 +40,7 @@ const std::map<std::string, std::uint64_t>& ExportCursors::load() {
       log_warn("nats exporter: ignoring cursor file {} (not a run cursor)", entry.path().string());
       continue;
     }
-    cursors_[*run_id] = offset;
+    cursors_[*run_id] = Cursor{offset, offset, std::chrono::steady_clock::now()};
     loaded_[*run_id] = offset;
   }
   if (ec) log_warn("nats exporter: cannot list cursors in {}: {}", dir_, ec.message());
@@ -50,28 +50,45 @@ const std::map<std::string, std::uint64_t>& ExportCursors::load() {
 std::optional<std::uint64_t> ExportCursors::next(std::string_view run_id) const {
   auto it = cursors_.find(run_id);
   if (it == cursors_.end()) return std::nullopt;
-  return it->second;
+  return it->second.next;
 }
 
-std::optional<std::string> ExportCursors::set(std::string_view run_id, std::uint64_t next_offset) {
+std::optional<std::string> ExportCursors::set(std::string_view run_id, std::uint64_t next_offset,
+                                              bool durable) {
+  auto now = std::chrono::steady_clock::now();
   auto it = cursors_.find(run_id);
-  if (it != cursors_.end() && it->second == next_offset) return std::nullopt;
   if (it == cursors_.end()) {
-    cursors_.emplace(std::string(run_id), next_offset);
-  } else {
-    it->second = next_offset;
+    it = cursors_.emplace(std::string(run_id), Cursor{next_offset, next_offset, now}).first;
+    return write(it->first, it->second);  // a new run's file exists before its first publish
   }
+  it->second.next = next_offset;
+  if (it->second.written == next_offset) return std::nullopt;
+  if (!durable && now - it->second.written_at < write_interval) return std::nullopt;
+  return write(it->first, it->second);
+}
+
+void ExportCursors::flush() {
+  for (auto& [run_id, cursor] : cursors_) {
+    if (cursor.written != cursor.next) {
+      if (auto error = write(run_id, cursor)) log_warn("nats exporter: {}", *error);
+    }
+  }
+}
+
+std::optional<std::string> ExportCursors::write(const std::string& run_id, Cursor& cursor) {
+  cursor.written_at = std::chrono::steady_clock::now();
   std::string path = path_of(run_id);
   std::string tmp = path + ".tmp";
   std::FILE* f = std::fopen(tmp.c_str(), "w");
   if (f == nullptr) return fmt::format("cannot write cursor {}: {}", tmp, std::strerror(errno));
-  std::string text = fmt::format("{}\n", next_offset);
+  std::string text = fmt::format("{}\n", cursor.next);
   bool ok = std::fwrite(text.data(), 1, text.size(), f) == text.size();
   ok = (std::fclose(f) == 0) && ok;
   if (!ok || std::rename(tmp.c_str(), path.c_str()) != 0) {
     std::remove(tmp.c_str());
     return fmt::format("cannot write cursor {}: {}", path, std::strerror(errno));
   }
+  cursor.written = cursor.next;
   return std::nullopt;
 }
 

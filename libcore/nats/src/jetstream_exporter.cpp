@@ -62,6 +62,7 @@ std::string status_text(natsStatus s) {
 // Per run, the state of a run the exporter has seen and not finished.
 struct RunState {
   std::string agent_id;
+  std::string subject;          // run_subject(), once known
   std::uint64_t known_end = 0;  // one past the highest offset offered or read
   bool dirty = false;           // records from the cursor on must be read back from the store
 };
@@ -76,6 +77,7 @@ class NatsJetStreamExporter final : public JetStreamExporter {
 
   ~NatsJetStreamExporter() override {
     stop();
+    cursors_.flush();  // the delivery thread is gone: no call of ours runs any more
     drop_connection();
     if (opts_ != nullptr) natsOptions_Destroy(opts_);
   }
@@ -85,7 +87,9 @@ class NatsJetStreamExporter final : public JetStreamExporter {
   void start(runs::RecordReplay& replay) override {
     (void)replay;
     for (const auto& [run_id, next] : cursors_.load()) {
-      runs_[run_id] = RunState{{}, next, true};
+      RunState& run = runs_[run_id];
+      run.known_end = next;
+      run.dirty = true;
     }
     if (!runs_.empty()) {
       log_info("nats exporter: resuming {} run(s) from their export cursors", runs_.size());
@@ -116,7 +120,6 @@ class NatsJetStreamExporter final : public JetStreamExporter {
       }
       auto next = cursors_.next(r.run_id);
       RunState& run = runs_[r.run_id];
-      run.agent_id = r.agent_id;
       run.known_end = std::max(run.known_end, r.offset + 1);
       if (next && r.offset < *next) continue;  // acknowledged before (a restart, a replay)
       if (!next) {
@@ -298,8 +301,7 @@ class NatsJetStreamExporter final : public JetStreamExporter {
         if (pae->Err == NATS_NO_RESPONDERS) self->stream_ready_ = false;
       }
     }
-    natsMsg_Destroy(msg);
-    self->wake_.notify_all();
+    natsMsg_Destroy(msg);  // nobody waits on wake_ for acks: js_PublishAsyncComplete does
   }
 
   // ---- the stream ----
@@ -351,9 +353,15 @@ class NatsJetStreamExporter final : public JetStreamExporter {
 
   // ---- publishing ----
 
-  Item run_item(const runs::ExportRecord& r) const {
+  Item run_item(const runs::ExportRecord& r) {
     Item item;
-    item.subject = run_subject(config_.prefix, config_.host_id, r.agent_id, r.run_id);
+    // The subject is the same for every record of a run: encoded once per run.
+    RunState& run = runs_[r.run_id];
+    if (run.subject.empty() || run.agent_id != r.agent_id) {
+      run.agent_id = r.agent_id;
+      run.subject = run_subject(config_.prefix, config_.host_id, r.agent_id, r.run_id);
+    }
+    item.subject = run.subject;
     item.msg_id = record_message_id(config_.host_id, r.run_id, r.offset);
     item.run_id = r.run_id;
     item.agent_id = r.agent_id;
@@ -395,9 +403,22 @@ class NatsJetStreamExporter final : public JetStreamExporter {
       std::size_t end = std::min(items.size(), start + records_per_round);
       std::span<Item> round(items.data() + start, end - start);
       std::set<std::string> acked;
-      if (auto error = publish_round(round, acked)) failure = std::move(error);
+      auto error = publish_round(round, acked);
       settle(round, acked);
       start = end;
+      if (error) {
+        failure = std::move(error);
+        // Later rounds would land behind the records this one left unacknowledged: their runs
+        // are read back from the store from the cursors instead, their host events wait.
+        for (std::size_t i = start; i < items.size(); ++i) {
+          if (items[i].host_event) {
+            queue_event(std::move(items[i]));
+          } else {
+            runs_[items[i].run_id].dirty = true;
+          }
+        }
+        break;
+      }
     }
     if (failure) {
       set_error(*failure);
@@ -550,7 +571,6 @@ class NatsJetStreamExporter final : public JetStreamExporter {
           run.dirty = true;  // the rest next time
           break;
         }
-        run.agent_id = r.agent_id;
         run.known_end = std::max(run.known_end, r.offset + 1);
         items.push_back(run_item(r));
       }
