@@ -8,12 +8,13 @@ is refused with the documented error, auth is the daemon's; and with a three-nod
 
 Every wait is bounded; nothing asserts how long anything took (latency is measured by
 test/bench/fleet_latency_bench.py). A build without the `nats` feature, or a machine without
-nats-server, cannot pass these tests: under CI=true that is a failure; elsewhere each test prints
-a SKIP line and returns."""
+nats-server, cannot pass these tests: under CI=true that is a failure; elsewhere each test is
+skipped (unittest.SkipTest, counted by runner.py) with the reason."""
 
 import json
 import os
 import time
+import unittest
 
 import nats_broker
 from harness import DAEMON, Daemon
@@ -34,15 +35,19 @@ def daemon_features():
 
 
 def ready_or_skip(test):
-    """True when car-daemon has the nats feature and nats-server exists. Otherwise an
-    AssertionError under CI=true (CI builds and installs both), else a SKIP line and False."""
+    """Returns when car-daemon has the nats feature and nats-server exists. Otherwise an
+    AssertionError under CI=true (CI builds and installs both), else unittest.SkipTest, which
+    runner.py counts as skipped with the reason."""
+    missing = None
     if "nats" not in daemon_features():
-        if os.environ.get("CI") == "true":
-            raise AssertionError("car-daemon was built without the nats feature "
-                                 "(install libnats-dev, meson -Dnats=enabled); CI requires it")
-        print(f"SKIP {test}: car-daemon was built without the nats feature", flush=True)
-        return False
-    return nats_broker.nats_server_or_skip(test)
+        missing = "car-daemon was built without the nats feature (meson -Dnats=enabled, libnats-dev)"
+    elif not nats_broker.nats_server_available():
+        missing = f"nats-server is not installed ({nats_broker.NATS_SERVER})"
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        raise AssertionError(f"{test}: {missing}; CI requires it")
+    raise unittest.SkipTest(missing)
 
 
 def host_daemon(urls, host_id, *extra):
@@ -124,8 +129,7 @@ def events_until_ended(peer, run_id, timeout=30.0):
 
 
 def test_gateway_lists_both_hosts_runs_and_serves_their_traces():
-    if not ready_or_skip("test_gateway_lists_both_hosts_runs_and_serves_their_traces"):
-        return
+    ready_or_skip("test_gateway_lists_both_hosts_runs_and_serves_their_traces")
     with NatsServer() as broker, host_daemon(broker.url, "web-1") as h1, \
             host_daemon(broker.url, "web-2") as h2:
         p1, p2 = Peer(h1), Peer(h2)
@@ -188,8 +192,7 @@ def test_gateway_lists_both_hosts_runs_and_serves_their_traces():
 
 
 def test_live_subscription_receives_later_turns_in_order_once_each():
-    if not ready_or_skip("test_live_subscription_receives_later_turns_in_order_once_each"):
-        return
+    ready_or_skip("test_live_subscription_receives_later_turns_in_order_once_each")
     with NatsServer() as broker, host_daemon(broker.url, "web-1") as h1, \
             gateway(broker.url) as gw:
         p1, g = Peer(h1), Peer(gw)
@@ -231,8 +234,7 @@ def test_live_subscription_receives_later_turns_in_order_once_each():
 
 
 def test_a_run_id_on_two_hosts_needs_host_id():
-    if not ready_or_skip("test_a_run_id_on_two_hosts_needs_host_id"):
-        return
+    ready_or_skip("test_a_run_id_on_two_hosts_needs_host_id")
     with NatsServer() as broker, host_daemon(broker.url, "web-1") as h1, \
             host_daemon(broker.url, "web-2") as h2, gateway(broker.url) as gw:
         p1, p2, g = Peer(h1), Peer(h2), Peer(gw)
@@ -255,8 +257,7 @@ def test_a_run_id_on_two_hosts_needs_host_id():
 
 
 def test_every_write_is_refused_with_one_error():
-    if not ready_or_skip("test_every_write_is_refused_with_one_error"):
-        return
+    ready_or_skip("test_every_write_is_refused_with_one_error")
     with NatsServer() as broker, gateway(broker.url) as gw:
         g = Peer(gw)
         writes = {
@@ -282,8 +283,7 @@ def test_every_write_is_refused_with_one_error():
 
 
 def test_auth_is_the_daemons():
-    if not ready_or_skip("test_auth_is_the_daemons"):
-        return
+    ready_or_skip("test_auth_is_the_daemons")
     with NatsServer() as broker, host_daemon(broker.url, "web-1") as h1:
         p1 = Peer(h1)
         run_id = start_run(p1, agent_id=AGENT)
@@ -328,8 +328,7 @@ def test_auth_is_the_daemons():
 
 
 def test_three_node_cluster_one_node_killed_mid_run_gateway_keeps_serving():
-    if not ready_or_skip("test_three_node_cluster_one_node_killed_mid_run_gateway_keeps_serving"):
-        return
+    ready_or_skip("test_three_node_cluster_one_node_killed_mid_run_gateway_keeps_serving")
     with NatsCluster() as cluster, \
             host_daemon(cluster.urls, "web-1", "--nats-replicas", "3") as h1, \
             gateway(cluster.urls) as gw:

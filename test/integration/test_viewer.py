@@ -297,8 +297,7 @@ def test_the_viewer_works_unchanged_against_the_fleet_gateway():
     if not have_chromium():
         return
     import test_fleet_gateway as fleet
-    if not fleet.ready_or_skip("test_the_viewer_works_unchanged_against_the_fleet_gateway"):
-        return
+    fleet.ready_or_skip("test_the_viewer_works_unchanged_against_the_fleet_gateway")
     from nats_broker import NatsServer
     with NatsServer() as broker, fleet.host_daemon(broker.url, "web-1") as h1, \
             Daemon("--listen", "127.0.0.1:0", "--fleet", broker.url, "--token", "daemon-secret",
