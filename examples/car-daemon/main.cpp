@@ -51,6 +51,11 @@ int main(int argc, char** argv) {
                        "(meson -Dnats=enabled, needs libnats)\n");
     return 2;
   }
+  if (!options.fleet_servers.empty() && !car::daemon::nats_supported()) {
+    fmt::print(stderr, "car-daemon: --fleet: this car-daemon was built without the nats feature "
+                       "(meson -Dnats=enabled, needs libnats)\n");
+    return 2;
+  }
   car::set_log_level(options.log_level);
   // Every log record goes through a writer thread, stderr's or --log-file's (daemon_log.hpp).
   auto log_format = options.log_format == car::daemon::LogFormatOption::json
