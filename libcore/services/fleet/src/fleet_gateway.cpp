@@ -270,9 +270,14 @@ void FleetGateway::subscribe_job(std::shared_ptr<Connection> reader, std::string
     std::string subject = car::nats::run_subject(reader_->options().prefix, trace.host_id,
                                                  trace.agent_id, trace.run_id);
     auto start_consumer = [&] {
-      return reader_->consume(subject, trace.last_sequence + 1, [weak, live](StreamMessage m) {
-        if (auto self = weak.lock()) self->on_live_message(live, std::move(m));
-      });
+      // 16 MiB: a live consumer's callback only queues (StreamSubscriber), so little waits here;
+      // 1024 of them stay within 16 GiB at worst rather than the index consumer's 256 MiB each.
+      return reader_->consume(
+          subject, trace.last_sequence + 1,
+          [weak, live](StreamMessage m) {
+            if (auto self = weak.lock()) self->on_live_message(live, std::move(m));
+          },
+          16 * 1024 * 1024);
     };
     auto consumer = start_consumer();
     // As for reads: a fail-over refuses consumer creation for a moment.
@@ -382,7 +387,9 @@ void FleetGateway::remove_client(const std::string& client_id) {
 void FleetGateway::retire(std::unique_ptr<Consumer> consumer) {
   {
     std::lock_guard lock(subs_mutex_);
-    if (shut_down_) return;  // shutdown stops them itself... this one goes with its destructor
+    // After shutdown no consumer is left to retire (shutdown took them all); one arriving anyway
+    // is stopped by its destructor here.
+    if (shut_down_) return;
     retired_.push_back(std::move(consumer));
   }
   // If the queue is full the next stop_retired (after any job) takes it along.

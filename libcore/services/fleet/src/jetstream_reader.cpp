@@ -143,7 +143,8 @@ std::optional<StreamMessage> JetStreamReader::decode(natsMsg* msg) const {
 
 Result<std::unique_ptr<Consumer>> JetStreamReader::consume(const std::string& filter,
                                                            std::uint64_t start,
-                                                           Consumer::OnMessage on_message) {
+                                                           Consumer::OnMessage on_message,
+                                                           int max_pending_bytes) {
   jsSubOptions sub_options;
   jsSubOptions_Init(&sub_options);
   sub_options.Stream = options_.stream.c_str();
@@ -182,9 +183,8 @@ Result<std::unique_ptr<Consumer>> JetStreamReader::consume(const std::string& fi
     delete static_cast<Handler*>(closure);
   }, handler);
   // A consumer catching up on a long stream may run ahead of its callback: flow control bounds
-  // what the server sends, these bound what libnats buffers (a drop resets the ordered consumer,
-  // which then resumes gap-free).
-  natsSubscription_SetPendingLimits(consumer->sub_, 65536, 256 * 1024 * 1024);
+  // what the server sends, this bounds what libnats buffers (see the header).
+  natsSubscription_SetPendingLimits(consumer->sub_, 65536, max_pending_bytes);
   return consumer;
 }
 

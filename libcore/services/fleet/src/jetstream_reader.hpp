@@ -70,9 +70,13 @@ class JetStreamReader {
   ~JetStreamReader();
 
   // Every run message on `filter` from stream sequence `start` (0: the beginning), delivered to
-  // `on_message` in stream order. Messages outside the subject layout are skipped.
+  // `on_message` in stream order. Messages outside the subject layout are skipped. libnats
+  // buffers at most `max_pending_bytes` (and 65536 messages) for the callback; past it it drops,
+  // and the ordered consumer notices the gap and recreates itself from the last delivered
+  // sequence: a bound on memory, never a loss.
   Result<std::unique_ptr<Consumer>> consume(const std::string& filter, std::uint64_t start,
-                                            Consumer::OnMessage on_message);
+                                            Consumer::OnMessage on_message,
+                                            int max_pending_bytes = 256 * 1024 * 1024);
   // Every record of run `run_id` (on `host_id`, else on any host) stored so far, read through a
   // short-lived ordered consumer. Several hosts holding that run id: -32602 naming them.
   // nullopt: the stream holds no such run. Worker thread only.
