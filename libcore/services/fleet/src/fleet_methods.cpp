@@ -144,10 +144,15 @@ Result<std::shared_ptr<FleetService>> install_fleet_services(Server& server, Fle
               bind(runs_unsubscribe));
   methods.add("runs.stats", {optional("run_id", ParamType::string)}, bind(runs_stats));
   methods.add("fleet.hosts", {}, bind(fleet_hosts));
-  methods.add("host.subscribe", {}, bind(host_subscribe));
+  // As the local host.subscribe: behind server.handshake when the server requires it.
+  MethodOptions after_handshake;
+  after_handshake.requires_handshake = true;
+  methods.add("host.subscribe", {}, bind(host_subscribe), after_handshake);
+  MethodOptions accepts_array;  // tools.register's upstream array form is refused the same way
+  accepts_array.accepts_array_params = true;
   for (const std::string& name : refused_methods()) {
     methods.add(name, {}, [name](const Request&, Reply reply) { reply.error(read_only_error(name)); },
-                name == "tools.register" ? MethodOptions{true, false, true} : MethodOptions{});
+                name == "tools.register" ? accepts_array : MethodOptions{});
   }
 
   std::weak_ptr<FleetGateway> weak = gateway;
