@@ -1,5 +1,7 @@
 #include "fleet_mode.hpp"
 
+#include <nats/nats.h>
+
 #include "car/fleet/fleet_service.hpp"
 #include "car/log.hpp"
 #include "car/nats/subjects.hpp"
@@ -30,7 +32,12 @@ bool FleetMode::install(Server& server, const Options& options) {
 }
 
 void FleetMode::stop() {
-  if (service_) service_->shutdown();
+  if (!service_) return;
+  service_->shutdown();  // every consumer, the worker and the NATS connection are gone after it
+  service_.reset();
+  // The library's own threads and memory too, bounded, for a clean leak check at exit (the
+  // exporter, which --fleet excludes, does the same through release_nats_library).
+  (void)nats_CloseAndWait(2000);
 }
 
 }  // namespace car::daemon
