@@ -2,7 +2,8 @@
 nats-server with JetStream and real exporting daemons (car-daemon --nats --host-id): runs.list
 shows every host's runs with their host_id, runs.get_trace equals the host's own runs.get_trace,
 a live runs.subscribe on the gateway receives the turns recorded on a host afterwards, in order
-and once each, fleet.hosts lists the hosts, a run id two hosts share needs host_id, every write
+and once each, a reader that stops reading gets the local gap notices (drop_with_gap, 256 events)
+while others are unharmed, fleet.hosts lists the hosts, a run id two hosts share needs host_id, every write
 is refused with the documented error, auth is the daemon's; and with a three-node cluster
 (replicas 3) losing a node mid-run the gateway keeps serving and the subscriber gets every turn.
 
@@ -360,3 +361,48 @@ def test_three_node_cluster_one_node_killed_mid_run_gateway_keeps_serving():
         assert [h["host_id"] for h in hosts] == ["web-1"], hosts
         now = result(g.call("runs.stats"))["gateway"]
         assert now["connected"] and now["server"] != server, (server, now)
+
+
+def test_a_reader_that_stops_reading_gets_gap_notices_in_the_local_shape():
+    ready_or_skip("test_a_reader_that_stops_reading_gets_gap_notices_in_the_local_shape")
+    with NatsServer() as broker, host_daemon(broker.url, "web-1") as h1, \
+            gateway(broker.url) as gw:
+        p1, g = Peer(h1), Peer(gw)
+        run_id = start_run(p1, agent_id=AGENT)
+        record(p1, run_id, turns(1))
+        wait_listed(g, run_id, turn_count=1)
+        slow = RawWs(RawWs.url_address(gw.ws_url()), timeout=10)
+        slow.send_text(json.dumps({"jsonrpc": "2.0", "id": 1, "method": "runs.subscribe",
+                                   "params": {"run_id": run_id}}))
+        assert json.loads(slow.recv_text())["result"]["cursor"] == 1
+        # It stops reading while ~15 MB of turns arrive: far more than the socket buffers, the
+        # one batch in its sink and its 256-event queue hold. (Well within the 10 s deadline.)
+        for start in range(1, 1901, 100):
+            record(p1, run_id, turns(100, start=start, size=8000))
+        wait_stream_count(broker.url, "CAR", 1902, timeout=30)
+        time.sleep(1.0)  # the gateway's consumer has pushed them all by now
+        delivered, gaps = [], []
+        deadline = time.time() + 30
+        while time.time() < deadline and (not delivered or delivered[-1] < 1901) and \
+                not (gaps and gaps[-1]["to_cursor"] >= 1901):
+            m = json.loads(slow.recv_text())
+            if m.get("method") == "runs.trace.event":
+                delivered.append(m["params"]["cursor"])
+            elif m.get("method") == "runs.trace.gap":
+                gaps.append(m["params"])
+        assert gaps, f"no gap notice; {len(delivered)} events delivered"
+        for gap in gaps:
+            assert set(gap) == {"run_id", "from_cursor", "to_cursor", "dropped"}, gap
+            assert gap["run_id"] == run_id and gap["from_cursor"] < gap["to_cursor"], gap
+        # Every cursor is delivered once or reported dropped, in order, never both.
+        assert delivered == sorted(set(delivered)), "events out of order or doubled"
+        dropped = set()
+        for gap in gaps:
+            hole = set(range(gap["from_cursor"] + 1, gap["to_cursor"] + 1)) - set(delivered)
+            assert len(hole) == gap["dropped"], (gap, len(hole))
+            dropped |= hole
+        assert not dropped & set(delivered)
+        assert set(delivered) | dropped == set(range(2, 1902)), "a cursor neither delivered nor dropped"
+        # The gateway is unharmed: another reader sees the whole run.
+        _, records = whole_trace(g, run_id)
+        assert len(records) == 1902, len(records)
