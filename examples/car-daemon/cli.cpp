@@ -67,6 +67,25 @@ std::optional<ListenAddress> parse_listen_address(const std::string& text) {
   return ListenAddress{host, static_cast<std::uint16_t>(*port)};
 }
 
+// URL[,URL...] (--nats, --fleet): every server of one NATS cluster, for the client to fail over among;
+// `nats://` is implied.
+static std::optional<std::string> append_nats_urls(const std::string& v,
+                                                   std::vector<std::string>& out) {
+  std::vector<std::string> urls;
+  std::size_t start = 0;
+  for (;;) {
+    std::size_t comma = v.find(',', start);
+    std::string url = v.substr(start, comma == std::string::npos ? std::string::npos : comma - start);
+    if (url.empty()) return "expects URL[,URL...]";
+    if (url.find("://") == std::string::npos) url = "nats://" + url;
+    urls.push_back(std::move(url));
+    if (comma == std::string::npos) break;
+    start = comma + 1;
+  }
+  out.insert(out.end(), urls.begin(), urls.end());
+  return std::nullopt;
+}
+
 std::variant<Options, CliError> parse_command_line(const std::vector<std::string>& args) {
   Options o;
   constexpr std::int64_t big = std::int64_t{1} << 50;
@@ -148,6 +167,19 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
       {"--log-format",
        one_of(o.log_format, {{"text", LogFormatOption::text}, {"json", LogFormatOption::json}})},
       {"--log-file", text(o.log_file)},
+      {"--nats", [&o](const std::string& v) { return append_nats_urls(v, o.nats_servers); }},
+      {"--host-id", text(o.host_id)},
+      {"--fleet",
+       [&o](const std::string& v) { return append_nats_urls(v, o.fleet_servers); }},
+      {"--nats-stream",
+       [&o](const std::string& v) -> std::optional<std::string> {
+         if (v.empty() || v.find_first_of(" \t.*>/\\") != std::string::npos) {
+           return "expects a stream name without spaces, '.', '*', '>', '/' or '\\'";
+         }
+         o.nats_stream = v;
+         return std::nullopt;
+       }},
+      {"--nats-replicas", integer(o.nats_replicas, 1, 5)},
       {"--log-level",
        [&o](const std::string& v) -> std::optional<std::string> {
          auto level = parse_log_level(v);
@@ -214,6 +246,31 @@ std::variant<Options, CliError> parse_command_line(const std::vector<std::string
   bool framing_given = false;
   for (const auto& a : args) framing_given = framing_given || a.rfind("--stdio-framing", 0) == 0;
   if (framing_given && !o.stdio) return CliError{"--stdio-framing needs --stdio"};
+  if (o.nats_servers.empty() && (o.host_id || o.nats_replicas)) {
+    return CliError{"--host-id and --nats-replicas need --nats"};
+  }
+  if (o.nats_stream && o.nats_servers.empty() && o.fleet_servers.empty()) {
+    return CliError{"--nats-stream needs --nats or --fleet"};
+  }
+  if (!o.fleet_servers.empty()) {
+    // A gateway has no local runs, host state or tools: the flags that configure them would be
+    // silently ignored, so they are refused. (--state-dir is accepted: it names no service, only
+    // where a daemon would keep its store, and scripts pass it to every daemon.)
+    if (!o.nats_servers.empty()) {
+      return CliError{"--fleet serves the fleet read-only and has no runs to export: not with --nats"};
+    }
+    for (const auto& a : args) {
+      for (const char* local : {"--sync", "--retain-runs", "--retain-days",
+                                "--agent-id", "--grace-ms", "--approval-method",
+                                "--approval-timeout", "--no-approvals", "--tool-timeout",
+                                "--tool-grace-ms", "--drain-on-loop"}) {
+        std::string_view flag(local);
+        if (a == flag || (a.rfind(flag, 0) == 0 && a.size() > flag.size() && a[flag.size()] == '=')) {
+          return CliError{fmt::format("{} configures local services; --fleet has none", flag)};
+        }
+      }
+    }
+  }
   return o;
 }
 
@@ -369,6 +426,21 @@ Limits:
                               line; times are RFC 3339 UTC with milliseconds
   --log-file PATH             append log records to PATH (created 0600) instead of stderr;
                               SIGHUP reopens it (logrotate); errors are copied to stderr
+
+Fleet export (docs/FLEET.md; needs a build with the nats feature):
+  --nats URL[,URL...]         publish every run record and host event to NATS JetStream at
+                              these servers (one cluster; nats:// is implied)
+  --host-id ID                this daemon's name in the fleet's subjects (default: hostname)
+  --nats-stream NAME          the JetStream stream, created if missing (default CAR); with
+                              --fleet, the stream the gateway reads
+  --nats-replicas N           replicas of a stream it creates, 1 to 5 (default 1)
+
+Fleet gateway (docs/FLEET.md; needs a build with the nats feature):
+  --fleet URL[,URL...]        serve every host's runs read-only from NATS JetStream at these
+                              servers (one cluster; nats:// is implied): runs.list,
+                              runs.get_trace, runs.subscribe, fleet.hosts; no local runs,
+                              host state or tools, and every write is refused
+
   --version, --help
 
 A flag wins over its environment variable.

@@ -79,6 +79,16 @@ struct Options {
   LogFormatOption log_format = LogFormatOption::text;
   std::optional<std::string> log_file;  // unset = log records go to stderr
 
+  // --nats: the JetStream record exporter (docs/FLEET.md "Export"); empty = no export.
+  std::vector<std::string> nats_servers;
+  std::optional<std::string> host_id;      // --host-id; unset = the machine's hostname
+  std::optional<std::string> nats_stream;  // --nats-stream; unset = CAR
+  std::optional<std::int64_t> nats_replicas;  // --nats-replicas 1..5; unset = 1
+
+  // --fleet: serve every host's runs read-only from NATS JetStream (docs/FLEET.md "Gateway")
+  // instead of local services; empty = an ordinary daemon. Shares --nats-stream.
+  std::vector<std::string> fleet_servers;
+
   bool help = false;
   bool version = false;
 };

@@ -302,6 +302,57 @@ TEST_SUITE("cli") {
     CHECK(usage_text().find("--log-file PATH") != std::string::npos);
   }
 
+  TEST_CASE("--nats URL[,URL...], --host-id, --nats-stream, --nats-replicas") {
+    auto defaults = parse_ok({});
+    CHECK(defaults.nats_servers.empty());
+    CHECK_FALSE(defaults.host_id);
+    auto o = parse_ok({"--nats", "127.0.0.1:4222,nats://10.0.0.2:4222", "--nats=tls://n3:4222",
+                       "--host-id", "web-1", "--nats-stream", "FLEET", "--nats-replicas", "3"});
+    REQUIRE(o.nats_servers.size() == 3);
+    CHECK(o.nats_servers[0] == "nats://127.0.0.1:4222");
+    CHECK(o.nats_servers[1] == "nats://10.0.0.2:4222");
+    CHECK(o.nats_servers[2] == "tls://n3:4222");
+    CHECK(*o.host_id == "web-1");
+    CHECK(*o.nats_stream == "FLEET");
+    CHECK(*o.nats_replicas == 3);
+    CHECK(parse_error({"--nats", "a:1,,b:2"}).find("expects URL[,URL...]") != std::string::npos);
+    CHECK(parse_error({"--nats", "a:1", "--nats-replicas", "0"}).find("from 1 to 5") !=
+          std::string::npos);
+    CHECK(parse_error({"--nats", "a:1", "--nats-replicas", "6"}).find("from 1 to 5") !=
+          std::string::npos);
+    CHECK(parse_error({"--nats", "a:1", "--nats-stream", "A.B"}).find("stream name") !=
+          std::string::npos);
+    CHECK(parse_error({"--host-id", "h"}).find("need --nats") != std::string::npos);
+    CHECK(parse_error({"--nats-stream", "S"}).find("needs --nats or --fleet") != std::string::npos);
+    CHECK(usage_text().find("--nats URL[,URL...]") != std::string::npos);
+    CHECK(usage_text().find("--nats-replicas N") != std::string::npos);
+  }
+
+  TEST_CASE("--fleet URL[,URL...] makes a gateway: --nats-stream, but no local-service flags") {
+    CHECK(parse_ok({}).fleet_servers.empty());
+    auto o = parse_ok({"--fleet", "127.0.0.1:4222,nats://n2:4222", "--nats-stream", "FLEET",
+                       "--fleet=n3:4222", "--listen", "127.0.0.1:0"});
+    REQUIRE(o.fleet_servers.size() == 3);
+    CHECK(o.fleet_servers[0] == "nats://127.0.0.1:4222");
+    CHECK(o.fleet_servers[1] == "nats://n2:4222");
+    CHECK(o.fleet_servers[2] == "nats://n3:4222");
+    CHECK(*o.nats_stream == "FLEET");
+    CHECK(o.nats_servers.empty());
+    CHECK(parse_error({"--fleet", ",a:1"}).find("expects URL[,URL...]") != std::string::npos);
+    CHECK(parse_error({"--fleet", "a:1", "--nats", "a:1"}).find("not with --nats") !=
+          std::string::npos);
+    CHECK(parse_error({"--fleet", "a:1", "--sync", "batch"}).find(
+              "--sync configures local services") != std::string::npos);
+    CHECK(parse_ok({"--fleet", "a:1", "--state-dir", "/tmp/x"}).fleet_servers.size() == 1);
+    CHECK(parse_error({"--fleet", "a:1", "--retain-runs=5"}).find("--retain-runs configures") !=
+          std::string::npos);
+    CHECK(parse_error({"--fleet", "a:1", "--no-approvals"}).find("--no-approvals configures") !=
+          std::string::npos);
+    CHECK(parse_error({"--fleet", "a:1", "--host-id", "h"}).find("need --nats") !=
+          std::string::npos);
+    CHECK(usage_text().find("--fleet URL[,URL...]") != std::string::npos);
+  }
+
   TEST_CASE("--http-endpoints loopback|all|off") {
     CHECK(parse_ok({}).http_endpoints == HttpEndpointsOption::loopback);
     CHECK(parse_ok({"--http-endpoints", "all"}).http_endpoints == HttpEndpointsOption::all);

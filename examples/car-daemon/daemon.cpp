@@ -316,8 +316,10 @@ bool Daemon::start_listeners() {
 }
 
 // The order matters only in that every service must be installed before the first connection.
-void Daemon::install_services(session::AuthConfig auth) {
+bool Daemon::install_services(session::AuthConfig auth) {
   sessions_ = session::install_session_service(*server_, std::move(auth));
+  // --fleet: the same sessions and tokens, but the fleet's runs instead of local services.
+  if (!options_.fleet_servers.empty()) return fleet_.install(*server_, options_);
 
   host::HostConfig host_config;
   host_config.gate.enabled = !options_.no_approvals;
@@ -347,7 +349,13 @@ void Daemon::install_services(session::AuthConfig auth) {
   if (options_.retain_days) {
     run_config.retention.max_age_days = static_cast<std::uint32_t>(*options_.retain_days);
   }
+  if (auto error = nats_export_.configure(options_, state_dir_, run_config)) {
+    log_error("{}", *error);
+    return false;
+  }
   runs_ = runs::install_run_services(*server_, run_config);
+  nats_export_.installed(*host_, *runs_);
+  return true;
 }
 
 int Daemon::run() {
@@ -355,12 +363,13 @@ int Daemon::run() {
   session::AuthConfig auth;
   // First: an unusable certificate is a configuration error that needs nothing undone.
   if (!load_tls()) return 1;
-  if (!lock_state_dir()) return 1;
+  // A gateway (--fleet) has no run store: no state directory to lock.
+  if (options_.fleet_servers.empty() && !lock_state_dir()) return 1;
   if (!configure_auth(config, auth)) return 1;
   config.require_handshake = options_.require_handshake;
   if (options_.max_message) config.max_message = static_cast<std::size_t>(*options_.max_message);
   server_ = std::make_unique<Server>(*executor_, config);
-  install_services(std::move(auth));
+  if (!install_services(std::move(auth))) return 1;
 
   // A peer that vanishes mid-write must produce EPIPE, not kill the process.
   std::signal(SIGPIPE, SIG_IGN);
@@ -405,8 +414,10 @@ void Daemon::begin_shutdown(const char* why) {
   if (stdio_) stdio_->stop();
   server_->close_all(1001, "server shutting down");
   // Every open run ends `incomplete` now (PROTOCOL.md §7.6); its store writes must land before exit.
-  runs_flushed_ = false;
-  runs_->shutdown([this] { runs_flushed_ = true; });
+  if (runs_) {
+    runs_flushed_ = false;
+    runs_->shutdown([this] { runs_flushed_ = true; });
+  }
   // Give connections up to the flush time, checking every 20 ms whether all are gone.
   uv_timer_start(
       &shutdown_timer_,
@@ -436,8 +447,10 @@ void Daemon::finish_shutdown() {
   // not turn a clean exit into 129.
   std::signal(SIGHUP, SIG_IGN);
   notifier_.close();
+  nats_export_.stop();
   // Connections still open after the flush window are cut off.
   for (auto& c : server_->connections()) c->sink().abort(SinkError::aborted, "shutdown");
+  fleet_.stop();
   executor_->shutdown();
 }
 

@@ -21,7 +21,9 @@
 #include "car/uv/uv_executor.hpp"
 #include "car/ws/tcp_listener.hpp"
 #include "cli.hpp"
+#include "fleet_mode.hpp"
 #include "inherited_sockets.hpp"
+#include "nats_export.hpp"
 #include "systemd_notify.hpp"
 #include "http_routes.hpp"
 
@@ -45,7 +47,7 @@ class Daemon {
   bool load_tls();
   bool configure_auth(ServerConfig& config, session::AuthConfig& auth);
   bool mint_tokens(session::AuthConfig& auth, bool mint_daemon, bool mint_host);
-  void install_services(session::AuthConfig auth);
+  bool install_services(session::AuthConfig auth);  // false (logged): exit 1
   bool start_listeners();
   // The listener options for a listener: with plain HTTP (http_routes_) when --http-endpoints
   // serves it (`loopback`: the listener is a loopback address or a Unix socket).
@@ -69,6 +71,9 @@ class Daemon {
   std::shared_ptr<session::SessionService> sessions_;
   std::shared_ptr<host::HostService> host_;
   std::shared_ptr<runs::RunService> runs_;
+  // --fleet: the gateway instead of host_ and runs_ (both null then); stopped in finish_shutdown.
+  FleetMode fleet_;
+  NatsExport nats_export_;  // --nats; stopped in finish_shutdown, before the services go
   std::atomic<bool> runs_flushed_{true};
   std::shared_ptr<stdio::StdioTransport> stdio_;
   const std::chrono::steady_clock::time_point started_ = std::chrono::steady_clock::now();

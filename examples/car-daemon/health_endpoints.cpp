@@ -83,6 +83,27 @@ HttpRoutes::Handler metrics_handler(HealthSources sources) {
                            "Time one run store append (start, record_turns or end) took.",
                            MetricType::histogram, 0, sources.runs->store_append_latency()};
       families.push_back(std::move(latency));
+      // Record exporters (--nats): only when there is one, summed over them.
+      const std::vector<runs::ExporterStats> exporters = sources.runs->exporter_stats();
+      if (!exporters.empty()) {
+        std::uint64_t lag = 0;
+        std::uint64_t lost = 0;
+        bool connected = true;
+        for (const auto& e : exporters) {
+          lag += e.lag;
+          lost += e.lost;
+          if (e.status && !e.status->connected) connected = false;
+        }
+        families.push_back(gauge("car_export_lag_records",
+                                 "Records offered to the exporters and not yet acknowledged.",
+                                 lag));
+        families.push_back(counter("car_export_lost_total",
+                                   "Records the exporters will never see (host events dropped).",
+                                   lost));
+        families.push_back(gauge("car_export_connected",
+                                 "1 when every exporter with a link (NATS) is connected.",
+                                 connected ? 1 : 0));
+      }
     }
     if (sources.host) {
       families.push_back(counter("car_host_events_total",

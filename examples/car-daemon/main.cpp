@@ -12,6 +12,7 @@
 #include "cli.hpp"
 #include "daemon.hpp"
 #include "daemon_log.hpp"
+#include "nats_export.hpp"
 #include "systemd_activation.hpp"
 
 int main(int argc, char** argv) {
@@ -31,6 +32,7 @@ int main(int argc, char** argv) {
     // Optional build features, one word each ("none" without any): scripts and tests read it.
     std::string features;
     if (car::daemon::systemd_supported()) features += " systemd";
+    if (car::daemon::nats_supported()) features += " nats";
     fmt::print("features:{}\n", features.empty() ? " none" : features);
     return 0;
   }
@@ -42,6 +44,16 @@ int main(int argc, char** argv) {
   }
   if (auto error = car::daemon::check_exposure(options)) {
     fmt::print(stderr, "car-daemon: {}\n", error->message);
+    return 2;
+  }
+  if (!options.nats_servers.empty() && !car::daemon::nats_supported()) {
+    fmt::print(stderr, "car-daemon: --nats: this car-daemon was built without the nats feature "
+                       "(meson -Dnats=enabled, needs libnats)\n");
+    return 2;
+  }
+  if (!options.fleet_servers.empty() && !car::daemon::nats_supported()) {
+    fmt::print(stderr, "car-daemon: --fleet: this car-daemon was built without the nats feature "
+                       "(meson -Dnats=enabled, needs libnats)\n");
     return 2;
   }
   car::set_log_level(options.log_level);
@@ -77,6 +89,7 @@ int main(int argc, char** argv) {
   } catch (const std::exception& e) {
     car::log_error("fatal: {}", e.what());
   }
+  car::daemon::release_nats_library();
   // Bounded: a stderr nobody reads must not keep the process from exiting.
   car::daemon::flush_daemon_log(std::chrono::seconds(2));
   return status;

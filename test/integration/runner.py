@@ -1,7 +1,9 @@
 #!/usr/bin/python3
 """Runs every test_* function of the given test_*.py modules (default: all in this folder), each
-in its own thread with a time limit, and prints one line `N passed, N failed` at the end. Exit
-status is non-zero when anything failed."""
+in its own thread with a time limit, and prints one line `N passed, N failed, N skipped` at the
+end. A test that raises unittest.SkipTest (a component this machine or build lacks, outside CI)
+is counted as skipped, with its reason. Exit status is non-zero when anything failed, or when
+nothing passed and nothing was skipped."""
 
 import importlib.util
 import os
@@ -9,6 +11,7 @@ import sys
 import threading
 import time
 import traceback
+import unittest
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 sys.path.insert(0, HERE)
@@ -30,6 +33,8 @@ def run_one(fn):
         try:
             fn()
             outcome["ok"] = True
+        except unittest.SkipTest as skip:
+            outcome["skip"] = str(skip) or "skipped"
         except BaseException:  # noqa: BLE001 - report every failure
             outcome["error"] = traceback.format_exc()
 
@@ -37,15 +42,17 @@ def run_one(fn):
     t.start()
     t.join(TIME_LIMIT)
     if t.is_alive():
-        return f"timed out after {TIME_LIMIT:.0f} s"
-    return None if outcome.get("ok") else outcome.get("error", "unknown failure")
+        return f"timed out after {TIME_LIMIT:.0f} s", None
+    if "skip" in outcome:
+        return None, outcome["skip"]
+    return (None if outcome.get("ok") else outcome.get("error", "unknown failure")), None
 
 
 def main(argv):
     paths = argv[1:] or sorted(
         os.path.join(HERE, f) for f in os.listdir(HERE) if f.startswith("test_") and f.endswith(".py"))
     only = os.environ.get("CAR_TEST_FILTER")
-    passed = failed = 0
+    passed = failed = skipped = 0
     for path in paths:
         module = load(path)
         for name in sorted(n for n in dir(module) if n.startswith("test_")):
@@ -53,17 +60,20 @@ def main(argv):
                 continue
             fn = getattr(module, name)
             start = time.time()
-            error = run_one(fn)
+            error, skip = run_one(fn)
             took = time.time() - start
             label = f"{os.path.basename(path)}::{name}"
-            if error is None:
+            if skip is not None:
+                skipped += 1
+                print(f"SKIP {label}: {skip}", flush=True)
+            elif error is None:
                 passed += 1
                 print(f"PASS {label} ({took:.2f}s)", flush=True)
             else:
                 failed += 1
                 print(f"FAIL {label} ({took:.2f}s)\n{error}", flush=True)
-    print(f"{passed} passed, {failed} failed", flush=True)
-    return 1 if failed or passed == 0 else 0
+    print(f"{passed} passed, {failed} failed, {skipped} skipped", flush=True)
+    return 1 if failed or (passed == 0 and skipped == 0) else 0
 
 
 if __name__ == "__main__":

@@ -289,3 +289,42 @@ def test_viewer_line_only_for_minted_tokens_on_a_listener_serving_http():
             text = stderr_after_exit(d)
             assert "listening ws://" in text and "viewer:" not in text, (args, text)
             assert "given-secret" not in text and "given-host-secret" not in text
+
+
+def test_the_viewer_works_unchanged_against_the_fleet_gateway():
+    """docs/FLEET.md "Gateway": the same page, served by car-daemon --fleet, lists the fleet's
+    agents and runs and streams a run recorded on a host (through JetStream) live."""
+    if not have_chromium():
+        return
+    import test_fleet_gateway as fleet
+    fleet.ready_or_skip("test_the_viewer_works_unchanged_against_the_fleet_gateway")
+    from nats_broker import NatsServer
+    with NatsServer() as broker, fleet.host_daemon(broker.url, "web-1") as h1, \
+            Daemon("--listen", "127.0.0.1:0", "--fleet", broker.url, "--token", "daemon-secret",
+                   "--host-token", "host-secret") as gw:
+        agent = Peer(h1)
+        run_id = agent.call("runs.start", {"intent": "watched through the fleet",
+                                           "agent_id": AGENT})["result"]["run_id"]
+        record(agent, run_id, [turn(0, "shell.run"), turn(1)])
+        g = Peer(gw, host_token="host-secret")
+        fleet.wait_for(lambda: g.call("runs.list", {"agent_id": AGENT})["result"]["runs"],
+                       "the run in the gateway's index")
+        with Browser() as b:
+            b.navigate(f"{http_base(gw)}/#token=host-secret")
+            wait_connected(b)
+            b.wait_for(f"!!document.querySelector('#agents li[data-agent=\"{AGENT}\"]')",
+                       what="the fleet's agent")
+            b.click(f'#agents li[data-agent="{AGENT}"]')
+            b.wait_for(f"!!document.querySelector('#runs li[data-run=\"{run_id}\"]')",
+                       what="the host's run in the gateway's list")
+            b.click(f'#runs li[data-run="{run_id}"]')
+            assert [t["index"] for t in wait_turns(b, 2, "the stored turns")] == [0, 1]
+            record(agent, run_id, [turn(2), turn(3, verdict="passed")])
+            shown = wait_turns(b, 4, "turns recorded on the host, live through the gateway")
+            assert [t["index"] for t in shown] == [0, 1, 2, 3], shown
+            assert shown[3]["prompt"] == "prompt 3" and shown[3]["live"], shown
+            agent.call("runs.complete", {"run_id": run_id, "outcome": {"status": "success"}})
+            b.wait_for("document.getElementById('run').dataset.status === 'completed'",
+                       what="the ending, live")
+            b.screenshot(os.path.join(SHOTS, "viewer-fleet-gateway.png"))
+            no_page_errors(b)

@@ -2,6 +2,7 @@
 
 #include <fmt/format.h>
 
+#include <chrono>
 #include <condition_variable>
 #include <deque>
 #include <exception>
@@ -97,10 +98,20 @@ class ExportWorker {
   }
 
   ExporterStats stats() const {
+    std::optional<ExporterStatus> status;
+    try {
+      status = exporter_->status();  // outside mutex_: the exporter may take locks of its own
+    } catch (...) {
+      status = ExporterStatus{false, 0, "status() threw"};
+    }
     std::lock_guard lock(mutex_);
     ExporterStats out = stats_;
     out.queued = queue_.size();
     out.behind = behind_;
+    std::uint64_t done = out.delivered + out.lost;
+    out.lag = out.offered > done ? out.offered - done : 0;
+    if (status) out.lag += status->pending;
+    out.status = std::move(status);
     return out;
   }
 
@@ -135,11 +146,37 @@ class ExportWorker {
   }
 
   void run() {
+    using Clock = std::chrono::steady_clock;
     guarded("start", [&] { exporter_->start(replay_); });
+    // When the exporter's idle() is due (RecordExporter::idle): right after start, after every
+    // deliver, then when it asks.
+    bool idle_due = true;
+    Clock::time_point idle_at = Clock::now();
+    auto has_work = [&] { return stopping_ || !queue_.empty() || behind_; };
     std::unique_lock lock(mutex_);
     while (true) {
-      wake_.wait(lock, [&] { return stopping_ || !queue_.empty() || behind_; });
+      if (idle_due) {
+        wake_.wait_until(lock, idle_at, has_work);
+      } else {
+        wake_.wait(lock, has_work);
+      }
       if (stopping_) return;
+      // A due idle call goes first even with work queued, so an exporter's own retries are not
+      // starved by a steady stream of records.
+      if (idle_due && Clock::now() >= idle_at) {
+        lock.unlock();
+        std::optional<std::chrono::milliseconds> next;
+        guarded("idle", [&] { next = exporter_->idle(replay_); });
+        lock.lock();
+        idle_due = next.has_value();
+        if (next) idle_at = Clock::now() + *next;
+        continue;
+      }
+      if (queue_.empty() && !behind_) continue;  // woken early, nothing to do yet
+      if (!idle_due) {
+        idle_due = true;
+        idle_at = Clock::now();
+      }
       if (!queue_.empty()) {
         std::vector<ExportRecord> batch;
         while (!queue_.empty() && batch.size() < options_.max_batch) {

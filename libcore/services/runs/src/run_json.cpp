@@ -205,6 +205,15 @@ std::string stats_result(std::span<const SubscriberStats> subscribers,
     uint64(b.key("errors"), e.errors);
     uint64(b.key("queued"), e.queued);
     b.key("behind").boolean(e.behind);
+    uint64(b.key("lag"), e.lag);
+    if (e.status) {  // only exporters with a link of their own (ExporterStatus)
+      b.key("connected").boolean(e.status->connected);
+      if (e.status->last_error.empty()) {
+        b.key("last_error").null();
+      } else {
+        b.key("last_error").str(e.status->last_error);
+      }
+    }
     b.end_object();
   }
   b.end_array();

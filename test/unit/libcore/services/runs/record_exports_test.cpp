@@ -73,6 +73,30 @@ class RecordingExporter : public RecordExporter {
   std::vector<ExportRecord> seen_;
 };
 
+// An exporter with a link of its own: reports a status and wants idle calls (a retry timer):
+// every 5 ms until it has been called `idle_rounds` times, then none until the next deliver.
+class LinkedExporter : public RecordingExporter {
+ public:
+  explicit LinkedExporter(int idle_rounds) : RecordingExporter("linked"), rounds_(idle_rounds) {}
+
+  std::optional<std::chrono::milliseconds> idle(RecordReplay&) override {
+    int n = ++idle_calls_;
+    if (n < rounds_) return std::chrono::milliseconds(5);
+    return std::nullopt;
+  }
+  std::optional<ExporterStatus> status() const override {
+    return ExporterStatus{connected_.load(), 7, "broker said no"};
+  }
+
+  int idle_calls() const { return idle_calls_.load(); }
+  void set_connected(bool c) { connected_ = c; }
+
+ private:
+  const int rounds_;
+  std::atomic<int> idle_calls_{0};
+  std::atomic<bool> connected_{false};
+};
+
 RunConfig exporting(std::vector<std::shared_ptr<RecordExporter>> exporters,
                     std::size_t max_queued = 4096) {
   RunConfig rc;
@@ -261,6 +285,59 @@ TEST_SUITE("record_exports") {
       CHECK(doc["params"]["sequence"].GetUint64() == i + 1);
       CHECK(std::string(doc["params"]["message"].GetString()) == "m" + std::to_string(i));
     }
+  }
+
+  TEST_CASE("idle() runs after start, as often as asked, and again after a deliver") {
+    auto exporter = std::make_shared<LinkedExporter>(3);
+    RunFixture f(Fixture::disabled_auth(), exporting({exporter}));
+    for (int i = 0; i < 2000 && exporter->idle_calls() < 3; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    REQUIRE(exporter->idle_calls() == 3);
+    // It said it has nothing left: no call until a record arrives (a bounded look, not a timing
+    // assertion: a call that should not happen would show up here).
+    std::this_thread::sleep_for(std::chrono::milliseconds(50));
+    CHECK(exporter->idle_calls() == 3);
+    auto p = f.peer();
+    f.start(*p);
+    REQUIRE(exporter->wait_seen(1));
+    for (int i = 0; i < 2000 && exporter->idle_calls() < 4; ++i) {
+      std::this_thread::sleep_for(std::chrono::milliseconds(5));
+    }
+    CHECK(exporter->idle_calls() == 4);
+  }
+
+  TEST_CASE("an exporter's status and lag reach exporter_stats and runs.stats") {
+    auto plain = std::make_shared<RecordingExporter>();
+    auto linked = std::make_shared<LinkedExporter>(1);
+    RunFixture f(Fixture::disabled_auth(), exporting({plain, linked}));
+    linked->set_connected(true);
+    plain->hold();  // its one record stays in deliver: a lag of 1
+    auto p = f.peer();
+    f.start(*p);
+    REQUIRE(plain->wait_entered(1));
+    REQUIRE(linked->wait_seen(1));
+    auto s = wait_stats(f, 1, [](const ExporterStats& e) { return e.delivered == 1; });
+    REQUIRE(s.status);
+    CHECK(s.status->connected);
+    CHECK(s.status->pending == 7);
+    CHECK(s.status->last_error == "broker said no");
+    CHECK(s.lag == 7);  // nothing of the service's own left, plus what the exporter holds
+    auto held = f.runs->exporter_stats().at(0);
+    CHECK_FALSE(held.status);
+    CHECK(held.lag == 1);
+    auto reply = f.call(*p, "runs.stats");
+    const auto& list = reply["result"]["exporters"];
+    REQUIRE(list.Size() == 2);
+    CHECK(list[0]["lag"].GetUint64() == 1);
+    CHECK_FALSE(list[0].HasMember("connected"));
+    CHECK_FALSE(list[0].HasMember("last_error"));
+    CHECK(list[1]["lag"].GetUint64() == 7);
+    CHECK(list[1]["connected"].GetBool());
+    CHECK(std::string(list[1]["last_error"].GetString()) == "broker said no");
+    plain->release();
+    s = wait_stats(f, 0, [](const ExporterStats& e) { return e.delivered == 1; });
+    CHECK(s.lag == 0);
   }
 
   TEST_CASE("no exporter: no tap, no counters") {

@@ -1,5 +1,6 @@
 #pragma once
 
+#include <chrono>
 #include <cstddef>
 #include <cstdint>
 #include <memory>
@@ -72,7 +73,17 @@ class CAR_API RecordReplay {
                                                        std::uint64_t from_offset) = 0;
 };
 
-// An exporter. Threads: every member is called on the exporter's own delivery thread, one call at
+// What an exporter with a link of its own (a broker connection) reports about it, for runs.stats
+// and the metrics. Optional: exporters without a link report nothing (RecordExporter::status).
+struct CAR_API ExporterStatus {
+  bool connected = false;
+  // Records the exporter holds that its destination has not acknowledged yet, beyond those the
+  // service still queues for it (e.g. a backlog it resumes from its own cursor after a restart).
+  std::uint64_t pending = 0;
+  std::string last_error;  // empty when none since the last success
+};
+
+// An exporter. Threads: every member except status() is called on the exporter's own delivery thread, one call at
 // a time, never on the loop thread or a pool thread, never with a lock of the service held. A call
 // may block (a network round trip): only this exporter waits. Exceptions are caught at the
 // boundary and count as errors. Lifetime: owned by the service from install_run_services until the
@@ -96,6 +107,21 @@ class CAR_API RecordExporter {
   // as delivered either way — retrying (e.g. through `replay`) is the exporter's business.
   virtual std::optional<std::string> deliver(std::span<const ExportRecord> batch,
                                              RecordReplay& replay) = 0;
+
+  // For an exporter that keeps work of its own to retry (records its destination has not
+  // acknowledged yet, to re-read through `replay`): called on the delivery thread when the queue
+  // is empty and the delay it last returned has passed — first right after start(), then after
+  // each deliver. Returns the delay before the next call, or nullopt when it has nothing left to
+  // do (it is called again after the next deliver). The default does nothing.
+  virtual std::optional<std::chrono::milliseconds> idle(RecordReplay& replay) {
+    (void)replay;
+    return std::nullopt;
+  }
+
+  // The exception to the threading rule above: called from any thread (a runs.stats request, a
+  // metrics scrape), concurrently with start/deliver, so it must be thread-safe and must not
+  // block. Never called after the service is gone.
+  virtual std::optional<ExporterStatus> status() const { return std::nullopt; }
 };
 
 // Bounds of each exporter's queue (RunConfig::export_options).
@@ -122,6 +148,10 @@ struct CAR_API ExporterStats {
   std::uint64_t errors = 0;       // deliver calls that returned an error or threw
   std::size_t queued = 0;         // records in its queue now
   bool behind = false;            // missed records wait for a catch-up
+  // Records offered to it and not delivered yet — queued, missed while behind (to catch up), or
+  // in the deliver call in progress — plus its own status' `pending`.
+  std::uint64_t lag = 0;
+  std::optional<ExporterStatus> status;  // RecordExporter::status(), when it reports one
 };
 
 }  // namespace car::runs
