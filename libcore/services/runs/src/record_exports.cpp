@@ -178,6 +178,13 @@ class ExportWorker {
         idle_at = Clock::now();
       }
       if (!queue_.empty()) {
+        if (options_.batch_delay.count() > 0 && queue_.size() < options_.max_batch) {
+          // Not on wake_: offers meanwhile find no waiter to notify (see ExportOptions).
+          lock.unlock();
+          std::this_thread::sleep_for(options_.batch_delay);
+          lock.lock();
+          if (stopping_) return;
+        }
         std::vector<ExportRecord> batch;
         while (!queue_.empty() && batch.size() < options_.max_batch) {
           queued_bytes_ -= queue_.front().json ? queue_.front().json->size() : 0;

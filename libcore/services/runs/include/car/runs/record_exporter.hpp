@@ -134,6 +134,11 @@ struct CAR_API ExportOptions {
   std::size_t max_batch = 256;
   // Runs whose missed ranges are remembered while behind; records of further runs are lost.
   std::size_t max_missed_runs = 4096;
+  // Woken by a record, the delivery thread waits this long for more before it delivers (unless
+  // a whole batch is there already): a producer's offer then rarely has a sleeping thread to wake
+  // (a futex call and a context switch per record_turns otherwise), at the cost of this much
+  // export latency. Zero: deliver at once.
+  std::chrono::microseconds batch_delay{1000};
 };
 
 // One exporter's counters (monotonic since start, except `queued` and `behind`).
