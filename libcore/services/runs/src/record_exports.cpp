@@ -1,7 +1,12 @@
 #include "record_exports.hpp"
 
 #include <fmt/format.h>
+#include <sys/resource.h>
+#include <sys/syscall.h>
+#include <unistd.h>
 
+#include <algorithm>
+#include <cerrno>
 #include <chrono>
 #include <condition_variable>
 #include <deque>
@@ -145,8 +150,21 @@ class ExportWorker {
     }
   }
 
+  // ExportOptions::delivery_nice. A failure (e.g. a seccomp filter) only costs the priority.
+  void lower_priority() {
+    if (options_.delivery_nice <= 0) return;
+    auto tid = static_cast<id_t>(::syscall(SYS_gettid));
+    errno = 0;
+    int current = ::getpriority(PRIO_PROCESS, tid);  // -1 is a valid nice value: check errno
+    if (errno != 0) return;
+    if (::setpriority(PRIO_PROCESS, tid, std::min(current + options_.delivery_nice, 19)) != 0) {
+      log_debug("exporter {}: could not lower the delivery thread's priority", name_);
+    }
+  }
+
   void run() {
     using Clock = std::chrono::steady_clock;
+    lower_priority();
     guarded("start", [&] { exporter_->start(replay_); });
     // When the exporter's idle() is due (RecordExporter::idle): right after start, after every
     // deliver, then when it asks.

@@ -139,6 +139,11 @@ struct CAR_API ExportOptions {
   // (a futex call and a context switch per record_turns otherwise), at the cost of this much
   // export latency. Zero: deliver at once.
   std::chrono::microseconds batch_delay{1000};
+  // The delivery thread lowers its own scheduling priority by this much (Linux: setpriority on
+  // the thread, relative to its nice value, capped at 19), and threads the exporter creates from it — a client
+  // library's I/O threads — inherit it. Export is background work: on a machine whose cores are
+  // busy, the loop and the pool that answer producers get the CPU first. 0 keeps the priority.
+  int delivery_nice = 10;
 };
 
 // One exporter's counters (monotonic since start, except `queued` and `behind`).
