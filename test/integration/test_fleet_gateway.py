@@ -334,6 +334,9 @@ def test_three_node_cluster_one_node_killed_mid_run_gateway_keeps_serving():
             host_daemon(cluster.urls, "web-1", "--nats-replicas", "3") as h1, \
             gateway(cluster.urls) as gw:
         p1, g = Peer(h1), Peer(gw)
+        # A read during the fail-over waits for the new leader (the gateway retries a broker
+        # read that timed out: up to 3 x 5 s), longer than a call normally may take.
+        g.ws.sock.settimeout(40)
         run_id = start_run(p1, agent_id=AGENT)
         record(p1, run_id, turns(3))
         wait_listed(g, run_id, turn_count=3, timeout=30.0)
