@@ -39,6 +39,31 @@ def nats_server_or_skip(test):
     raise unittest.SkipTest(f"nats-server is not installed ({NATS_SERVER})")
 
 
+def daemon_features(daemon):
+    """The optional features `car-daemon --version` lists (e.g. ["systemd", "nats"])."""
+    out = subprocess.run([daemon, "--version"], capture_output=True, text=True, timeout=10).stdout
+    for line in out.splitlines():
+        if line.startswith("features:"):
+            return line.split()[1:]
+    raise AssertionError(f"car-daemon --version lists no features line: {out!r}")
+
+
+def fleet_ready_or_skip(test, daemon):
+    """Returns when `daemon` has the nats feature and nats-server exists. Otherwise an
+    AssertionError under CI=true (CI builds and installs both), else unittest.SkipTest, which
+    runner.py counts as skipped with the reason."""
+    missing = None
+    if "nats" not in daemon_features(daemon):
+        missing = "car-daemon was built without the nats feature (meson -Dnats=enabled, libnats-dev)"
+    elif not nats_server_available():
+        missing = f"nats-server is not installed ({NATS_SERVER})"
+    if missing is None:
+        return
+    if os.environ.get("CI") == "true":
+        raise AssertionError(f"{test}: {missing}; CI requires it")
+    raise unittest.SkipTest(missing)
+
+
 def free_port():
     """A TCP port on 127.0.0.1 nothing listens on right now (the kernel's choice)."""
     s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)

@@ -13,9 +13,7 @@ nats-server, cannot pass these tests: under CI=true that is a failure; elsewhere
 skipped (unittest.SkipTest, counted by runner.py) with the reason."""
 
 import json
-import os
 import time
-import unittest
 
 import nats_broker
 from harness import DAEMON, Daemon
@@ -27,28 +25,8 @@ AGENT = "fleet-bot"
 READ_ONLY = "read-only fleet gateway: {} is not served here; call the host's daemon"
 
 
-def daemon_features():
-    out = os.popen(f"'{DAEMON}' --version").read()
-    for line in out.splitlines():
-        if line.startswith("features:"):
-            return line.split()[1:]
-    raise AssertionError(f"car-daemon --version lists no features line: {out!r}")
-
-
 def ready_or_skip(test):
-    """Returns when car-daemon has the nats feature and nats-server exists. Otherwise an
-    AssertionError under CI=true (CI builds and installs both), else unittest.SkipTest, which
-    runner.py counts as skipped with the reason."""
-    missing = None
-    if "nats" not in daemon_features():
-        missing = "car-daemon was built without the nats feature (meson -Dnats=enabled, libnats-dev)"
-    elif not nats_broker.nats_server_available():
-        missing = f"nats-server is not installed ({nats_broker.NATS_SERVER})"
-    if missing is None:
-        return
-    if os.environ.get("CI") == "true":
-        raise AssertionError(f"{test}: {missing}; CI requires it")
-    raise unittest.SkipTest(missing)
+    nats_broker.fleet_ready_or_skip(test, DAEMON)
 
 
 def host_daemon(urls, host_id, *extra):

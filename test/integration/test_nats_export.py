@@ -16,7 +16,6 @@ import shutil
 import signal
 import tempfile
 import time
-import unittest
 import urllib.request
 
 import nats_broker
@@ -27,28 +26,8 @@ from peer import Peer, start_run, turns
 STREAM = "CAR"
 
 
-def daemon_features():
-    out = os.popen(f"'{DAEMON}' --version").read()
-    for line in out.splitlines():
-        if line.startswith("features:"):
-            return line.split()[1:]
-    raise AssertionError(f"car-daemon --version lists no features line: {out!r}")
-
-
 def ready_or_skip(test):
-    """Returns when car-daemon has the nats feature and nats-server exists. Otherwise an
-    AssertionError under CI=true (CI builds and installs both), else unittest.SkipTest, which
-    runner.py counts as skipped with the reason."""
-    missing = None
-    if "nats" not in daemon_features():
-        missing = "car-daemon was built without the nats feature (meson -Dnats=enabled, libnats-dev)"
-    elif not nats_broker.nats_server_available():
-        missing = f"nats-server is not installed ({nats_broker.NATS_SERVER})"
-    if missing is None:
-        return
-    if os.environ.get("CI") == "true":
-        raise AssertionError(f"{test}: {missing}; CI requires it")
-    raise unittest.SkipTest(missing)
+    nats_broker.fleet_ready_or_skip(test, DAEMON)
 
 
 def exporting_daemon(urls, host_id, *extra, state_dir=None, env=None):
@@ -375,6 +354,6 @@ def test_nats_flags_are_validated():
     assert code == 2 and "--nats-replicas expects an integer from 1 to 5" in err, err
     code, err = run_to_exit("--no-auth", "--host-id", "x")
     assert code == 2 and "need --nats" in err, err
-    if "nats" not in daemon_features():
+    if "nats" not in nats_broker.daemon_features(DAEMON):
         code, err = run_to_exit("--no-auth", "--nats", "127.0.0.1:1")
         assert code == 2 and "built without the nats feature" in err, err
