@@ -36,9 +36,17 @@ const std::map<std::string, std::uint64_t>& ExportCursors::load() {
     std::getline(in, text);
     std::uint64_t offset = 0;
     auto [end, err] = std::from_chars(text.data(), text.data() + text.size(), offset);
-    if (!run_id || err != std::errc() || end != text.data() + text.size()) {
+    if (!run_id) {
       log_warn("nats exporter: ignoring cursor file {} (not a run cursor)", entry.path().string());
       continue;
+    }
+    if (err != std::errc() || end != text.data() + text.size()) {
+      // A run's cursor whose text did not survive (e.g. empty after a power loss: cursors are
+      // renamed into place but not fsynced): start the run over. Message ids make the republish
+      // a no-op within the duplicate window, and readers ignore offsets they already have.
+      log_warn("nats exporter: cursor file {} is unreadable; exporting that run from its start",
+               entry.path().string());
+      offset = 0;
     }
     cursors_[*run_id] = Cursor{offset, offset, std::chrono::steady_clock::now()};
     loaded_[*run_id] = offset;

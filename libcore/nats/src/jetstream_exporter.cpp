@@ -273,9 +273,15 @@ class NatsJetStreamExporter final : public JetStreamExporter {
     connected_.store(false);
   }
 
+  // libnats' callbacks are C: nothing may be thrown through them (a log line's or a set's
+  // allocation could), so each body is caught whole.
   static void on_disconnected(natsConnection*, void* closure) {
     auto* self = static_cast<NatsJetStreamExporter*>(closure);
-    if (self->connected_.exchange(false)) log_warn("nats exporter: disconnected from the broker");
+    if (!self->connected_.exchange(false)) return;
+    try {
+      log_warn("nats exporter: disconnected from the broker");
+    } catch (...) {
+    }
   }
 
   static void on_closed(natsConnection*, void* closure) {
@@ -292,13 +298,18 @@ class NatsJetStreamExporter final : public JetStreamExporter {
     const char* id = nullptr;
     if (natsMsgHeader_Get(msg, msg_id_header, &id) == NATS_OK && id != nullptr) {
       std::lock_guard lock(self->mutex_);
-      if (pa != nullptr) {
-        self->acked_.insert(id);
-      } else if (pae != nullptr && self->round_error_.empty()) {
-        self->round_error_ = pae->ErrText != nullptr && *pae->ErrText
-                                 ? std::string(pae->ErrText)
-                                 : std::string(natsStatus_GetText(pae->Err));
-        if (pae->Err == NATS_NO_RESPONDERS) self->stream_ready_ = false;
+      try {
+        if (pa != nullptr) {
+          self->acked_.insert(id);
+        } else if (pae != nullptr && self->round_error_.empty()) {
+          self->round_error_ = pae->ErrText != nullptr && *pae->ErrText
+                                   ? std::string(pae->ErrText)
+                                   : std::string(natsStatus_GetText(pae->Err));
+          if (pae->Err == NATS_NO_RESPONDERS) self->stream_ready_ = false;
+        }
+      } catch (...) {
+        // Out of memory: the ack goes unrecorded, so its record counts as unacknowledged and is
+        // published again (its message id makes that a no-op for the broker).
       }
     }
     natsMsg_Destroy(msg);  // nobody waits on wake_ for acks: js_PublishAsyncComplete does

@@ -40,7 +40,8 @@ bool FleetIndex::apply(const FleetRecord& record) {
       ++records_ignored_;
       return false;
     }
-    while (runs_.size() >= limits_.max_runs) evict_oldest();
+    while (runs_.size() >= limits_.max_runs && evict_oldest()) {
+    }
     FleetRun run;
     run.host_id = std::string(record.host_id);
     run.agent_id = std::string(record.agent_id);
@@ -98,13 +99,22 @@ void FleetIndex::unlink(const RunKey& key, const FleetRun& run) {
   }
 }
 
-void FleetIndex::evict_oldest() {
-  if (by_first_sequence_.empty()) return;
-  auto oldest = by_first_sequence_.begin();
-  RunKey key = oldest->second;
-  by_first_sequence_.erase(oldest);
-  auto it = runs_.find(key);
-  if (it == runs_.end()) return;
+bool FleetIndex::evict_oldest() {
+  // Every indexed run has exactly one entry here, so this ends once the table is empty.
+  while (!by_first_sequence_.empty()) {
+    auto oldest = by_first_sequence_.begin();
+    RunKey key = oldest->second;
+    by_first_sequence_.erase(oldest);
+    auto it = runs_.find(key);
+    if (it == runs_.end()) continue;  // not expected; never loop on it
+    evict(it);
+    return true;
+  }
+  return false;
+}
+
+void FleetIndex::evict(std::unordered_map<RunKey, FleetRun>::iterator it) {
+  const RunKey key = it->first;
   if (auto host = hosts_.find(it->second.host_id); host != hosts_.end()) {
     host->second.runs_evicted += 1;
   }

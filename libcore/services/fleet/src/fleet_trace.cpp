@@ -1,5 +1,7 @@
 #include "car/fleet/fleet_trace.hpp"
 
+#include <algorithm>
+
 #include "car/json.hpp"
 
 namespace car::fleet {
@@ -20,10 +22,21 @@ runs::RunStatus status_after(std::string_view record_json) {
 }
 
 bool StoredTrace::add(std::uint64_t offset, std::string json, std::uint64_t stream_sequence) {
-  if (offset != records.size() || ended) return false;
-  if (runs::record_kind(json) == "ended") ended = true;
-  records.push_back(std::make_shared<const std::string>(std::move(json)));
-  last_sequence = stream_sequence;
+  last_sequence = std::max(last_sequence, stream_sequence);
+  if (ended || offset < records.size()) return false;  // a duplicate
+  if (offset > records.size()) {
+    if (ahead.size() < max_ahead) ahead.emplace(offset, std::move(json));
+    return false;
+  }
+  auto append = [this](std::string text) {
+    if (runs::record_kind(text) == "ended") ended = true;
+    records.push_back(std::make_shared<const std::string>(std::move(text)));
+  };
+  append(std::move(json));
+  while (!ended && !ahead.empty() && ahead.begin()->first <= records.size()) {
+    auto held = ahead.extract(ahead.begin());
+    if (held.key() == records.size()) append(std::move(held.mapped()));
+  }
   return true;
 }
 

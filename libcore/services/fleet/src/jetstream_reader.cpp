@@ -42,9 +42,10 @@ std::optional<Metadata> metadata_of(natsMsg* msg) {
 }
 
 // What an async subscription's callback needs; freed by libnats' on-complete callback, after
-// which no message callback runs.
+// which no message callback runs. It holds copies, not the reader: a callback already running
+// when Consumer::stop() returns (unsubscribing does not wait for it) may outlive the reader.
 struct Handler {
-  const JetStreamReader* reader;
+  std::string prefix;
   Consumer::OnMessage on_message;
 };
 
@@ -119,10 +120,17 @@ std::string JetStreamReader::run_filter(const std::string& run_id,
                      car::nats::encode_subject_token(run_id));
 }
 
+// The ids, offset, sequence and JSON of a run message; nullopt for one outside the layout.
+std::optional<StreamMessage> decode_message(std::string_view prefix, natsMsg* msg);
+
 std::optional<StreamMessage> JetStreamReader::decode(natsMsg* msg) const {
+  return decode_message(options_.prefix, msg);
+}
+
+std::optional<StreamMessage> decode_message(std::string_view prefix, natsMsg* msg) {
   const char* subject = natsMsg_GetSubject(msg);
   if (subject == nullptr) return std::nullopt;
-  auto ids = car::nats::parse_run_subject(options_.prefix, subject);
+  auto ids = car::nats::parse_run_subject(prefix, subject);
   if (!ids) return std::nullopt;
   const char* offset_text = nullptr;
   natsMsgHeader_Get(msg, car::nats::header_offset, &offset_text);
@@ -156,12 +164,12 @@ Result<std::unique_ptr<Consumer>> JetStreamReader::consume(const std::string& fi
   } else {
     sub_options.Config.DeliverPolicy = js_DeliverAll;
   }
-  auto* handler = new Handler{this, std::move(on_message)};
+  auto* handler = new Handler{options_.prefix, std::move(on_message)};
   auto trampoline = [](natsConnection*, natsSubscription*, natsMsg* msg, void* closure) {
     auto* h = static_cast<Handler*>(closure);
     // No exception may cross into libnats' thread.
     try {
-      if (auto decoded = h->reader->decode(msg)) h->on_message(std::move(*decoded));
+      if (auto decoded = decode_message(h->prefix, msg)) h->on_message(std::move(*decoded));
     } catch (const std::exception& e) {
       log_error("fleet: a stream message handler threw: {}", e.what());
     } catch (...) {

@@ -207,4 +207,18 @@ TEST_SUITE("fleet_index") {
     CHECK(index.records_ignored() == 1);
     CHECK(index.find("r2").empty());
   }
+
+  TEST_CASE("runs sharing a first stream sequence (a recreated stream) are still evicted") {
+    car::fleet::FleetIndex index({.max_runs = 1, .max_hosts = 8});
+    std::string started = R"({"record":"started","intent":"x","started_at":"t"})";
+    CHECK(index.apply({"h", "a", "r1", 0, 7, 1, started}));
+    CHECK(index.apply({"h", "a", "r2", 0, 7, 2, started}));  // same sequence 7: must not hang
+    CHECK(index.run_count() == 1);
+    CHECK(index.runs_evicted() == 1);
+    CHECK(index.find("r1").empty());
+    CHECK(index.find("r2").size() == 1);
+    CHECK(index.apply({"h", "a", "r3", 0, 7, 3, started}));
+    CHECK(index.find("r3").size() == 1);
+    CHECK(index.runs_evicted() == 2);
+  }
 }

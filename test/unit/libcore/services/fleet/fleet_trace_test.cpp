@@ -57,18 +57,34 @@ TEST_SUITE("fleet_trace") {
           runs::RunStatus::incomplete);
   }
 
-  TEST_CASE("records are kept by offset: duplicates and records after a hole are refused") {
+  TEST_CASE("records are kept by offset: duplicates and records after a hole are not served") {
     StoredTrace t = sample(2, false);
     CHECK_FALSE(t.add(1, R"({"record":"turn","index":0})", 99));
     CHECK_FALSE(t.add(5, R"({"record":"turn","index":4})", 99));
     CHECK(t.records.size() == 3);
-    CHECK(t.last_sequence == 12);
+    CHECK(t.last_sequence == 99);  // the highest read: a live feed starts after it
     CHECK(t.turn_count() == 2);
     CHECK(t.status() == runs::RunStatus::in_progress);
     StoredTrace done = sample(2, true);
     CHECK(done.turn_count() == 2);
     CHECK(done.status() == runs::RunStatus::completed);
     CHECK_FALSE(done.add(4, R"({"record":"turn","index":3})", 99));  // nothing after an ending
+  }
+
+  TEST_CASE("a record republished after later ones fills its hole") {
+    // The broker refused offset 3 and stored 4 and 5; the retry stored 3 after them.
+    StoredTrace t = sample(2, false);  // offsets 0..2
+    CHECK_FALSE(t.add(4, R"({"record":"turn","index":3})", 20));
+    CHECK_FALSE(t.add(5, R"({"record":"ended","termination":"outcome"})", 21));
+    CHECK(t.records.size() == 3);
+    CHECK(t.add(3, R"({"record":"turn","index":2})", 22));
+    CHECK(t.records.size() == 6);
+    CHECK(t.ended);
+    CHECK(*t.records[3] == R"({"record":"turn","index":2})");
+    CHECK(*t.records[4] == R"({"record":"turn","index":3})");
+    CHECK(t.ahead.empty());
+    CHECK(t.last_sequence == 22);
+    CHECK_FALSE(t.add(4, R"({"record":"turn","index":3})", 23));  // the republished duplicates
   }
 
   TEST_CASE("pages hold at most max_bytes (at least one record) and name the next cursor") {

@@ -108,13 +108,16 @@ class CAR_API FleetIndex {
   // "<length of host id>:<host id><run id>": one key per (host, run), whatever bytes the ids hold.
   using RunKey = std::string;
   static RunKey key_of(std::string_view host_id, std::string_view run_id);
-  void evict_oldest();
+  // Removes the run first seen earliest; false when there was none to remove.
+  bool evict_oldest();
+  void evict(std::unordered_map<RunKey, FleetRun>::iterator it);
   void unlink(const RunKey& key, const FleetRun& run);
 
   FleetIndexLimits limits_;
   std::unordered_map<RunKey, FleetRun> runs_;
   // Eviction order: first stream sequence -> run.
-  std::map<std::uint64_t, RunKey> by_first_sequence_;
+  // A multimap: a stream deleted and recreated restarts its sequences, so two runs may share one.
+  std::multimap<std::uint64_t, RunKey> by_first_sequence_;
   // Per agent: (started_at, run key), iterated backwards for newest first.
   std::unordered_map<std::string, std::set<std::pair<std::string, RunKey>>> by_agent_;
   // Per run id: the keys holding it (several hosts may reuse an id).

@@ -2,6 +2,7 @@
 
 #include <cstddef>
 #include <cstdint>
+#include <map>
 #include <memory>
 #include <optional>
 #include <string>
@@ -27,13 +28,19 @@ struct CAR_API StoredTrace {
   std::string host_id;
   std::string agent_id;
   std::string run_id;
-  // records[i] is the record at offset i. Only the contiguous prefix from offset 0 is kept: a
+  // records[i] is the record at offset i. Only the contiguous prefix from offset 0 is served: a
   // record after a hole (the stream lost one) ends what is served, as a store would.
   std::vector<std::shared_ptr<const std::string>> records;
-  std::uint64_t last_sequence = 0;  // stream sequence of the newest record read
+  // Records read ahead of a hole, by offset: a republished record may be stored after later ones
+  // (the broker refused it, then took the next ones of the same round), so the hole may still
+  // fill. At most max_ahead are held; beyond that, later ones are dropped (the prefix ends).
+  static constexpr std::size_t max_ahead = 4096;
+  std::map<std::uint64_t, std::string> ahead;
+  std::uint64_t last_sequence = 0;  // highest stream sequence read
   bool ended = false;
 
-  // Adds the record at `offset` (in stream order); false when it is a duplicate or after a hole.
+  // Adds the record at `offset` (in stream order): appended when it is the next one (with any
+  // held records it unblocks), held when it is ahead of a hole; false when nothing was appended.
   bool add(std::uint64_t offset, std::string json, std::uint64_t stream_sequence);
   runs::RunStatus status() const;
   std::uint64_t turn_count() const;
