@@ -330,7 +330,7 @@ def test_inherited_tcp_sockets_get_tls_and_inherited_unix_sockets_stay_plaintext
             assert f"wss://127.0.0.1:{s.port}" in d.listening, d.listening
             assert f"unix:{s.unix_path}" in d.listening, d.listening
             context = ssl.create_default_context(cafile=cert)
-            with urllib.request.urlopen(f"https://localhost:{s.port}/healthz", context=context,
+            with urllib.request.urlopen(f"https://127.0.0.1:{s.port}/healthz", context=context,
                                         timeout=10) as response:
                 assert json.loads(response.read())["status"] == "ok"
             assert "result" in call(authenticated(s.unix_path), "host.agents", 2)
