@@ -16,8 +16,10 @@ runs::RunStatus status_after(std::string_view record_json) {
   if (runs::record_kind(record_json) != "ended") return runs::RunStatus::in_progress;
   json::Document doc;
   if (json::parse(record_json, doc) || !doc.IsObject()) return runs::RunStatus::incomplete;
-  auto it = doc.FindMember("termination");
-  bool outcome = it != doc.MemberEnd() && it->value.IsString() && json::view(it->value) == "outcome";
+  const json::Document& record = doc;  // const iterators: clang's C++20 rewritten != is ambiguous otherwise
+  auto it = record.FindMember("termination");
+  bool outcome =
+      it != record.MemberEnd() && it->value.IsString() && json::view(it->value) == "outcome";
   return outcome ? runs::RunStatus::completed : runs::RunStatus::incomplete;
 }
 
